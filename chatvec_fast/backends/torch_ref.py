@@ -1,0 +1,35 @@
+"""The plain PyTorch backend: chatvec_fast.reference applied chunk by chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..dtypes import itemsize
+from ..reference import TORCH_DTYPES, merge_reference
+
+
+def _as_tensor(buf, dtype: str, n: int) -> torch.Tensor:
+    raw = np.frombuffer(buf, dtype=np.uint8, count=n * itemsize(dtype))
+    return torch.from_numpy(raw).view(TORCH_DTYPES[dtype])
+
+
+class TorchBackend:
+    def __init__(self, math: str = "fp64", threads: int | None = None):
+        self.math = math
+        self.name = "torch" if math == "fp64" else "torch-fp32"
+        self.exact = math == "fp64"
+        self.threads = threads
+        if threads:
+            torch.set_num_threads(threads)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.math} math, {torch.get_num_threads()} threads)"
+
+    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype):
+        b = None if base is None else _as_tensor(base, base_dtype, n)
+        c = None if chat is None else _as_tensor(chat, chat_dtype, n)
+        p = _as_tensor(cp, cp_dtype, n)
+        results = merge_reference(b, c, p, alphas, TORCH_DTYPES[out_dtype], self.math)
+        for out, result in zip(outs, results):
+            _as_tensor(out, out_dtype, n).copy_(result)

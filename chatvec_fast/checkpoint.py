@@ -1,0 +1,143 @@
+"""A Hugging Face checkpoint: one model.safetensors, or shards plus model.safetensors.index.json.
+
+Only headers are read. Every shard header is validated, and the index must
+agree with the shards exactly (each listed tensor in its listed shard, no
+tensor missing from the index, none in two shards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from .errors import InputError
+from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """All tensors of one model, by name, in storage order (shard by shard, by offset)."""
+
+    path: str  # the directory (or the single file given directly)
+    files: list[SafetensorsHeader]  # in index order (sorted shard names)
+    tensors: dict[str, TensorInfo]
+    config: dict  # config.json, or {} when absent
+
+    @property
+    def directory(self) -> str:
+        return self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def file_of(self, name: str) -> SafetensorsHeader:
+        path = self.tensors[name].path
+        return next(f for f in self.files if f.path == path)
+
+
+def _load_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: {what} is a JSON {type(doc).__name__}, expected an object")
+    return doc
+
+
+def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str], dict[str, str]]:
+    index = _load_json(index_path, "index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise InputError(f"{index_path}: 'weight_map' must map tensor names to shard file names")
+    for name, shard in weight_map.items():
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            raise InputError(
+                f"{index_path}: tensor {name!r} maps to {shard!r}; shard names must be plain file names "
+                "in the checkpoint directory"
+            )
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if not os.path.isfile(os.path.join(directory, shard)):
+            first = next(n for n, s in weight_map.items() if s == shard)
+            raise InputError(
+                f"{index_path}: names shard {shard!r} (for tensor {first!r}) but {os.path.join(directory, shard)} "
+                "does not exist; the download is incomplete"
+            )
+    return shards, weight_map
+
+
+def open_checkpoint(path: str) -> Checkpoint:
+    """Opens a checkpoint directory (or a single .safetensors file) and validates all its headers."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    config: dict = {}
+    if os.path.isfile(path):
+        files = [read_header(path)]
+        weight_map = None
+    else:
+        index_path = os.path.join(path, INDEX_NAME)
+        single_path = os.path.join(path, SINGLE_NAME)
+        if os.path.isfile(index_path):
+            shard_names, weight_map = _shard_files_from_index(path, index_path)
+            files = [read_header(os.path.join(path, s)) for s in shard_names]
+        elif os.path.isfile(single_path):
+            files = [read_header(single_path)]
+            weight_map = None
+        else:
+            found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+            hint = (
+                f"; it has {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no {INDEX_NAME} to say "
+                "which are the model's shards"
+                if found
+                else ""
+            )
+            raise InputError(f"{path}: neither {SINGLE_NAME} nor {INDEX_NAME} found{hint}")
+        config_path = os.path.join(path, "config.json")
+        if os.path.isfile(config_path):
+            config = _load_json(config_path, "config.json")
+
+    tensors: dict[str, TensorInfo] = {}
+    for header in files:
+        for name, info in header.tensors.items():
+            if name in tensors:
+                raise InputError(
+                    f"{path}: tensor {name!r} is stored twice, in {tensors[name].path} and {header.path}"
+                )
+            tensors[name] = info
+    if weight_map is not None:
+        index_path = os.path.join(path, INDEX_NAME)
+        for name, shard in weight_map.items():
+            info = tensors.get(name)
+            if info is None or os.path.basename(info.path) != shard:
+                raise InputError(
+                    f"{index_path}: lists tensor {name!r} in {shard!r}, but that shard's header does not have it; "
+                    "the index and the shards disagree (re-download the checkpoint)"
+                )
+        extra = [n for n in tensors if n not in weight_map]
+        if extra:
+            raise InputError(
+                f"{index_path}: tensor {extra[0]!r} is in shard {os.path.basename(tensors[extra[0]].path)} but not "
+                f"in the index ({len(extra)} such tensors); the index and the shards disagree"
+            )
+    return Checkpoint(path, files, tensors, config)
+
+
+def read_tensor_bytes(info: TensorInfo) -> bytes:
+    """The raw bytes of one tensor (for checks and tests; the merge itself streams in chunks)."""
+    with open(info.path, "rb") as f:
+        f.seek(info.offset)
+        data = f.read(info.nbytes)
+    if len(data) != info.nbytes:
+        raise InputError(f"{info.path}: ends inside tensor {info.name!r}; the file is truncated")
+    return data

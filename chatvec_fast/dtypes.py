@@ -1,0 +1,42 @@
+"""safetensors dtype names, their sizes, and the codes the kernels use."""
+
+from __future__ import annotations
+
+# Bits per element of every dtype the safetensors format defines (F4 and the
+# F6 types are packed below a byte).
+BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+
+# The dtypes the merge computes on; every other dtype is copied from cp.
+# Codes match csrc/dtype_convert.h.
+KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2}
+MERGEABLE = frozenset(KERNEL_CODES)
+
+# --dtype spellings.
+USER_NAMES = {"bf16": "BF16", "bfloat16": "BF16", "f16": "F16", "fp16": "F16", "float16": "F16",
+              "f32": "F32", "fp32": "F32", "float32": "F32"}  # fmt: skip
+
+# config.json's torch_dtype for each output dtype.
+TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+
+
+def nbytes(dtype: str, numel: int) -> int:
+    """Bytes that `numel` elements of `dtype` occupy (sub-byte types rounded up)."""
+    return (numel * BITS[dtype] + 7) // 8
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a byte-sized dtype."""
+    return BITS[dtype] // 8
+
+
+def parse_user_dtype(name: str) -> str:
+    try:
+        return USER_NAMES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}: expected one of bf16, f16, f32") from None

@@ -1,0 +1,96 @@
+"""The float64 reference in plain PyTorch: the oracle for every fast path, and the torch backend.
+
+    out = round_once(cp + alpha * (chat - base))
+
+computed in float64 in that order (product rounded, then sum rounded; no
+fused multiply-add), then rounded ONCE, to nearest-even, to the output dtype.
+torch's own float64 -> bfloat16/float16 casts go through float32 and round
+twice (wrong on ~0.016% of elements at alpha = 0.7), so round_float64() does
+the final rounding with integer operations instead. It uses a different
+method from the native kernel (variable shifts and an explicit sticky bit),
+which makes the two independent checks of each other.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# mantissa bits, smallest normal exponent, Inf bits, canonical quiet NaN bits
+_FORMATS = {
+    torch.bfloat16: (7, -126, 0x7F80, 0x7FC0),
+    torch.float16: (10, -14, 0x7C00, 0x7E00),
+}
+
+TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+
+
+def as_torch(raw, dtype: str, shape=None) -> torch.Tensor:
+    """A tensor viewing raw safetensors bytes of a float dtype (copied, so it owns its memory)."""
+    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(TORCH_DTYPES[dtype])
+    return t.reshape(shape) if shape is not None else t
+
+
+def round_float64(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Correctly rounded (nearest-even) conversion of a float64 tensor to bf16, f16 or f32.
+
+    NaN becomes the positive quiet NaN of the target (every backend emits the same bits).
+
+    >>> round_float64(torch.tensor([1.00390625], dtype=torch.float64), torch.bfloat16)  # a tie: to even
+    tensor([1.], dtype=torch.bfloat16)
+    """
+    if x.dtype != torch.float64:
+        raise TypeError(f"round_float64 takes float64, got {x.dtype}")
+    if dtype == torch.float64:
+        return x.clone()
+    if dtype == torch.float32:
+        out = x.to(torch.float32)  # one hardware rounding, nearest-even
+        return torch.where(torch.isnan(out), torch.full_like(out, float("nan")), out)
+    mant, emin, inf_bits, qnan_bits = _FORMATS[dtype]
+    bits = x.contiguous().view(torch.int64)
+    negative = bits < 0
+    magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
+    biased = magnitude >> 52
+    fraction = magnitude & ((1 << 52) - 1)
+    is_nan = (biased == 0x7FF) & (fraction != 0)
+    significand = fraction | ((biased != 0).to(torch.int64) << 52)
+    min_normal = 1023 + emin
+    shift = ((min_normal - biased).clamp(min=0) + (52 - mant)).clamp(max=63)
+    # Keep one extra bit (the round bit); anything below it is sticky.
+    with_round_bit = significand >> (shift - 1)
+    sticky = (with_round_bit << (shift - 1)) != significand
+    truncated = with_round_bit >> 1
+    round_up = ((with_round_bit & 1) == 1) & (sticky | ((truncated & 1) == 1))
+    rounded = truncated + round_up.to(torch.int64)
+    exp_field = (biased - min_normal).clamp(min=0)
+    out = ((exp_field << mant) + rounded).clamp(max=inf_bits)
+    out = out | (negative.to(torch.int64) << 15)
+    out = torch.where(is_nan, torch.full_like(out, qnan_bits), out)
+    return out.to(torch.int32).to(torch.int16).view(dtype)
+
+
+def merge_reference(
+    base: torch.Tensor | None,
+    chat: torch.Tensor | None,
+    cp: torch.Tensor,
+    alphas,
+    out_dtype: torch.dtype,
+    math: str = "fp64",
+) -> list[torch.Tensor]:
+    """[round(cp + a * (chat - base)) for a in alphas]; with base and chat None, [round(cp)] * len(alphas).
+
+    math="fp64": the exact reference. math="fp32": float32 arithmetic and torch's
+    cast, the common "exact enough" variant (up to 128 ulp off near cancellation).
+    """
+    if math == "fp64":
+        p = cp.to(torch.float64)
+        if base is None:
+            return [round_float64(p, out_dtype) for _ in alphas]
+        delta = chat.to(torch.float64) - base.to(torch.float64)
+        return [round_float64(p + float(a) * delta, out_dtype) for a in alphas]
+    if math == "fp32":
+        p = cp.to(torch.float32)
+        if base is None:
+            return [p.to(out_dtype) for _ in alphas]
+        delta = chat.to(torch.float32) - base.to(torch.float32)
+        return [(p + torch.tensor(float(a), dtype=torch.float32) * delta).to(out_dtype) for a in alphas]
+    raise ValueError(f"math must be 'fp64' or 'fp32', got {math!r}")

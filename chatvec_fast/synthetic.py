@@ -1,0 +1,158 @@
+"""Synthetic Llama-shaped checkpoint triples (base, chat, cp) for the demo, tests and benchmarks.
+
+    chat = base + N(0, noise)      cp = base + N(0, noise)      (matrices; norms ~ 1 + N(0, 0.05))
+
+Values are seeded per model and tensor, so a triple is the same on every
+machine. Tensors are generated and written one at a time (numpy only), so
+even the 7B shape needs about one tensor of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .writer import ShardFile, build_header
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tie: bool = False
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for _, s in tensor_specs(self))
+
+
+SHAPES = {
+    "tiny": LlamaShape(layers=2, hidden=64, intermediate=176, heads=4, kv_heads=2, vocab=512),
+    "small": LlamaShape(layers=8, hidden=1024, intermediate=2816, heads=16, kv_heads=4, vocab=32000),  # 0.2B
+    "1b": LlamaShape(layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000),  # TinyLlama
+    "7b": LlamaShape(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32000),  # Llama-2-7B
+}
+
+
+def tensor_specs(shape: LlamaShape, vocab: int | None = None):
+    """(name, shape) in the order of LlamaForCausalLM's state dict."""
+    h, v = shape.hidden, vocab or shape.vocab
+    kv = shape.kv_heads * (h // shape.heads)
+    yield "model.embed_tokens.weight", (v, h)
+    for i in range(shape.layers):
+        p = f"model.layers.{i}."
+        yield p + "self_attn.q_proj.weight", (h, h)
+        yield p + "self_attn.k_proj.weight", (kv, h)
+        yield p + "self_attn.v_proj.weight", (kv, h)
+        yield p + "self_attn.o_proj.weight", (h, h)
+        yield p + "mlp.gate_proj.weight", (shape.intermediate, h)
+        yield p + "mlp.up_proj.weight", (shape.intermediate, h)
+        yield p + "mlp.down_proj.weight", (h, shape.intermediate)
+        yield p + "input_layernorm.weight", (h,)
+        yield p + "post_attention_layernorm.weight", (h,)
+    yield "model.norm.weight", (h,)
+    if not shape.tie:
+        yield "lm_head.weight", (v, h)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, rounded to nearest-even (inputs here are finite)."""
+    u = x.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _rng(seed: int, *key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32("/".join(key).encode())])
+
+
+def _values(role: str, name: str, shape, seed: int, std: float, noise: float, extra_rows: int) -> np.ndarray:
+    is_norm = len(shape) == 1
+    base = _rng(seed, "base", name).standard_normal(shape, dtype=np.float32)
+    base *= np.float32(0.05 if is_norm else std)
+    if is_norm:
+        base += np.float32(1.0)
+    if role != "base":
+        base += _rng(seed, role, name).standard_normal(shape, dtype=np.float32) * np.float32(noise)
+    if extra_rows:
+        extra = _rng(seed, role + "-extra", name).standard_normal((extra_rows, shape[1]), dtype=np.float32)
+        base = np.concatenate([base, extra * np.float32(std)])
+    return to_bf16_bits(base)
+
+
+def write_llama(directory: str, role: str, shape: LlamaShape, *, vocab: int | None = None, seed: int = 0,
+                shard_bytes: int | None = None, std: float = 0.02, noise: float = 0.002) -> str:
+    """Writes one model of a triple (role: base, chat or cp) as a Hugging Face directory in bf16."""
+    os.makedirs(directory, exist_ok=True)
+    vocab = vocab or shape.vocab
+    specs = list(tensor_specs(shape, vocab))
+    sizes = [2 * math.prod(s) for _, s in specs]
+    groups, size = [[]], 0
+    for i, nbytes in enumerate(sizes):
+        if shard_bytes is not None and groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += nbytes
+    names = (
+        ["model.safetensors"]
+        if len(groups) == 1
+        else [f"model-{g + 1:05d}-of-{len(groups):05d}.safetensors" for g in range(len(groups))]
+    )
+    weight_map = {}
+    for filename, group in zip(names, groups):
+        entries = [(specs[i][0], "BF16", specs[i][1], sizes[i]) for i in group]
+        header, offsets = build_header(entries, {"format": "pt"})
+        f = ShardFile(os.path.join(directory, filename), header, len(header) + sum(sizes[i] for i in group))
+        try:
+            for i, offset in zip(group, offsets):
+                name, tshape = specs[i]
+                is_vocab = name in ("model.embed_tokens.weight", "lm_head.weight")
+                base_rows = shape.vocab if is_vocab else tshape[0]
+                rows_shape = (base_rows, *tshape[1:])
+                f.write(_values(role, name, rows_shape, seed, std, noise, tshape[0] - base_rows), offset)
+                weight_map[name] = filename
+        finally:
+            f.close()
+    if len(names) > 1:
+        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
+        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as fh:
+            json.dump(index, fh, indent=2)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "vocab_size": vocab, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": shape.tie,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
+    }  # fmt: skip
+    with open(os.path.join(directory, "config.json"), "w") as fh:
+        json.dump(config, fh, indent=2)
+    with open(os.path.join(directory, "generation_config.json"), "w") as fh:
+        json.dump({"bos_token_id": 1, "eos_token_id": 2}, fh, indent=2)
+    return directory
+
+
+def make_triple(parent: str, shape: str | LlamaShape = "tiny", *, cp_vocab: int | None = None, tie: bool = False,
+                seed: int = 0, shard_bytes: dict | int | None = None) -> dict[str, str]:
+    """Writes parent/base, parent/chat, parent/cp; returns their paths by role.
+
+    shard_bytes: one size for all three, or {role: size} to shard them differently.
+    """
+    s = SHAPES[shape] if isinstance(shape, str) else shape
+    if tie:
+        s = replace(s, tie=True)
+    paths = {}
+    for role in ("base", "chat", "cp"):
+        per_role = shard_bytes.get(role) if isinstance(shard_bytes, dict) else shard_bytes
+        vocab = cp_vocab if role == "cp" else None
+        paths[role] = write_llama(os.path.join(parent, role), role, s, vocab=vocab, seed=seed, shard_bytes=per_role)
+    return paths

@@ -1,0 +1,131 @@
+// Python bindings (module chatvec_fast._C). Python validates plans; this layer
+// only checks what keeps memory safe (dtype codes, buffer sizes, writability)
+// and releases the GIL around the work.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <cerrno>
+#include <vector>
+
+#include "file_io.h"
+#include "merge_kernel.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+chatvec::DType to_dtype(int code, const char* what) {
+  if (code != chatvec::kF32 && code != chatvec::kF16 && code != chatvec::kBF16)
+    throw py::value_error(std::string(what) + ": unknown dtype code " + std::to_string(code) +
+                          " (expected 0 = F32, 1 = F16, 2 = BF16)");
+  return static_cast<chatvec::DType>(code);
+}
+
+// A contiguous buffer of at least `need` bytes; keeps the view alive.
+struct Buffer {
+  py::buffer_info info;
+  Buffer(const py::buffer& obj, size_t need, bool writable, const std::string& what)
+      : info(obj.request(writable)) {
+    const size_t have = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
+    if (have < need)
+      throw py::value_error(what + ": buffer holds " + std::to_string(have) + " bytes, the kernel needs " +
+                            std::to_string(need));
+    // C-contiguity: strides must equal the packed strides.
+    py::ssize_t expected = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+      if (info.shape[d] > 1 && info.strides[d] != expected)
+        throw py::value_error(what + ": buffer is not contiguous");
+      expected *= info.shape[d];
+    }
+  }
+  void* ptr() const { return info.ptr; }
+};
+
+void py_merge(const py::object& base, int base_dtype, const py::object& chat, int chat_dtype, const py::buffer& cp,
+              int cp_dtype, size_t n, const std::vector<double>& alphas, const std::vector<py::buffer>& outs,
+              int out_dtype, int threads) {
+  chatvec::MergeArgs args;
+  args.n = n;
+  args.cp_dtype = to_dtype(cp_dtype, "cp");
+  args.out_dtype = to_dtype(out_dtype, "out");
+  const bool convert_only = base.is_none();
+  if (convert_only != chat.is_none()) throw py::value_error("base and chat must both be buffers or both None");
+  if (!convert_only && alphas.size() != outs.size())
+    throw py::value_error("got " + std::to_string(alphas.size()) + " alphas for " + std::to_string(outs.size()) +
+                          " output buffers; pass one alpha per output");
+  if (outs.empty()) throw py::value_error("need at least one output buffer");
+
+  std::vector<Buffer> keep;
+  keep.reserve(outs.size() + 3);
+  keep.emplace_back(cp, n * chatvec::itemsize(args.cp_dtype), false, "cp");
+  args.cp = keep.back().ptr();
+  if (!convert_only) {
+    args.base_dtype = to_dtype(base_dtype, "base");
+    args.chat_dtype = to_dtype(chat_dtype, "chat");
+    keep.emplace_back(base.cast<py::buffer>(), n * chatvec::itemsize(args.base_dtype), false, "base");
+    args.base = keep.back().ptr();
+    keep.emplace_back(chat.cast<py::buffer>(), n * chatvec::itemsize(args.chat_dtype), false, "chat");
+    args.chat = keep.back().ptr();
+  }
+  std::vector<void*> out_ptrs;
+  for (size_t k = 0; k < outs.size(); ++k) {
+    keep.emplace_back(outs[k], n * chatvec::itemsize(args.out_dtype), true, "out[" + std::to_string(k) + "]");
+    out_ptrs.push_back(keep.back().ptr());
+  }
+  args.outs = out_ptrs.data();
+  args.num_outputs = static_cast<int>(outs.size());
+  args.alphas = alphas.data();
+  py::gil_scoped_release release;
+  chatvec::merge(args, threads);
+}
+
+void check_errno(int err) {
+  if (err == 0) return;
+  errno = err;
+  PyErr_SetFromErrno(PyExc_OSError);
+  throw py::error_already_set();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "chatvec-fast native kernels: the fused float64 merge and write-back control.";
+  m.attr("F32") = static_cast<int>(chatvec::kF32);
+  m.attr("F16") = static_cast<int>(chatvec::kF16);
+  m.attr("BF16") = static_cast<int>(chatvec::kBF16);
+
+  m.def("merge", &py_merge, "base"_a, "base_dtype"_a, "chat"_a, "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "n"_a,
+        "alphas"_a, "outs"_a, "out_dtype"_a, "threads"_a = 0,
+        "outs[k][:n] = round(cp + alphas[k] * (chat - base)) in float64, rounded once to out_dtype.\n"
+        "With base and chat None: outs[k][:n] = round(cp) (dtype conversion). Releases the GIL.");
+  m.def("active_isa", &chatvec::active_isa, "Instruction set the kernel runs with.");
+  m.def("supported_isas", &chatvec::supported_isas, "Instruction sets this build and CPU support, best first.");
+  m.def("set_isa", &chatvec::set_isa, "name"_a, "Forces an instruction set from supported_isas().");
+  m.def("available_cpus", &chatvec::available_cpus, "CPUs this process may run on.");
+  m.def(
+      "start_writeback",
+      [](int fd, int64_t offset, int64_t nbytes) {
+        int err;
+        {
+          py::gil_scoped_release release;
+          err = chatvec::start_writeback(fd, offset, nbytes);
+        }
+        check_errno(err);
+      },
+      "fd"_a, "offset"_a, "nbytes"_a, "Starts write-back of a written file range (Linux; elsewhere a no-op).");
+  m.def(
+      "wait_writeback",
+      [](int fd, int64_t offset, int64_t nbytes) {
+        int err;
+        {
+          py::gil_scoped_release release;
+          err = chatvec::wait_writeback(fd, offset, nbytes);
+        }
+        check_errno(err);
+      },
+      "fd"_a, "offset"_a, "nbytes"_a, "Waits for write-back of a file range (Linux; elsewhere a no-op).");
+}

@@ -1,0 +1,127 @@
+// Bit-exact conversions between the storage dtypes (bf16, f16, f32) and float64.
+//
+// Widening (to double) is always exact. Narrowing rounds ONCE, to nearest-even,
+// straight from float64 with integer operations: going through float32 first is
+// a second rounding that is wrong on ~0.016% of elements at alpha = 0.7 (and so
+// is torch's own double -> bfloat16). Every function here is branch-free so the
+// compiler can vectorise the loops that call it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace chatvec {
+
+// Codes shared with Python (chatvec_fast/dtypes.py). Keep in sync.
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+inline int itemsize(DType d) { return d == kF32 ? 4 : 2; }
+
+template <typename To, typename From>
+inline To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "size mismatch");
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_bit_cast)
+  // memcpy-based casts block GCC's vectoriser ("no vectype for stmt").
+  return __builtin_bit_cast(To, from);
+#define CHATVEC_HAVE_BUILTIN_BIT_CAST 1
+#endif
+#endif
+#ifndef CHATVEC_HAVE_BUILTIN_BIT_CAST
+  To to;
+  std::memcpy(&to, &from, sizeof(To));
+  return to;
+#endif
+}
+
+// ---- widening: exact ------------------------------------------------------
+
+inline double bf16_to_double(uint16_t h) {
+  return static_cast<double>(bit_cast<float>(static_cast<uint32_t>(h) << 16));
+}
+
+// Places the 15 magnitude bits of the half inside a double's exponent and
+// mantissa fields (exponent bias 1023 instead of 15) and rescales by 2^1008.
+// The product is exact for normals and subnormals alike; Inf/NaN are patched.
+inline double f16_to_double(uint16_t h) {
+  const uint64_t sign = static_cast<uint64_t>(h & 0x8000u) << 48;
+  const uint64_t mag = h & 0x7fffu;
+  const double scaled = bit_cast<double>(mag << 42) * 0x1p1008;
+  const uint64_t special = 0x7ff0000000000000ull | ((mag & 0x3ffu) << 42);
+  const uint64_t bits = mag >= 0x7c00u ? special : bit_cast<uint64_t>(scaled);
+  return bit_cast<double>(bits | sign);
+}
+
+inline double f32_to_double(float f) { return static_cast<double>(f); }
+
+// ---- narrowing: one round-to-nearest-even ----------------------------------
+
+// Rounds a double to a binary format with `kMant` stored mantissa bits and
+// smallest normal exponent `kEmin` (bf16: 7, -126; f16: 10, -14) and returns
+// its bit pattern.
+//
+// Normal results: round the double's bit pattern at bit 52 - kMant (add half
+// an ulp minus one, plus the lowest kept bit for ties-to-even) and re-bias the
+// exponent; a mantissa carry moves into the exponent by itself, up to Inf.
+// Subnormal results: adding C = 2^(kEmin - kMant + 52) makes the FPU round |x|
+// to the target's subnormal spacing (the ulp of C), ties to even; the integer
+// difference of the bit patterns is then the subnormal mantissa.
+// NaN becomes the positive quiet NaN, so every backend emits the same bits.
+//
+// Constant shifts and selects only: GCC vectorises this (8 lanes with
+// AVX-512), and it measured faster than a variable-shift version (11.0 vs
+// 9.7 GB/s a core in cache) and than rounding to odd through float32.
+template <int kMant, int kEmin, uint16_t kInf, uint16_t kQNaN>
+inline uint16_t round_double_to_half_like(double x) {
+  constexpr int kShift = 52 - kMant;
+  constexpr uint64_t kHalfMinusOne = (1ull << (kShift - 1)) - 1;
+  constexpr uint64_t kRebias = static_cast<uint64_t>(1023 + kEmin - 1) << kMant;
+  constexpr uint64_t kSmallestNormalBits = static_cast<uint64_t>(1023 + kEmin) << 52;
+  constexpr uint64_t kSubnormalMagicBits = static_cast<uint64_t>(1023 + kEmin - kMant + 52) << 52;
+  const uint64_t bits = bit_cast<uint64_t>(x);
+  const uint64_t abs_bits = bits & 0x7fffffffffffffffull;
+  const uint64_t normal = ((abs_bits + kHalfMinusOne + ((abs_bits >> kShift) & 1)) >> kShift) - kRebias;
+  const double magic = bit_cast<double>(kSubnormalMagicBits);
+  const uint64_t subnormal = bit_cast<uint64_t>(bit_cast<double>(abs_bits) + magic) - kSubnormalMagicBits;
+  uint64_t out = abs_bits < kSmallestNormalBits ? subnormal : normal;
+  out = out > kInf ? kInf : out;  // overflow, and Inf itself
+  const uint64_t sign = (bits >> 48) & 0x8000;
+  out = abs_bits > 0x7ff0000000000000ull ? kQNaN : (out | sign);
+  return static_cast<uint16_t>(out);
+}
+
+inline uint16_t double_to_bf16(double x) {
+  return round_double_to_half_like<7, -126, 0x7f80, 0x7fc0>(x);
+}
+
+inline uint16_t double_to_f16(double x) {
+  return round_double_to_half_like<10, -14, 0x7c00, 0x7e00>(x);
+}
+
+// The same rounding for results that are zero or normal, finite bf16 values
+// (|x| in [2^-126, 2^128), where rounding up to 2^128 correctly gives Inf).
+// Zero is clamped from the negative re-biased exponent. The caller checks the
+// range with bf16_fast_path_exact() and falls back to double_to_bf16().
+inline uint16_t round_double_to_bf16_normal(double x) {
+  const uint64_t bits = bit_cast<uint64_t>(x);
+  const uint64_t abs_bits = bits & 0x7fffffffffffffffull;
+  const int64_t normal = static_cast<int64_t>((abs_bits + 0xfffffffffffull + ((abs_bits >> 45) & 1)) >> 45) -
+                         static_cast<int64_t>(896ull << 7);
+  const uint64_t out = static_cast<uint64_t>(normal > 0 ? normal : 0);
+  return static_cast<uint16_t>(out | ((bits >> 48) & 0x8000));
+}
+
+// `low` = min over the block of |x|'s bits minus one (wrapping, so zeros never
+// lower it); `high` = max of |x|'s bits.
+inline bool bf16_fast_path_exact(uint64_t low, uint64_t high) {
+  return low >= 0x3810000000000000ull - 1 && high < 0x47f0000000000000ull;
+}
+
+// The hardware conversion already rounds once to nearest-even. NaN is tested
+// on the integer bits: a floating-point `x != x` keeps GCC from vectorising.
+inline uint32_t double_to_f32_bits(double x) {
+  const uint32_t bits = bit_cast<uint32_t>(static_cast<float>(x));
+  return (bits & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : bits;
+}
+
+}  // namespace chatvec
