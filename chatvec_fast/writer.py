@@ -13,6 +13,8 @@ import json
 import os
 from collections import deque
 
+import numpy as np
+
 from . import _native
 from .errors import OutputError
 
@@ -61,35 +63,107 @@ class _WritebackWindow:
             self.native.wait_writeback(self.fd, off, n)
 
 
-class ShardFile:
-    """One output .safetensors file, pre-sized, written at known offsets."""
+def _direct_io_wanted() -> bool:
+    return hasattr(os, "O_DIRECT") and os.environ.get("CHATVEC_DIRECT_IO", "1") != "0"
 
-    # 64 MiB of dirty pages in flight per file: enough to keep the disk queue
-    # full (the 4 MiB x 8 window measured best in a C test), small next to RAM.
+
+class ShardFile:
+    """One output .safetensors file, pre-sized, written front to back.
+
+    By default the bytes go to disk with O_DIRECT from an aligned 16 MiB
+    staging block: no page-cache pages to allocate and copy into, so the CPU
+    stays free for reading and merging (2.2 GB in 0.8-1.1 s at ~0 CPU here,
+    against 1.0-2.9 s of busy CPU through the page cache). Where O_DIRECT is
+    refused (tmpfs, some network filesystems) or CHATVEC_DIRECT_IO=0, writes
+    go through the page cache with early write-back instead. The file is
+    finished (flushed, cut to size, fsynced, closed) as soon as its last byte
+    arrives.
+    """
+
+    BLOCK = 16 << 20  # staging block: one O_DIRECT write (16 MiB: 2.1-2.6 GB/s vs 1.8-3.0 at 4 MiB)
+    ALIGN = 4096  # O_DIRECT alignment of memory, offsets and lengths
+    # 64 MiB of dirty pages in flight per file (buffered mode): enough to keep
+    # the disk queue full (the 4 MiB x 8 window measured best in a C test).
     WRITEBACK_WINDOW = 64 << 20
 
     def __init__(self, path: str, header: bytes, size: int):
         self.path = path
         self.size = size
+        self.next = 0  # bytes received so far (writes arrive in file order)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.direct = _direct_io_wanted()
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self.fd = self._open(flags)
         except OSError as exc:
             raise OutputError(f"{path}: cannot create: {exc.strerror}") from exc
-        self._window = _WritebackWindow(self.fd, self.WRITEBACK_WINDOW)
+        self._block = None  # aligned staging block (direct mode), allocated at the first write
+        self._block_offset = 0  # file offset of the staging block's first byte
+        self._fill = 0
+        self._window = None if self.direct else _WritebackWindow(self.fd, self.WRITEBACK_WINDOW)
         try:
             os.ftruncate(self.fd, size)
             self.write(header, 0)
         except BaseException:
-            os.close(self.fd)
+            self.close(sync=False)
             raise
 
+    def _open(self, flags: int) -> int:
+        if self.direct:
+            try:
+                return os.open(self.path, flags | os.O_DIRECT, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: this filesystem has no O_DIRECT
+                    raise
+                self.direct = False
+        return os.open(self.path, flags, 0o644)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
     def write(self, data, offset: int):
-        """Writes all of `data` (a bytes-like object) at `offset`."""
+        """Writes all of `data` (bytes-like) at `offset`, which must follow the previous write."""
         view = memoryview(data).cast("B")
-        if offset + len(view) > self.size:
+        if offset != self.next or offset + len(view) > self.size:
             raise OutputError(
-                f"{self.path}: write of {len(view)} bytes at {offset} passes the planned size {self.size}"
+                f"{self.path}: write of {len(view)} bytes at {offset} does not follow the previous write "
+                f"(expected offset {self.next}, file size {self.size}); this is a bug, please report it"
             )
+        if self.direct:
+            self._stage(view)
+        else:
+            self._pwrite(view, offset)
+            self._window.written(offset, len(view))
+        self.next += len(view)
+        if self.next == self.size:
+            self.close(sync=True)
+
+    def _stage(self, view: memoryview):
+        if self._block is None:
+            raw = np.empty(self.BLOCK + self.ALIGN, dtype=np.uint8)
+            start = -raw.ctypes.data % self.ALIGN
+            self._block = raw[start : start + self.BLOCK]
+        src = np.frombuffer(view, dtype=np.uint8)
+        pos = 0
+        while pos < len(src):
+            take = min(self.BLOCK - self._fill, len(src) - pos)
+            self._block[self._fill : self._fill + take] = src[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == self.BLOCK:
+                self._flush_block()
+
+    def _flush_block(self):
+        """Writes the staged bytes (padded to the alignment; the tail is cut off at close)."""
+        if self._fill == 0:
+            return
+        padded = -self._fill % self.ALIGN
+        self._block[self._fill : self._fill + padded] = 0
+        self._pwrite(memoryview(self._block[: self._fill + padded]), self._block_offset)
+        self._block_offset += self._fill
+        self._fill = 0
+
+    def _pwrite(self, view: memoryview, offset: int):
         done = 0
         try:
             while done < len(view):
@@ -97,19 +171,23 @@ class ShardFile:
         except OSError as exc:
             hint = " (the disk is full: free space or choose another --out)" if exc.errno == errno.ENOSPC else ""
             raise OutputError(f"{self.path}: write failed at byte {offset + done}: {exc.strerror}{hint}") from exc
-        self._window.written(offset, len(view))
 
     def close(self, sync: bool = True):
+        """Flushes (when sync), cuts the file to its size, fsyncs and closes. Safe to call twice."""
         if self.fd < 0:
             return
-        fd, self.fd = self.fd, -1
         try:
             if sync:
-                os.fsync(fd)
+                if self.direct:
+                    self._flush_block()
+                    os.ftruncate(self.fd, self.size)
+                os.fsync(self.fd)
         except OSError as exc:
-            raise OutputError(f"{self.path}: fsync failed: {exc.strerror}") from exc
+            raise OutputError(f"{self.path}: finishing the file failed: {exc.strerror}") from exc
         finally:
-            os.close(fd)
+            os.close(self.fd)
+            self.fd = -1
+            self._block = None
 
 
 def write_json(path: str, doc: dict):

@@ -10,6 +10,8 @@ from ..reference import TORCH_DTYPES, merge_reference
 
 
 def _as_tensor(buf, dtype: str, n: int) -> torch.Tensor:
+    if n == 0:  # numpy's empty views have stride 0, which torch cannot reinterpret
+        return torch.empty(0, dtype=TORCH_DTYPES[dtype])
     raw = np.frombuffer(buf, dtype=np.uint8, count=n * itemsize(dtype))
     return torch.from_numpy(raw).view(TORCH_DTYPES[dtype])
 

@@ -1,0 +1,91 @@
+"""Shared helpers: realistic random data and comparisons that print where they differ."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import torch
+
+from chatvec_fast.reference import TORCH_DTYPES
+
+SCALE = 0.02  # weights ~ N(0, 0.02^2)
+DELTA = 0.002  # fine-tuning deltas ~ N(0, 0.002^2)
+
+
+def realistic_triple(shape, dtypes, seed, hostile=False):
+    """base ~ N(0, 0.02), chat = base + N(0, 0.002), cp = base + N(0, 0.002), in the given dtypes.
+
+    hostile=True sprinkles zeros, signed zeros, Inf, NaN, bf16/f16 subnormals and
+    near-overflow values over ~1% of the elements.
+    """
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=g, dtype=torch.float64) * SCALE
+    chat = base + torch.randn(shape, generator=g, dtype=torch.float64) * DELTA
+    cp = base + torch.randn(shape, generator=g, dtype=torch.float64) * DELTA
+    out = []
+    for t, dtype in zip((base, chat, cp), dtypes):
+        t = t.clone()
+        if hostile and t.numel():
+            flat = t.view(-1)
+            specials = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 2**-130, -(2**-20),
+                                     3.3e38, 65000.0, 1e-7], dtype=torch.float64)  # fmt: skip
+            idx = torch.randint(0, flat.numel(), (max(1, flat.numel() // 100),), generator=g)
+            flat[idx] = specials[torch.randint(0, len(specials), (len(idx),), generator=g)]
+        out.append(t.to(TORCH_DTYPES[dtype]))
+    return out
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """Integer view of a float tensor, for bit-exact comparison."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def assert_bits_equal(got: torch.Tensor, want: torch.Tensor, what: str = ""):
+    """Bit-for-bit equality (NaN payloads included); on failure shows the first differing elements."""
+    assert got.dtype == want.dtype and got.shape == want.shape, f"{what}: {got.dtype}{tuple(got.shape)} vs " \
+        f"{want.dtype}{tuple(want.shape)}"  # fmt: skip
+    diff = (bits(got) != bits(want)).reshape(-1)
+    if diff.any():
+        idx = diff.nonzero().reshape(-1)[:8].tolist()
+        g, w = got.reshape(-1), want.reshape(-1)
+        rows = "\n".join(
+            f"  [{i}] got {g[i].item()!r} ({bits(g)[i].item() & 0xFFFFFFFF:#x}) "
+            f"want {w[i].item()!r} ({bits(w)[i].item() & 0xFFFFFFFF:#x})"
+            for i in idx
+        )
+        pytest.fail(f"{what}: {int(diff.sum())} of {diff.numel()} elements differ; first:\n{rows}")
+
+
+def ulp_distance(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """|got - want| in ulps of the output format, via the ordered integer encoding (NaNs excluded by the caller)."""
+    def ordered(t):  # sign-magnitude -> two's complement order (16- and 32-bit formats)
+        b = bits(t).to(torch.int64)
+        return torch.where(b < 0, -(b + (1 << (8 * t.element_size() - 1))), b)
+
+    return (ordered(got) - ordered(want)).abs()
+
+
+def file_digests(*dirs) -> dict[str, str]:
+    """sha256 of every file under the given directories (to prove inputs are untouched)."""
+    out = {}
+    for d in dirs:
+        for root, _, files in os.walk(d):
+            for f in files:
+                p = os.path.join(root, f)
+                with open(p, "rb") as fh:
+                    out[p] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def triple(tmp_path):
+    """A factory for tiny synthetic Llama triples: triple(cp_vocab=..., tie=..., shard_bytes=...)."""
+    from chatvec_fast.synthetic import make_triple
+
+    def make(name="models", **kwargs):
+        kwargs.setdefault("shard_bytes", {"base": None, "chat": 100_000, "cp": 60_000})
+        return make_triple(str(tmp_path / name), "tiny", **kwargs)
+
+    return make
