@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
 from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
+_SHARD_NAME = re.compile(r"(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.safetensors")
 SINGLE_NAME = "model.safetensors"
 
 
@@ -67,6 +69,20 @@ def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str],
                 "in the checkpoint directory"
             )
     shards = sorted(set(weight_map.values()))
+    # save_pretrained names shards PREFIX-00001-of-0000N; a sibling of that
+    # series on disk that the index never mentions means the index is stale.
+    for shard in shards:
+        m = _SHARD_NAME.fullmatch(shard)
+        if m:
+            count = int(m["count"])
+            for i in range(1, count + 1):
+                sibling = f"{m['prefix']}-{i:0{len(m['index'])}d}-of-{m['count']}.safetensors"
+                if sibling not in weight_map.values() and os.path.isfile(os.path.join(directory, sibling)):
+                    raise InputError(
+                        f"{index_path}: shard {sibling} is in the directory but the index maps no tensor to it; "
+                        "the index and the shards disagree (re-download the checkpoint)"
+                    )
+            break
     for shard in shards:
         if not os.path.isfile(os.path.join(directory, shard)):
             first = next(n for n, s in weight_map.items() if s == shard)

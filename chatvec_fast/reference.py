@@ -26,6 +26,8 @@ TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float
 
 def as_torch(raw, dtype: str, shape=None) -> torch.Tensor:
     """A tensor viewing raw safetensors bytes of a float dtype (copied, so it owns its memory)."""
+    if len(raw) == 0:  # torch.frombuffer refuses empty buffers
+        return torch.empty(shape if shape is not None else (0,), dtype=TORCH_DTYPES[dtype])
     t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(TORCH_DTYPES[dtype])
     return t.reshape(shape) if shape is not None else t
 
