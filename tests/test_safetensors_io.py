@@ -36,7 +36,7 @@ def write_with_ours(path, tensors, metadata):
     size = len(header) + sum(e[3] for e in entries)
     f = ShardFile(str(path), header, size)
     try:
-        for (name, t), offset in zip(tensors.items(), offsets):
+        for t, offset in zip(tensors.values(), offsets):
             if t.numel():
                 f.write(t.contiguous().view(-1).view(torch.uint8).numpy(), offset)
     finally:
