@@ -127,9 +127,7 @@ def open_checkpoint(path: str) -> Checkpoint:
     for header in files:
         for name, info in header.tensors.items():
             if name in tensors:
-                raise InputError(
-                    f"{path}: tensor {name!r} is stored twice, in {tensors[name].path} and {header.path}"
-                )
+                raise InputError(f"{path}: tensor {name!r} is stored twice, in {tensors[name].path} and {header.path}")
             tensors[name] = info
     if weight_map is not None:
         index_path = os.path.join(path, INDEX_NAME)

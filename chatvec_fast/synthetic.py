@@ -88,8 +88,17 @@ def _values(role: str, name: str, shape, seed: int, std: float, noise: float, ex
     return to_bf16_bits(base)
 
 
-def write_llama(directory: str, role: str, shape: LlamaShape, *, vocab: int | None = None, seed: int = 0,
-                shard_bytes: int | None = None, std: float = 0.02, noise: float = 0.002) -> str:
+def write_llama(
+    directory: str,
+    role: str,
+    shape: LlamaShape,
+    *,
+    vocab: int | None = None,
+    seed: int = 0,
+    shard_bytes: int | None = None,
+    std: float = 0.02,
+    noise: float = 0.002,
+) -> str:
     """Writes one model of a triple (role: base, chat or cp) as a Hugging Face directory in bf16."""
     os.makedirs(directory, exist_ok=True)
     vocab = vocab or shape.vocab
@@ -141,8 +150,15 @@ def write_llama(directory: str, role: str, shape: LlamaShape, *, vocab: int | No
     return directory
 
 
-def make_triple(parent: str, shape: str | LlamaShape = "tiny", *, cp_vocab: int | None = None, tie: bool = False,
-                seed: int = 0, shard_bytes: dict | int | None = None) -> dict[str, str]:
+def make_triple(
+    parent: str,
+    shape: str | LlamaShape = "tiny",
+    *,
+    cp_vocab: int | None = None,
+    tie: bool = False,
+    seed: int = 0,
+    shard_bytes: dict | int | None = None,
+) -> dict[str, str]:
     """Writes parent/base, parent/chat, parent/cp; returns their paths by role.
 
     shard_bytes: one size for all three, or {role: size} to shard them differently.

@@ -60,6 +60,7 @@ def assert_bits_equal(got: torch.Tensor, want: torch.Tensor, what: str = ""):
 
 def ulp_distance(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     """|got - want| in ulps of the output format, via the ordered integer encoding (NaNs excluded by the caller)."""
+
     def ordered(t):  # sign-magnitude -> two's complement order (16- and 32-bit formats)
         b = bits(t).to(torch.int64)
         return torch.where(b < 0, -(b + (1 << (8 * t.element_size() - 1))), b)

@@ -52,7 +52,10 @@ def interesting_doubles(dtype, n=400_000, seed=0) -> torch.Tensor:
     following = values[np.minimum(np.searchsorted(values, picks) + 1, len(values) - 1)]
     mids = (picks + following) / 2
     parts = [
-        picks, mids, nxt(mids, np.inf), nxt(mids, -np.inf),  # representable, ties, just off ties
+        picks,
+        mids,
+        nxt(mids, np.inf),
+        nxt(mids, -np.inf),  # representable, ties, just off ties
         g.standard_normal(n) * 0.02,  # weights
         np.ldexp(g.random(n) + 1, g.integers(-160, 140, n)),  # every binade incl. subnormal and overflow
         np.array([0.0, np.inf, np.nan, 5e-324, 1e308, values[-1], nxt(values[-1], np.inf)]),

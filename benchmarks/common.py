@@ -1,0 +1,81 @@
+"""Shared benchmark plumbing: the cached model triples, timed subprocess runs, medians, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+CACHE = os.environ.get("CHATVEC_BENCH_DIR", "/tmp/chatvec-bench")
+SHARD_BYTES = 10**9  # 1 GB shards, as the models on the Hub
+
+
+def models(size: str) -> dict[str, str]:
+    """The synthetic triple of a given size (chatvec_fast.synthetic.SHAPES), generated once and cached."""
+    from chatvec_fast.synthetic import make_triple
+
+    root = os.path.join(CACHE, f"models-{size}")
+    done = os.path.join(root, ".complete")
+    paths = {r: os.path.join(root, r) for r in ("base", "chat", "cp")}
+    if not os.path.exists(done):
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        print(f"generating the {size} triple in {root} (once) ...", flush=True)
+        make_triple(root, size, shard_bytes=SHARD_BYTES)
+        open(done, "w").close()
+        print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return paths
+
+
+def dir_bytes(path: str, suffix=".safetensors") -> int:
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
+
+
+def warm(paths):
+    """Reads inputs into the page cache (every method then starts warm) and flushes dirty pages."""
+    for p in paths:
+        subprocess.run(f"cat {p}/*.safetensors > /dev/null", shell=True, check=True)
+    subprocess.run(["sync"], check=True)
+
+
+def timed(cmd: list[str], env=None) -> dict:
+    """Runs cmd; wall time until its output is on disk (a `sync` right after counts), peak RSS, CPU."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    t1 = time.perf_counter()
+    subprocess.run(["sync"], check=True)
+    t2 = time.perf_counter()
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if status != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({status}):\n{err[-2000:]}")
+    return {"wall": t2 - t0, "wall_no_sync": t1 - t0, "sync": t2 - t1, "peak_rss": usage.ru_maxrss * 1024,
+            "user": usage.ru_utime, "sys": usage.ru_stime}  # fmt: skip
+
+
+def summarize(runs: list[dict], key="wall") -> dict:
+    values = [r[key] for r in runs]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, Python {sys.version.split()[0]}"
+
+
+def save_json(path: str, doc: dict):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
