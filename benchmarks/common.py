@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CACHE = os.environ.get("CHATVEC_BENCH_DIR", "/tmp/chatvec-bench")
@@ -44,7 +45,17 @@ def warm(paths):
 
 
 def timed(cmd: list[str], env=None) -> dict:
-    """Runs cmd; wall time until its output is on disk (a `sync` right after counts), peak RSS, CPU."""
+    """Runs cmd; wall time until its output is on disk (a `sync` right after counts), peak RSS, CPU.
+
+    Peak RSS comes from /usr/bin/time when present: a child forked from this
+    (large) Python process would otherwise inherit its RSS high-water mark
+    through fork and exec, and report this process's memory as its own.
+    """
+    rss_file = None
+    if os.path.exists("/usr/bin/time"):
+        fd, rss_file = tempfile.mkstemp(prefix="chatvec-rss-")
+        os.close(fd)
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file, *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -55,7 +66,12 @@ def timed(cmd: list[str], env=None) -> dict:
     proc.stderr.close()
     if status != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({status}):\n{err[-2000:]}")
-    return {"wall": t2 - t0, "wall_no_sync": t1 - t0, "sync": t2 - t1, "peak_rss": usage.ru_maxrss * 1024,
+    peak_rss = usage.ru_maxrss * 1024
+    if rss_file is not None:
+        with open(rss_file) as f:
+            peak_rss = int(f.read().split()[-1]) * 1024
+        os.unlink(rss_file)
+    return {"wall": t2 - t0, "wall_no_sync": t1 - t0, "sync": t2 - t1, "peak_rss": peak_rss,
             "user": usage.ru_utime, "sys": usage.ru_stime}  # fmt: skip
 
 

@@ -69,8 +69,9 @@ inline double f32_to_double(float f) { return static_cast<double>(f); }
 // NaN becomes the positive quiet NaN, so every backend emits the same bits.
 //
 // Constant shifts and selects only: GCC vectorises this (8 lanes with
-// AVX-512), and it measured faster than a variable-shift version (11.0 vs
-// 9.7 GB/s a core in cache) and than rounding to odd through float32.
+// AVX-512). Fused merge loop, one thread, in cache: 11.2 GB/s, against 7.0
+// for a variable-shift version with an explicit sticky bit and 9.7 for
+// rounding to odd through float32.
 template <int kMant, int kEmin, uint16_t kInf, uint16_t kQNaN>
 inline uint16_t round_double_to_half_like(double x) {
   constexpr int kShift = 52 - kMant;
