@@ -97,7 +97,10 @@ class _InputFiles:
     def fd(self, path: str) -> int:
         fd = self.fds.get(path)
         if fd is None:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                raise InputError(f"{path}: cannot open: {exc.strerror}") from exc
             st = os.fstat(fd)
             self.fds[path], self.stamps[path] = fd, (st.st_size, st.st_mtime_ns)
             if hasattr(os, "posix_fadvise"):

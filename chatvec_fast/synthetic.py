@@ -129,8 +129,10 @@ def write_llama(
                 rows_shape = (base_rows, *tshape[1:])
                 f.write(_values(role, name, rows_shape, seed, std, noise, tshape[0] - base_rows), offset)
                 weight_map[name] = filename
-        finally:
             f.close()
+        except BaseException:
+            f.close(sync=False)
+            raise
     if len(names) > 1:
         index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
         with open(os.path.join(directory, "model.safetensors.index.json"), "w") as fh:

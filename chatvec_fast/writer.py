@@ -89,23 +89,34 @@ class ShardFile:
     def __init__(self, path: str, header: bytes, size: int):
         self.path = path
         self.size = size
-        self.next = 0  # bytes received so far (writes arrive in file order)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.next = len(header)  # where the next write must start (writes arrive in file order)
         self.direct = _direct_io_wanted()
-        try:
-            self.fd = self._open(flags)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create: {exc.strerror}") from exc
-        self._block = None  # aligned staging block (direct mode), allocated at the first write
+        self.fd = -1
+        # Opened, and the header staged, at the first write: a sweep of a 70B
+        # model has hundreds of shard files, but only K of them are being
+        # written at any time, so only K descriptors and staging blocks exist.
+        self._header = header
+        self._finished = False
+        self._block = None  # aligned staging block (direct mode)
         self._block_offset = 0  # file offset of the staging block's first byte
         self._fill = 0
-        self._window = None if self.direct else _WritebackWindow(self.fd, self.WRITEBACK_WINDOW)
+        self._window = None
+
+    def _ensure_open(self):
+        if self.fd >= 0:
+            return
+        if self._finished:
+            raise OutputError(f"{self.path}: written after it was finished; this is a bug, please report it")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            os.ftruncate(self.fd, size)
-            self.write(header, 0)
-        except BaseException:
-            self.close(sync=False)
-            raise
+            self.fd = self._open(flags)
+            os.ftruncate(self.fd, self.size)
+        except OSError as exc:
+            self._discard()
+            raise OutputError(f"{self.path}: cannot create: {exc.strerror}") from exc
+        if not self.direct:
+            self._window = _WritebackWindow(self.fd, self.WRITEBACK_WINDOW)
+        self._put(memoryview(self._header), 0)
 
     def _open(self, flags: int) -> int:
         if self.direct:
@@ -129,14 +140,18 @@ class ShardFile:
                 f"{self.path}: write of {len(view)} bytes at {offset} does not follow the previous write "
                 f"(expected offset {self.next}, file size {self.size}); this is a bug, please report it"
             )
+        self._ensure_open()
+        self._put(view, offset)
+        self.next += len(view)
+        if self.next == self.size:
+            self.close(sync=True)
+
+    def _put(self, view: memoryview, offset: int):
         if self.direct:
             self._stage(view)
         else:
             self._pwrite(view, offset)
             self._window.written(offset, len(view))
-        self.next += len(view)
-        if self.next == self.size:
-            self.close(sync=True)
 
     def _stage(self, view: memoryview):
         if self._block is None:
@@ -173,8 +188,14 @@ class ShardFile:
             raise OutputError(f"{self.path}: write failed at byte {offset + done}: {exc.strerror}{hint}") from exc
 
     def close(self, sync: bool = True):
-        """Flushes (when sync), cuts the file to its size, fsyncs and closes. Safe to call twice."""
+        """sync=True: completes the file (flush, cut to size, fsync, close); it must be fully written.
+        sync=False: abandons it. Safe to call twice."""
+        if sync and not self._finished:
+            if self.next != self.size:
+                raise OutputError(f"{self.path}: closed at byte {self.next} of {self.size}; this is a bug")
+            self._ensure_open()  # a shard of empty tensors gets no write, but must exist
         if self.fd < 0:
+            self._finished = True
             return
         try:
             if sync:
@@ -185,9 +206,14 @@ class ShardFile:
         except OSError as exc:
             raise OutputError(f"{self.path}: finishing the file failed: {exc.strerror}") from exc
         finally:
+            self._discard()
+
+    def _discard(self):
+        if self.fd >= 0:
             os.close(self.fd)
-            self.fd = -1
-            self._block = None
+        self.fd = -1
+        self._block = None
+        self._finished = True
 
 
 def write_json(path: str, doc: dict):

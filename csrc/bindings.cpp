@@ -90,6 +90,17 @@ void check_errno(int err) {
   throw py::error_already_set();
 }
 
+// Calls a file_io.h function without the GIL; an errno becomes OSError.
+template <int (*fn)(int, int64_t, int64_t)>
+void writeback_call(int fd, int64_t offset, int64_t nbytes) {
+  int err;
+  {
+    py::gil_scoped_release release;
+    err = fn(fd, offset, nbytes);
+  }
+  check_errno(err);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -106,26 +117,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("supported_isas", &chatvec::supported_isas, "Instruction sets this build and CPU support, best first.");
   m.def("set_isa", &chatvec::set_isa, "name"_a, "Forces an instruction set from supported_isas().");
   m.def("available_cpus", &chatvec::available_cpus, "CPUs this process may run on.");
-  m.def(
-      "start_writeback",
-      [](int fd, int64_t offset, int64_t nbytes) {
-        int err;
-        {
-          py::gil_scoped_release release;
-          err = chatvec::start_writeback(fd, offset, nbytes);
-        }
-        check_errno(err);
-      },
-      "fd"_a, "offset"_a, "nbytes"_a, "Starts write-back of a written file range (Linux; elsewhere a no-op).");
-  m.def(
-      "wait_writeback",
-      [](int fd, int64_t offset, int64_t nbytes) {
-        int err;
-        {
-          py::gil_scoped_release release;
-          err = chatvec::wait_writeback(fd, offset, nbytes);
-        }
-        check_errno(err);
-      },
-      "fd"_a, "offset"_a, "nbytes"_a, "Waits for write-back of a file range (Linux; elsewhere a no-op).");
+  m.def("start_writeback", &writeback_call<chatvec::start_writeback>, "fd"_a, "offset"_a, "nbytes"_a,
+        "Starts write-back of a written file range (Linux; elsewhere a no-op).");
+  m.def("wait_writeback", &writeback_call<chatvec::wait_writeback>, "fd"_a, "offset"_a, "nbytes"_a,
+        "Waits for write-back of a file range (Linux; elsewhere a no-op).");
 }

@@ -121,3 +121,22 @@ def test_build_header_pads_to_eight_bytes():
         assert offsets == [len(header)]
         assert json.loads(header[8:].decode())["x" * extra]["data_offsets"] == [0, 3]
     assert np.frombuffer(header[:8], "<u8")[0] == len(header) - 8
+
+
+def test_shard_files_open_lazily(tmp_path):
+    """Hundreds of planned shards cost nothing until written (a 70B sweep has K x 30+ of them)."""
+    files = [ShardFile(str(tmp_path / f"s{i}.safetensors"), *_header_and_size(i)) for i in range(300)]
+    assert all(f.closed and f._block is None for f in files) and not list(tmp_path.iterdir())
+    for i, f in enumerate(files):
+        if i % 2:  # odd files hold one 3-byte tensor; even ones an empty tensor and no write at all
+            f.write(b"abc", f.next)
+        f.close()
+    for i in range(300):
+        with safe_open(str(tmp_path / f"s{i}.safetensors"), framework="pt") as fh:
+            assert fh.get_tensor("x").numel() == (3 if i % 2 else 0)
+
+
+def _header_and_size(i):
+    n = 3 if i % 2 else 0
+    header, _ = build_header([("x", "U8", (n,), n)], {"format": "pt"})
+    return header, len(header) + n
