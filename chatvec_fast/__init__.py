@@ -16,7 +16,7 @@ backend and the GPU kernels load on first use).
 
 __version__ = "0.1.0"
 
-from .api import MergeReport, merge
+from .api import MergeReport, apply, extract, merge, sweep
 from .errors import ChatvecError
 
-__all__ = ["merge", "MergeReport", "ChatvecError", "__version__"]
+__all__ = ["merge", "sweep", "extract", "apply", "MergeReport", "ChatvecError", "__version__"]

@@ -1,4 +1,4 @@
-"""Command line: `chatvec merge ...`, `chatvec demo` (also `python -m chatvec_fast ...`)."""
+"""Command line: chatvec merge | sweep | extract | apply | verify | demo (also `python -m chatvec_fast`)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,40 @@ from .errors import ChatvecError
 from .planner import VOCAB_POLICIES
 
 
-def _add_merge_arguments(p: argparse.ArgumentParser):
+def _inputs(p: argparse.ArgumentParser, cp=True):
     p.add_argument("--base", required=True, help="the pretrained model the others derive from (e.g. Llama-2-13b)")
     p.add_argument("--chat", required=True, help="its chat-tuned sibling (e.g. Llama-2-13b-chat)")
-    p.add_argument("--cp", required=True, help="base continually pretrained on another language")
-    p.add_argument("--out", required=True, help="output directory (appears only when complete)")
-    p.add_argument("--alpha", type=float, default=1.0, help="scale of the chat vector (default 1.0)")
-    _add_engine_arguments(p)
+    if cp:
+        p.add_argument("--cp", required=True, help="base continually pretrained on another language")
 
 
-def _add_engine_arguments(p: argparse.ArgumentParser):
+def _engine(p: argparse.ArgumentParser):
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="kernel (default: auto = native)")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX",
                    help="copy tensors whose name matches REGEX from cp unchanged (repeatable)")  # fmt: skip
+    p.add_argument("--max-shard-size", default=None, metavar="SIZE",
+                   help="re-shard the output (e.g. 5GB, 2GiB); default: mirror the input's shards")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _merge_policies(p: argparse.ArgumentParser, tokenizer=True):
     p.add_argument("--vocab-mismatch", default="shared-rows", choices=VOCAB_POLICIES,
                    help="when cp's vocabulary is larger: merge the shared rows (default), copy from cp, "
                    "or stop")  # fmt: skip
-    p.add_argument("--max-shard-size", default=None, metavar="SIZE",
-                   help="re-shard the output (e.g. 5GB, 2GiB); default: mirror cp's shards")  # fmt: skip
     p.add_argument("--dtype", default=None, choices=("bf16", "f16", "f32"),
                    help="output dtype of float tensors (default: cp's)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--alpha-for", action="append", default=[], metavar="REGEX=VALUE",
+                   help="alpha for tensors matching REGEX (first match wins), e.g. 'embed_tokens|lm_head=0'")  # fmt: skip
+    if tokenizer:
+        p.add_argument("--special-tokens-from", default="cp", choices=("cp", "chat"),
+                       help="chat: the rows of the special tokens (bos, eos, pad, chat-template tokens) in the "
+                       "vocabulary tensors come from the chat model, matched by token string")  # fmt: skip
+        p.add_argument("--chat-template-from", default=None, choices=("cp", "chat"),
+                       help="whose chat template and eos the output's tokenizer gets (default: chat's when it "
+                       "has one)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +52,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat Vector merges: out = cp + alpha * (chat - base), exact (float64, one rounding), streaming.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_merge_arguments(sub.add_parser("merge", help="merge three checkpoints"))
+
+    p = sub.add_parser("merge", help="merge three checkpoints")
+    _inputs(p)
+    p.add_argument("--out", required=True, help="output directory (appears only when complete)")
+    p.add_argument("--alpha", type=float, default=1.0, help="scale of the chat vector (default 1.0)")
+    _merge_policies(p)
+    _engine(p)
+
+    p = sub.add_parser("sweep", help="merge several alphas in one pass over the inputs")
+    _inputs(p)
+    p.add_argument("--out", required=True, help="parent directory: one OUT/alpha-A/ per alpha")
+    p.add_argument("--alphas", required=True, help="0.25,0.5,0.75,1.0 or start:stop:step (e.g. 0.25:1:0.25)")
+    _merge_policies(p)
+    _engine(p)
+
+    p = sub.add_parser("extract", help="save the chat vector chat - base")
+    _inputs(p, cp=False)
+    p.add_argument("--out", required=True, help="output directory for the vector (a safetensors checkpoint)")
+    p.add_argument("--dtype", default="f32", choices=("f32", "f64", "bf16", "f16"),
+                   help="storage: f32 (default; rounded elements are counted and reported), f64 (always "
+                   "reproduces merge), bf16/f16 (rounds)")  # fmt: skip
+    _engine(p)
+
+    p = sub.add_parser("apply", help="apply a saved chat vector: cp + alpha * vector")
+    p.add_argument("--vector", required=True, help="a directory written by `chatvec extract`")
+    p.add_argument("--cp", required=True, help="the model to add the vector to")
+    p.add_argument("--out", required=True, help="output directory (with --alphas: one OUT/alpha-A/ per alpha)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--alpha", type=float, default=None, help="scale of the vector (default 1.0)")
+    group.add_argument("--alphas", default=None, help="several alphas in one pass, as for sweep")
+    _merge_policies(p, tokenizer=False)
+    _engine(p)
+
+    p = sub.add_parser("verify", help="re-derive an output from its inputs and compare, element for element")
+    p.add_argument("output", help="an output directory, or a sweep's parent directory")
+    p.add_argument("--all", action="store_true", help="check every element (default: samples of every tensor)")
+    p.add_argument("--max-ulp", type=int, default=0,
+                   help="tolerated distance in ulps of the output dtype (default 0: bit-identical)")  # fmt: skip
+
     demo = sub.add_parser("demo", help="make three tiny models, merge them and check the result")
     demo.add_argument("--alpha", type=float, default=0.5)
     demo.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
@@ -50,33 +98,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _merge(args) -> int:
-    from .api import merge
+def _common(args) -> dict:
+    return {"backend": args.backend, "threads": args.threads, "skip": args.skip,
+            "max_shard_size": args.max_shard_size, "overwrite": args.overwrite, "dry_run": args.dry_run,
+            "progress": not args.quiet}  # fmt: skip
 
-    report = merge(
-        args.base, args.chat, args.cp, args.out, args.alpha,
-        backend=args.backend, threads=args.threads, skip=args.skip, vocab_mismatch=args.vocab_mismatch,
-        max_shard_size=args.max_shard_size, dtype=args.dtype, overwrite=args.overwrite, dry_run=args.dry_run,
-        progress=not args.quiet,
-    )  # fmt: skip
+
+def _policies(args) -> dict:
+    out = {"vocab_mismatch": args.vocab_mismatch, "dtype": args.dtype, "alpha_for": args.alpha_for}
+    if hasattr(args, "special_tokens_from"):
+        out.update(special_tokens_from=args.special_tokens_from, chat_template_from=args.chat_template_from)
+    return out
+
+
+def _print_report(report, dry_run: bool) -> int:
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    if report.dropped and not args.dry_run:
-        print(f"note: {len(report.dropped)} tensors of base/chat are not in cp and were left out: "
+    if report.dropped and not dry_run:
+        print(f"note: {len(report.dropped)} tensors of the chat vector are not in cp and were left out: "
               f"{', '.join(report.dropped[:5])}", file=sys.stderr)  # fmt: skip
+    if report.inexact:
+        print(f"warning: the vector's dtype could not hold {report.inexact} elements of chat - base exactly; "
+              "`apply` will differ from `merge` there (use --dtype f64 for an exact vector)", file=sys.stderr)  # fmt: skip
     print(report.summary())
     return 0
+
+
+def _run(args) -> int:
+    from . import api
+
+    if args.command == "merge":
+        r = api.merge(args.base, args.chat, args.cp, args.out, args.alpha, **_common(args), **_policies(args))
+    elif args.command == "sweep":
+        r = api.sweep(args.base, args.chat, args.cp, args.out, args.alphas, **_common(args), **_policies(args))
+    elif args.command == "extract":
+        if args.dtype in ("bf16", "f16"):
+            print(f"warning: a {args.dtype} vector rounds most differences; apply will not reproduce merge",
+                  file=sys.stderr)  # fmt: skip
+        r = api.extract(args.base, args.chat, args.out, dtype=args.dtype, **_common(args))
+    elif args.command == "apply":
+        alpha = 1.0 if args.alpha is None else args.alpha
+        r = api.apply(args.vector, args.cp, args.out, alpha, alphas=args.alphas, **_common(args), **_policies(args))
+    elif args.command == "verify":
+        from .verify import verify_path
+
+        reports = verify_path(args.output, every=args.all, max_ulp=args.max_ulp)
+        for v in reports:
+            print(v.summary())
+        return 0 if all(v.ok for v in reports) else 1
+    else:
+        from .demo import run_demo
+
+        return run_demo(args.alpha, args.backend, args.keep)
+    return _print_report(r, getattr(args, "dry_run", False))
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "merge":
-            return _merge(args)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args.alpha, args.backend, args.keep)
+        return _run(args)
     except ChatvecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -86,4 +166,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no output was written", file=sys.stderr)
         return 130
-    return 2

@@ -14,15 +14,16 @@ BITS = {
 
 # The dtypes the merge computes on; every other dtype is copied from cp.
 # Codes match csrc/dtype_convert.h.
-KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2}
-MERGEABLE = frozenset(KERNEL_CODES)
+KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2, "F64": 3}
+MERGEABLE = frozenset({"F32", "F16", "BF16"})  # model tensors the formula applies to
+VECTOR_DTYPES = frozenset(KERNEL_CODES)  # a saved chat vector may also be F64
 
 # --dtype spellings.
 USER_NAMES = {"bf16": "BF16", "bfloat16": "BF16", "f16": "F16", "fp16": "F16", "float16": "F16",
-              "f32": "F32", "fp32": "F32", "float32": "F32"}  # fmt: skip
+              "f32": "F32", "fp32": "F32", "float32": "F32", "f64": "F64", "fp64": "F64", "float64": "F64"}  # fmt: skip
 
 # config.json's torch_dtype for each output dtype.
-TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
 
 
 def nbytes(dtype: str, numel: int) -> int:
@@ -39,4 +40,4 @@ def parse_user_dtype(name: str) -> str:
     try:
         return USER_NAMES[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}: expected one of bf16, f16, f32") from None
+        raise ValueError(f"unknown dtype {name!r}: expected one of bf16, f16, f32, f64") from None

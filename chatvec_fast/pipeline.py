@@ -18,31 +18,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import itemsize
+from .dtypes import itemsize, nbytes
 from .errors import InputError
-from .planner import TensorPlan
+from .planner import Segment, TensorPlan
 from .safetensors_header import TensorInfo
 from .writer import ShardFile
 
-# 1M elements per chunk (2-4 MiB per input buffer): big enough that the
-# Python hand-offs (~30 us a chunk) are noise, small enough that the slots
-# (4 x (3 + K) x 4 MiB) stay cache- and RSS-friendly.
+# 1M elements per chunk (2 MiB per bf16 input): big enough that the Python
+# hand-offs (~30 us a chunk) are noise, small enough that the slots
+# (4 x (3 + K) x 4 MiB for models up to f32) stay RSS-friendly.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 DEFAULT_SLOTS = 4
 
-_MERGE, _CONVERT, _COPY = "merge", "convert", "copy"
+_MERGE, _EXTRACT, _CONVERT, _COPY = "merge", "extract", "convert", "copy"
 
 
 @dataclass
 class _Chunk:
     kind: str
     tensor: TensorPlan
-    first: int  # first element (merge, convert) or byte (copy) of the tensor
-    count: int  # elements (merge, convert) or bytes (copy)
+    segment: Segment
+    first: int  # offset into the segment: elements (merge, extract, convert) or bytes (copy)
+    count: int  # elements, or bytes for a copy
     files: list[ShardFile]  # one per output
     offsets: list[int]  # absolute byte offset of this chunk in each output file
     read_nbytes: int = 0
     write_nbytes: int = 0  # per output
+
+    @property
+    def element(self) -> int:
+        """First element of the chunk in the tensor's element numbering (merge, extract)."""
+        return self.segment.start + self.first
 
 
 class _Slot:
@@ -53,38 +59,43 @@ class _Slot:
         self.chunk: _Chunk | None = None
 
 
-def plan_chunks(tensors_by_shard, files_by_output, tensor_offsets, chunk_elements):
-    """Yields the chunks of every tensor, shard by shard, in file order.
+def plan_chunks(tensors_by_shard, files_by_output, tensor_offsets, chunk_elements, buffer_itemsize=8):
+    """Yields the chunks of every tensor segment, shard by shard, in file order.
 
     tensors_by_shard[s] lists shard s's TensorPlans; files_by_output[k][s] is
     output k's ShardFile for shard s; tensor_offsets[k][s][i] is the absolute
-    offset of tensor i of shard s in output k. A tensor's leading
-    merged_elements are merged; the rest is converted (--dtype) or copied.
+    offset of tensor i of shard s in output k. Copies move up to
+    chunk_elements * buffer_itemsize bytes a chunk (one slot buffer).
     """
     outputs = range(len(files_by_output))
+    chunk_bytes = chunk_elements * buffer_itemsize
     for s, tensors in enumerate(tensors_by_shard):
         files = [files_by_output[k][s] for k in outputs]
         for i, t in enumerate(tensors):
             starts = [tensor_offsets[k][s][i] for k in outputs]
-            merged, numel = t.merged_elements, t.cp.numel
-            if merged:
+            for seg in t.segments:
+                if seg.kind == "copy" and seg.source.dtype == t.out_dtype:  # bytes as they are
+                    src = nbytes(t.out_dtype, seg.source_start)
+                    dst = nbytes(t.out_dtype, seg.start)
+                    total = nbytes(t.out_dtype, seg.count)
+                    for first in range(0, total, chunk_bytes):
+                        n = min(chunk_bytes, total - first)
+                        yield _Chunk(_COPY, t, seg, src + first, n, files, [o + dst + first for o in starts], n, n)
+                    continue
+                kind = _CONVERT if seg.kind == "copy" else seg.kind
                 out_size = itemsize(t.out_dtype)
-                in_size = itemsize(t.base.dtype) + itemsize(t.chat.dtype) + itemsize(t.cp.dtype)
-                for first in range(0, merged, chunk_elements):
-                    n = min(chunk_elements, merged - first)
-                    offsets = [o + first * out_size for o in starts]
-                    yield _Chunk(_MERGE, t, first, n, files, offsets, n * in_size, n * out_size)
-            if t.out_dtype != t.cp.dtype:  # --dtype: the rest is cp's values, converted
-                out_size, in_size = itemsize(t.out_dtype), itemsize(t.cp.dtype)
-                for first in range(merged, numel, chunk_elements):
-                    n = min(chunk_elements, numel - first)
-                    offsets = [o + first * out_size for o in starts]
-                    yield _Chunk(_CONVERT, t, first, n, files, offsets, n * in_size, n * out_size)
-            else:  # the rest is cp's bytes (merged is 0 for non-float dtypes)
-                begin = merged * itemsize(t.cp.dtype) if merged else 0
-                for first in range(begin, t.cp.nbytes, chunk_elements * 4):
-                    n = min(chunk_elements * 4, t.cp.nbytes - first)
-                    yield _Chunk(_COPY, t, first, n, files, [o + first for o in starts], n, n)
+                in_size = _input_itemsize(t, seg)
+                for first in range(0, seg.count, chunk_elements):
+                    n = min(chunk_elements, seg.count - first)
+                    offsets = [o + (seg.start + first) * out_size for o in starts]
+                    yield _Chunk(kind, t, seg, first, n, files, offsets, n * in_size, n * out_size)
+
+
+def _input_itemsize(t: TensorPlan, seg: Segment) -> int:
+    if seg.kind == "copy":
+        return itemsize(seg.source.dtype)
+    inputs = (t.base, t.chat, t.cp if seg.kind == "merge" else None)
+    return sum(itemsize(x.dtype) for x in inputs if x is not None)
 
 
 class _InputFiles:
@@ -142,13 +153,13 @@ class _InputFiles:
 class Pipeline:
     """Runs chunks through read -> backend -> write with `slots` buffers in flight."""
 
-    def __init__(self, backend, alphas, chunk_elements=DEFAULT_CHUNK_ELEMENTS, slots=DEFAULT_SLOTS, progress=None):
+    def __init__(self, backend, outputs, chunk_elements=DEFAULT_CHUNK_ELEMENTS, slots=DEFAULT_SLOTS, itemsize=4,
+                 progress=None):  # fmt: skip
         self.backend = backend
-        self.alphas = list(alphas)
         self.chunk_elements = chunk_elements
         self.progress = progress
-        buffer_bytes = chunk_elements * 4
-        outputs = len(self.alphas)
+        self.inexact = 0  # extract: elements the output dtype could not hold exactly
+        buffer_bytes = chunk_elements * itemsize  # itemsize: the widest dtype of the plan
         # One arena: numpy asks for transparent huge pages on big allocations,
         # and first-touching fresh 4 KiB pages runs at ~0.4 GB/s here.
         arena = np.empty(slots * (3 + outputs) * buffer_bytes, dtype=np.uint8)
@@ -186,15 +197,18 @@ class Pipeline:
             self._fail(exc)
 
     def _read_chunk(self, chunk: _Chunk, slot: _Slot):
-        t = chunk.tensor
+        t, n, seg = chunk.tensor, chunk.count, chunk.segment
         if chunk.kind == _COPY:
-            self.inputs.read(t.cp, chunk.first, slot.outs[0][: chunk.count])
+            self.inputs.read(seg.source, chunk.first, slot.outs[0][:n])
             return
-        n = chunk.count
-        self.inputs.read(t.cp, chunk.first * itemsize(t.cp.dtype), slot.cp[: n * itemsize(t.cp.dtype)])
-        if chunk.kind == _MERGE:
-            self.inputs.read(t.base, chunk.first * itemsize(t.base.dtype), slot.base[: n * itemsize(t.base.dtype)])
-            self.inputs.read(t.chat, chunk.first * itemsize(t.chat.dtype), slot.chat[: n * itemsize(t.chat.dtype)])
+        if chunk.kind == _CONVERT:
+            src = seg.source
+            self.inputs.read(src, (seg.source_start + chunk.first) * itemsize(src.dtype), slot.cp[: n * itemsize(src.dtype)])
+            return
+        e = chunk.element
+        for info, buf in ((t.cp if chunk.kind == _MERGE else None, slot.cp), (t.chat, slot.chat), (t.base, slot.base)):
+            if info is not None:
+                self.inputs.read(info, e * itemsize(info.dtype), buf[: n * itemsize(info.dtype)])
 
     def _compute(self, slot: _Slot):
         chunk = slot.chunk
@@ -203,11 +217,19 @@ class Pipeline:
         t, n = chunk.tensor, chunk.count
         out_bytes = n * itemsize(t.out_dtype)
         outs = [o[:out_bytes] for o in slot.outs]
-        if chunk.kind == _MERGE:
-            self.backend.merge(slot.base, t.base.dtype, slot.chat, t.chat.dtype, slot.cp, t.cp.dtype, n,
-                               self.alphas, outs, t.out_dtype)  # fmt: skip
+        b = c = p = None
+        if chunk.kind == _CONVERT:
+            p = (slot.cp, chunk.segment.source.dtype)
+            outs = outs[:1]  # the same values go to every output
         else:
-            self.backend.merge(None, None, None, None, slot.cp, t.cp.dtype, n, self.alphas, outs, t.out_dtype)
+            c = (slot.chat, t.chat.dtype)
+            b = (slot.base, t.base.dtype) if t.base is not None else None
+            p = (slot.cp, t.cp.dtype) if chunk.kind == _MERGE else None
+        none = (None, None)
+        count = self.backend.merge(*(b or none), *(c or none), *(p or none), n, t.alphas[: len(outs)], outs,
+                                   t.out_dtype)  # fmt: skip
+        if chunk.kind == _EXTRACT:
+            self.inexact += count
 
     def _write_stage(self):
         try:
@@ -216,8 +238,9 @@ class Pipeline:
                 if slot is None:
                     return
                 chunk = slot.chunk
+                shared = chunk.kind in (_COPY, _CONVERT)  # one result for every output
                 for k, (f, offset) in enumerate(zip(chunk.files, chunk.offsets)):
-                    data = slot.outs[0 if chunk.kind == _COPY else k][: chunk.write_nbytes]
+                    data = slot.outs[0 if shared else k][: chunk.write_nbytes]
                     f.write(data, offset)
                 if self.progress is not None:
                     self.progress.advance(chunk.read_nbytes + chunk.write_nbytes * len(chunk.files))

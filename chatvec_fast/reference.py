@@ -43,7 +43,7 @@ def round_float64(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if x.dtype != torch.float64:
         raise TypeError(f"round_float64 takes float64, got {x.dtype}")
     if dtype == torch.float64:
-        return x.clone()
+        return torch.where(torch.isnan(x), torch.full_like(x, float("nan")), x)
     if dtype == torch.float32:
         out = x.to(torch.float32)  # one hardware rounding, nearest-even
         return torch.where(torch.isnan(out), torch.full_like(out, float("nan")), out)
@@ -89,26 +89,41 @@ def _round_piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def merge_reference(
     base: torch.Tensor | None,
     chat: torch.Tensor | None,
-    cp: torch.Tensor,
+    cp: torch.Tensor | None,
     alphas,
     out_dtype: torch.dtype,
     math: str = "fp64",
 ) -> list[torch.Tensor]:
-    """[round(cp + a * (chat - base)) for a in alphas]; with base and chat None, [round(cp)] * len(alphas).
+    """The four kernel modes, by which inputs are given (see csrc/merge_kernel.h):
+
+    - base, chat, cp: [round(cp + a * (chat - base)) for a in alphas]
+    - chat, cp (chat is a saved vector): [round(cp + a * chat) for a in alphas]
+    - base, chat: [round(chat - base)]
+    - cp: [round(cp)] * len(alphas)
 
     math="fp64": the exact reference. math="fp32": float32 arithmetic and torch's
-    cast, the common "exact enough" variant (up to 128 ulp off near cancellation).
+    cast, the common "exact enough" variant (up to hundreds of ulp off near cancellation).
     """
-    if math == "fp64":
-        p = cp.to(torch.float64)
-        if base is None:
-            return [round_float64(p, out_dtype) for _ in alphas]
-        delta = chat.to(torch.float64) - base.to(torch.float64)
-        return [round_float64(p + float(a) * delta, out_dtype) for a in alphas]
-    if math == "fp32":
-        p = cp.to(torch.float32)
-        if base is None:
-            return [p.to(out_dtype) for _ in alphas]
-        delta = chat.to(torch.float32) - base.to(torch.float32)
-        return [(p + torch.tensor(float(a), dtype=torch.float32) * delta).to(out_dtype) for a in alphas]
-    raise ValueError(f"math must be 'fp64' or 'fp32', got {math!r}")
+    if math not in ("fp64", "fp32"):
+        raise ValueError(f"math must be 'fp64' or 'fp32', got {math!r}")
+    wide = torch.float64 if math == "fp64" else torch.float32
+
+    def finish(x):
+        return round_float64(x, out_dtype) if math == "fp64" else x.to(out_dtype)
+
+    delta = None
+    if chat is not None:
+        delta = chat.to(wide) if base is None else chat.to(wide) - base.to(wide)
+    if cp is None:
+        return [finish(delta)]
+    p = cp.to(wide)
+    if delta is None:
+        return [finish(p) for _ in alphas]
+    return [finish(p + torch.tensor(float(a), dtype=wide) * delta) for a in alphas]
+
+
+def count_inexact(stored: torch.Tensor, exact64: torch.Tensor) -> int:
+    """Elements of `stored` that differ from the float64 values they were rounded from (NaN counts as exact)."""
+    back = stored.to(torch.float64)
+    differs = back.view(torch.int64) != exact64.view(torch.int64)
+    return int((differs & ~torch.isnan(exact64)).sum())

@@ -19,9 +19,9 @@ using namespace pybind11::literals;
 namespace {
 
 chatvec::DType to_dtype(int code, const char* what) {
-  if (code != chatvec::kF32 && code != chatvec::kF16 && code != chatvec::kBF16)
+  if (code < chatvec::kF32 || code > chatvec::kF64)
     throw py::value_error(std::string(what) + ": unknown dtype code " + std::to_string(code) +
-                          " (expected 0 = F32, 1 = F16, 2 = BF16)");
+                          " (expected 0 = F32, 1 = F16, 2 = BF16, 3 = F64)");
   return static_cast<chatvec::DType>(code);
 }
 
@@ -45,42 +45,42 @@ struct Buffer {
   void* ptr() const { return info.ptr; }
 };
 
-void py_merge(const py::object& base, int base_dtype, const py::object& chat, int chat_dtype, const py::buffer& cp,
-              int cp_dtype, size_t n, const std::vector<double>& alphas, const std::vector<py::buffer>& outs,
-              int out_dtype, int threads) {
+size_t py_merge(const py::object& base, int base_dtype, const py::object& chat, int chat_dtype, const py::object& cp,
+                int cp_dtype, size_t n, const std::vector<double>& alphas, const std::vector<py::buffer>& outs,
+                int out_dtype, int threads) {
   chatvec::MergeArgs args;
   args.n = n;
-  args.cp_dtype = to_dtype(cp_dtype, "cp");
   args.out_dtype = to_dtype(out_dtype, "out");
-  const bool convert_only = base.is_none();
-  if (convert_only != chat.is_none()) throw py::value_error("base and chat must both be buffers or both None");
-  if (!convert_only && alphas.size() != outs.size())
-    throw py::value_error("got " + std::to_string(alphas.size()) + " alphas for " + std::to_string(outs.size()) +
-                          " output buffers; pass one alpha per output");
   if (outs.empty()) throw py::value_error("need at least one output buffer");
-
   std::vector<Buffer> keep;
   keep.reserve(outs.size() + 3);
-  keep.emplace_back(cp, n * chatvec::itemsize(args.cp_dtype), false, "cp");
-  args.cp = keep.back().ptr();
-  if (!convert_only) {
-    args.base_dtype = to_dtype(base_dtype, "base");
-    args.chat_dtype = to_dtype(chat_dtype, "chat");
-    keep.emplace_back(base.cast<py::buffer>(), n * chatvec::itemsize(args.base_dtype), false, "base");
-    args.base = keep.back().ptr();
-    keep.emplace_back(chat.cast<py::buffer>(), n * chatvec::itemsize(args.chat_dtype), false, "chat");
-    args.chat = keep.back().ptr();
-  }
+  auto input = [&](const py::object& obj, int code, const char* what, const void** ptr, chatvec::DType* dtype) {
+    if (obj.is_none()) return;
+    *dtype = to_dtype(code, what);
+    keep.emplace_back(obj.cast<py::buffer>(), n * chatvec::itemsize(*dtype), false, what);
+    *ptr = keep.back().ptr();
+  };
+  input(base, base_dtype, "base", &args.base, &args.base_dtype);
+  input(chat, chat_dtype, "chat", &args.chat, &args.chat_dtype);
+  input(cp, cp_dtype, "cp", &args.cp, &args.cp_dtype);
+  args.num_outputs = static_cast<int>(outs.size());
+  if (!chatvec::valid_mode(args))
+    throw py::value_error(
+        "inputs must be (base, chat, cp) to merge, (chat, cp) to apply a vector, (base, chat) with one output "
+        "to extract one, or (cp) to convert");
+  const bool scaled = args.chat != nullptr && args.cp != nullptr;
+  if (scaled && alphas.size() != outs.size())
+    throw py::value_error("got " + std::to_string(alphas.size()) + " alphas for " + std::to_string(outs.size()) +
+                          " output buffers; pass one alpha per output");
   std::vector<void*> out_ptrs;
   for (size_t k = 0; k < outs.size(); ++k) {
     keep.emplace_back(outs[k], n * chatvec::itemsize(args.out_dtype), true, "out[" + std::to_string(k) + "]");
     out_ptrs.push_back(keep.back().ptr());
   }
   args.outs = out_ptrs.data();
-  args.num_outputs = static_cast<int>(outs.size());
   args.alphas = alphas.data();
   py::gil_scoped_release release;
-  chatvec::merge(args, threads);
+  return chatvec::merge(args, threads);
 }
 
 void check_errno(int err) {
@@ -108,11 +108,14 @@ PYBIND11_MODULE(_C, m) {
   m.attr("F32") = static_cast<int>(chatvec::kF32);
   m.attr("F16") = static_cast<int>(chatvec::kF16);
   m.attr("BF16") = static_cast<int>(chatvec::kBF16);
+  m.attr("F64") = static_cast<int>(chatvec::kF64);
 
   m.def("merge", &py_merge, "base"_a, "base_dtype"_a, "chat"_a, "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "n"_a,
         "alphas"_a, "outs"_a, "out_dtype"_a, "threads"_a = 0,
         "outs[k][:n] = round(cp + alphas[k] * (chat - base)) in float64, rounded once to out_dtype.\n"
-        "With base and chat None: outs[k][:n] = round(cp) (dtype conversion). Releases the GIL.");
+        "base None: chat is a saved vector, outs[k] = round(cp + alphas[k] * chat). cp None: outs[0] =\n"
+        "round(chat - base); returns how many elements out_dtype could not hold exactly. base and chat\n"
+        "None: outs[k] = round(cp). Releases the GIL.");
   m.def("active_isa", &chatvec::active_isa, "Instruction set the kernel runs with.");
   m.def("supported_isas", &chatvec::supported_isas, "Instruction sets this build and CPU support, best first.");
   m.def("set_isa", &chatvec::set_isa, "name"_a, "Forces an instruction set from supported_isas().");

@@ -13,9 +13,9 @@
 namespace chatvec {
 
 // Codes shared with Python (chatvec_fast/dtypes.py). Keep in sync.
-enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kF64 = 3 };
 
-inline int itemsize(DType d) { return d == kF32 ? 4 : 2; }
+inline int itemsize(DType d) { return d == kF64 ? 8 : d == kF32 ? 4 : 2; }
 
 template <typename To, typename From>
 inline To bit_cast(const From& from) {
@@ -123,6 +123,12 @@ inline bool bf16_fast_path_exact(uint64_t low, uint64_t high) {
 inline uint32_t double_to_f32_bits(double x) {
   const uint32_t bits = bit_cast<uint32_t>(static_cast<float>(x));
   return (bits & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : bits;
+}
+
+// NaN becomes the canonical quiet NaN, as in the narrower formats.
+inline uint64_t double_to_f64_bits(double x) {
+  const uint64_t bits = bit_cast<uint64_t>(x);
+  return (bits & 0x7fffffffffffffffull) > 0x7ff0000000000000ull ? 0x7ff8000000000000ull : bits;
 }
 
 }  // namespace chatvec

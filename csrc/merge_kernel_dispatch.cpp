@@ -8,21 +8,21 @@
 namespace chatvec {
 
 namespace baseline {
-void merge_range(const MergeArgs& args, size_t begin, size_t end);
+size_t merge_range(const MergeArgs& args, size_t begin, size_t end);
 }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CHATVEC_HAVE_X86_VARIANTS 1
 namespace x86_64_v3 {
-void merge_range(const MergeArgs& args, size_t begin, size_t end);
+size_t merge_range(const MergeArgs& args, size_t begin, size_t end);
 }
 namespace x86_64_v4 {
-void merge_range(const MergeArgs& args, size_t begin, size_t end);
+size_t merge_range(const MergeArgs& args, size_t begin, size_t end);
 }
 #endif
 
 namespace {
 
-using RangeFn = void (*)(const MergeArgs&, size_t, size_t);
+using RangeFn = size_t (*)(const MergeArgs&, size_t, size_t);
 
 struct Variant {
   const char* name;
@@ -66,7 +66,15 @@ constexpr size_t kTaskElements = 64 * 1024;
 
 }  // namespace
 
-void merge_range(const MergeArgs& args, size_t begin, size_t end) { active().fn(args, begin, end); }
+size_t merge_range(const MergeArgs& args, size_t begin, size_t end) { return active().fn(args, begin, end); }
+
+bool valid_mode(const MergeArgs& a) {
+  const bool merge = a.base && a.chat && a.cp;
+  const bool apply = !a.base && a.chat && a.cp;
+  const bool extract = a.base && a.chat && !a.cp && a.num_outputs == 1;
+  const bool convert = !a.base && !a.chat && a.cp;
+  return merge || apply || extract || convert;
+}
 
 std::string active_isa() { return active().name; }
 
@@ -88,22 +96,23 @@ void set_isa(const std::string& name) {
   throw std::invalid_argument("unknown instruction set '" + name + "'");
 }
 
-void merge(const MergeArgs& args, int threads) {
-  if (args.n == 0 || args.num_outputs == 0) return;
+size_t merge(const MergeArgs& args, int threads) {
+  if (args.n == 0 || args.num_outputs == 0) return 0;
   if (threads <= 0) threads = available_cpus();
   const size_t tasks = std::min<size_t>(static_cast<size_t>(threads), (args.n + kTaskElements - 1) / kTaskElements);
-  if (tasks <= 1) {
-    merge_range(args, 0, args.n);
-    return;
-  }
+  if (tasks <= 1) return merge_range(args, 0, args.n);
   // Equal contiguous slices, rounded to 64 elements (a cache line of f16/bf16
   // outputs, so no two threads write the same line).
   const size_t per_task = ((args.n + tasks - 1) / tasks + 63) / 64 * 64;
+  std::vector<size_t> counts(tasks, 0);
   ThreadPool::instance().parallel_for(tasks, static_cast<int>(tasks), [&](size_t t) {
     const size_t begin = std::min(args.n, t * per_task);
     const size_t end = std::min(args.n, begin + per_task);
-    if (begin < end) merge_range(args, begin, end);
+    if (begin < end) counts[t] = merge_range(args, begin, end);
   });
+  size_t total = 0;
+  for (size_t c : counts) total += c;
+  return total;
 }
 
 }  // namespace chatvec

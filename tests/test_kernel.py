@@ -179,3 +179,46 @@ def test_grid_covers_every_dtype_combination():
     """Guard against the grid silently shrinking."""
     mixes = dtype_mixes()
     assert {m[0] for m in mixes} == set(DTYPES) and len(list(itertools.product(mixes, DTYPES))) >= 18
+
+
+@pytest.mark.parametrize("backend_name", exact_backends())
+@pytest.mark.parametrize("vector_dtype", ["F32", "F64", "BF16"])
+@pytest.mark.parametrize("out_dtype", DTYPES)
+def test_apply_mode(backend_name, vector_dtype, out_dtype):
+    """cp + alpha * vector, the vector in any storage dtype (F64 included)."""
+    base, chat, cp = realistic_triple((30_011,), ("BF16", "BF16", "F16"), seed=21, hostile=True)
+    vector = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[vector_dtype])[0]
+    got = run_backend(get_backend(backend_name), None, vector, cp, [0.5, -2.0], out_dtype)
+    want = merge_reference(None, vector, cp, [0.5, -2.0], TORCH_DTYPES[out_dtype])
+    for g, w in zip(got, want):
+        assert_bits_equal(g, w, f"apply {vector_dtype}->{out_dtype}")
+
+
+@pytest.mark.parametrize("backend_name", exact_backends())
+@pytest.mark.parametrize("out_dtype", ["F32", "F64", "BF16", "F16"])
+def test_extract_mode_counts_inexact_elements(backend_name, out_dtype):
+    """chat - base, rounded once; the count says how many elements the storage could not hold."""
+    from chatvec_fast.reference import count_inexact
+
+    base, chat, _ = realistic_triple((40_009,), ("F32", "BF16", "BF16"), seed=8, hostile=True)
+    backend = get_backend(backend_name)
+    out = np.zeros(40_009 * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8)
+    count = backend.merge(as_buffer(base), "F32", as_buffer(chat), "BF16", None, None, 40_009, [1.0], [out], out_dtype)
+    got = torch.from_numpy(out).view(TORCH_DTYPES[out_dtype])
+    want = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[out_dtype])[0]
+    assert_bits_equal(got, want, f"extract -> {out_dtype}")
+    exact = chat.double() - base.double()
+    assert count == count_inexact(want, exact)
+    if out_dtype == "F64":
+        assert count == 0
+    if out_dtype in ("BF16", "F16"):
+        assert count > 10_000  # most differences need more bits than 8 or 11
+
+
+def test_apply_of_an_exact_vector_equals_merge():
+    """The identity behind `extract` + `apply`: a vector holding the float64 difference reproduces merge."""
+    base, chat, cp = realistic_triple((50_000,), ("BF16",) * 3, seed=4)
+    vector = merge_reference(base, chat, None, [1.0], torch.float64)[0]
+    for a in (0.5, 0.7, -1.0):
+        assert_bits_equal(merge_reference(None, vector, cp, [a], torch.bfloat16)[0],
+                          merge_reference(base, chat, cp, [a], torch.bfloat16)[0], f"alpha={a}")  # fmt: skip

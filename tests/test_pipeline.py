@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from chatvec_fast import _native
-from chatvec_fast.api import run
-from chatvec_fast.planner import MergeOptions
+from chatvec_fast.api import merge, sweep
 
 
 def dir_files(d):
@@ -25,8 +24,7 @@ def assert_same_dirs(a, b):
 
 
 def merge_with(paths, out, **kwargs):
-    options = MergeOptions(alphas=(kwargs.pop("alpha", 0.7),), **kwargs.pop("options", {}))
-    return run(paths["base"], paths["chat"], paths["cp"], [str(out)], options, **kwargs)
+    return merge(paths["base"], paths["chat"], paths["cp"], str(out), kwargs.pop("alpha", 0.7), **kwargs)
 
 
 @pytest.fixture
@@ -125,12 +123,11 @@ def test_sweep_outputs_equal_single_merges(triple, tmp_path):
     """K alphas in one pass (the engine's sweep path) give the same files as K single merges."""
     paths = triple()
     alphas = (0.25, 1.0, -0.5)
-    outs = [str(tmp_path / f"k{a}") for a in alphas]
-    run(paths["base"], paths["chat"], paths["cp"], outs, MergeOptions(alphas=alphas))
-    for a, out in zip(alphas, outs):
+    sweep(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "sweep"), alphas)
+    for a in alphas:
         single = tmp_path / f"single{a}"
         merge_with(paths, single, alpha=a)
-        assert_same_dirs(out, single)
+        assert_same_dirs(tmp_path / "sweep" / f"alpha-{a!r}", single)
 
 
 def test_import_stays_light():

@@ -1,11 +1,13 @@
 """Backends: one kernel call per chunk, the same contract for all.
 
-    backend.merge(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
+    count = backend.merge(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
 
 writes round(cp + alphas[k] * (chat - base)) for the first n elements into
-outs[k]; with base and chat None it writes round(cp) (a dtype conversion).
-Buffers are contiguous uint8 numpy arrays (or any buffer), dtypes are
-safetensors names ("BF16", "F16", "F32").
+outs[k]. The other modes of csrc/merge_kernel.h follow from the inputs left
+None: base None applies a saved vector (chat), cp None extracts chat - base
+into outs[0] and returns how many elements the output dtype rounded, and
+base and chat None converts cp. Buffers are contiguous uint8 numpy arrays (or
+any buffer); dtypes are safetensors names ("BF16", "F16", "F32", "F64").
 
 get_backend() picks one. "auto" takes the native C++ kernel, and the torch
 reference where the native module is missing. A backend asked for by name

@@ -17,18 +17,11 @@ class NativeBackend:
     def describe(self) -> str:
         return f"native ({self._c.active_isa()}, {self.threads} threads)"
 
-    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype):
+    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         codes = KERNEL_CODES
-        self._c.merge(
-            base,
-            codes[base_dtype] if base is not None else 0,
-            chat,
-            codes[chat_dtype] if chat is not None else 0,
-            cp,
-            codes[cp_dtype],
-            n,
-            list(alphas),
-            list(outs),
-            codes[out_dtype],
-            self.threads,
-        )
+        return self._c.merge(
+            base, codes.get(base_dtype, 0),
+            chat, codes.get(chat_dtype, 0),
+            cp, codes.get(cp_dtype, 0),
+            n, list(alphas), list(outs), codes[out_dtype], self.threads,
+        )  # fmt: skip

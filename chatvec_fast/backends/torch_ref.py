@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..dtypes import itemsize
-from ..reference import TORCH_DTYPES, merge_reference
+from ..reference import TORCH_DTYPES, count_inexact, merge_reference
 
 
 def _as_tensor(buf, dtype: str, n: int) -> torch.Tensor:
@@ -28,10 +28,13 @@ class TorchBackend:
     def describe(self) -> str:
         return f"{self.name} ({self.math} math, {torch.get_num_threads()} threads)"
 
-    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype):
+    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         b = None if base is None else _as_tensor(base, base_dtype, n)
         c = None if chat is None else _as_tensor(chat, chat_dtype, n)
-        p = _as_tensor(cp, cp_dtype, n)
+        p = None if cp is None else _as_tensor(cp, cp_dtype, n)
         results = merge_reference(b, c, p, alphas, TORCH_DTYPES[out_dtype], self.math)
         for out, result in zip(outs, results):
             _as_tensor(out, out_dtype, n).copy_(result)
+        if p is None and b is not None:  # extract: how many differences the output dtype rounded
+            return count_inexact(results[0], c.double() - b.double())
+        return 0

@@ -154,7 +154,9 @@ static void fill(std::vector<uint8_t>& buf, DType dt, size_t n, std::mt19937_64&
       const double odd[] = {0.0, -0.0, INFINITY, -INFINITY, NAN, 0x1p-130, -0x1p-20, 0x1.fep127, 70000.0};
       v = odd[rng() % 9];
     }
-    if (dt == kF32) {
+    if (dt == kF64) {
+      std::memcpy(&buf[i * 8], &v, 8);
+    } else if (dt == kF32) {
       const float f = static_cast<float>(v);
       std::memcpy(&buf[i * 4], &f, 4);
     } else {
@@ -165,6 +167,11 @@ static void fill(std::vector<uint8_t>& buf, DType dt, size_t n, std::mt19937_64&
 }
 
 static double widen_any(const std::vector<uint8_t>& buf, DType dt, size_t i) {
+  if (dt == kF64) {
+    double d;
+    std::memcpy(&d, &buf[i * 8], 8);
+    return d;
+  }
   if (dt == kF32) {
     float f;
     std::memcpy(&f, &buf[i * 4], 4);
@@ -175,82 +182,110 @@ static double widen_any(const std::vector<uint8_t>& buf, DType dt, size_t i) {
   return dt == kBF16 ? oracle_widen(h, 7, -126) : oracle_widen(h, 10, -14);
 }
 
-static uint32_t round_any(double x, DType dt) {
+static uint64_t round_any(double x, DType dt) {
   if (dt == kBF16) return oracle_bf16(x);
   if (dt == kF16) return oracle_f16(x);
+  if (dt == kF64) return std::isnan(x) ? 0x7ff8000000000000ull : bits_of(x);
   const float f = static_cast<float>(x);
   uint32_t b;
   std::memcpy(&b, &f, 4);
   return std::isnan(x) ? 0x7fc00000u : b;
 }
 
-static uint32_t read_out(const std::vector<uint8_t>& buf, DType dt, size_t i) {
-  if (dt == kF32) {
-    uint32_t b;
-    std::memcpy(&b, &buf[i * 4], 4);
-    return b;
+static uint64_t read_out(const std::vector<uint8_t>& buf, DType dt, size_t i) {
+  uint64_t b = 0;
+  std::memcpy(&b, &buf[i * itemsize(dt)], itemsize(dt));
+  return b;
+}
+
+enum Mode { kMerge, kApply, kExtract, kConvert };
+static const char* mode_name(Mode m) {
+  return m == kMerge ? "merge" : m == kApply ? "apply" : m == kExtract ? "extract" : "convert";
+}
+
+static void run_case(Mode mode, DType bd, DType cd, DType pd, DType od, size_t n, int k, int threads,
+                     std::mt19937_64& rng, const std::string& isa) {
+  static const double alphas[] = {0.7, -1.0, 2.5};
+  const bool hostile = (n % 2) == 1;
+  std::vector<uint8_t> b, c, p;
+  fill(b, bd, n, rng, 0.02, hostile);
+  fill(c, cd, n, rng, 0.02, hostile);
+  fill(p, pd, n, rng, 0.02, hostile);
+  if (mode == kExtract) k = 1;
+  std::vector<std::vector<uint8_t>> outs(k, std::vector<uint8_t>(n * itemsize(od) + 1, 0xAB));
+  std::vector<void*> out_ptrs;
+  for (auto& o : outs) out_ptrs.push_back(o.data());
+  MergeArgs a;
+  a.base = (mode == kMerge || mode == kExtract) ? b.data() : nullptr;
+  a.base_dtype = bd;
+  a.chat = mode == kConvert ? nullptr : c.data();
+  a.chat_dtype = cd;
+  a.cp = mode == kExtract ? nullptr : p.data();
+  a.cp_dtype = pd;
+  a.n = n;
+  a.alphas = alphas;
+  a.num_outputs = k;
+  a.outs = out_ptrs.data();
+  a.out_dtype = od;
+  CHECK(valid_mode(a), "mode %s not valid", mode_name(mode));
+  const size_t inexact = merge(a, threads);
+  size_t want_inexact = 0;
+  for (int j = 0; j < k; ++j) {
+    for (size_t i = 0; i < n; ++i) {
+      double want_x;
+      if (mode == kConvert) {
+        want_x = widen_any(p, pd, i);
+      } else {
+        volatile double delta = widen_any(c, cd, i);
+        if (mode != kApply) delta = delta - widen_any(b, bd, i);
+        if (mode == kExtract) {
+          want_x = delta;
+        } else {
+          const volatile double product = alphas[j] * delta;
+          want_x = widen_any(p, pd, i) + product;
+        }
+      }
+      const uint64_t want = round_any(want_x, od);
+      const uint64_t got = read_out(outs[j], od, i);
+      if (mode == kExtract && !std::isnan(want_x)) {  // did the output dtype hold want_x exactly?
+        std::vector<uint8_t> tmp(8);
+        std::memcpy(tmp.data(), &want, 8);
+        want_inexact += bits_of(widen_any(tmp, od, 0)) != bits_of(want_x);
+      }
+      CHECK(got == want, "isa %s %s dtypes %d%d%d->%d n=%zu k=%d i=%zu: got %llx want %llx", isa.c_str(),
+            mode_name(mode), bd, cd, pd, od, n, j, i, (unsigned long long)got, (unsigned long long)want);
+    }
+    CHECK(outs[j][n * itemsize(od)] == 0xAB, "wrote past the end: n=%zu", n);
   }
-  uint16_t h;
-  std::memcpy(&h, &buf[i * 2], 2);
-  return h;
+  if (mode == kExtract) CHECK(inexact == want_inexact, "inexact count %zu, want %zu", inexact, want_inexact);
 }
 
 static void test_kernel_grid() {
-  const DType dts[] = {kBF16, kF16, kF32};
+  const DType dts[] = {kBF16, kF16, kF32, kF64};
   const size_t lengths[] = {0, 1, 7, 63, 64, 65, 1023, 1024, 1025, 4097, 200003};
-  const double alphas[] = {0.7, -1.0, 2.5};
   std::mt19937_64 rng(7);
   for (const std::string& isa : supported_isas()) {
     set_isa(isa);
-    for (DType bd : dts)
-      for (DType cd : dts)
-        for (DType pd : dts)
-          for (DType od : dts)
-            for (size_t n : lengths) {
-              // Full grid for short lengths; a diagonal for long ones keeps the test quick.
-              if (n > 5000 && !(bd == cd && cd == pd)) continue;
-              for (int k : {1, 3}) {
-                for (bool convert : {false, true}) {
-                  const bool hostile = (n % 2) == 1;
-                  std::vector<uint8_t> b, c, p;
-                  fill(b, bd, n, rng, 0.02, hostile);
-                  fill(c, cd, n, rng, 0.02, hostile);
-                  fill(p, pd, n, rng, 0.02, hostile);
-                  std::vector<std::vector<uint8_t>> outs(k, std::vector<uint8_t>(n * itemsize(od) + 1, 0xAB));
-                  std::vector<void*> out_ptrs;
-                  for (auto& o : outs) out_ptrs.push_back(o.data());
-                  MergeArgs a;
-                  a.base = convert ? nullptr : b.data();
-                  a.base_dtype = bd;
-                  a.chat = convert ? nullptr : c.data();
-                  a.chat_dtype = cd;
-                  a.cp = p.data();
-                  a.cp_dtype = pd;
-                  a.n = n;
-                  a.alphas = alphas;
-                  a.num_outputs = k;
-                  a.outs = out_ptrs.data();
-                  a.out_dtype = od;
-                  merge(a, 1 + static_cast<int>(n % 3));
-                  for (int j = 0; j < k; ++j) {
-                    for (size_t i = 0; i < n; ++i) {
-                      const double pv = widen_any(p, pd, i);
-                      double want_x = pv;
-                      if (!convert) {
-                        const volatile double delta = widen_any(c, cd, i) - widen_any(b, bd, i);
-                        const volatile double product = alphas[j] * delta;
-                        want_x = pv + product;
-                      }
-                      const uint32_t want = round_any(want_x, od);
-                      const uint32_t got = read_out(outs[j], od, i);
-                      CHECK(got == want, "isa %s dtypes %d%d%d->%d n=%zu k=%d convert=%d i=%zu: got %x want %x",
-                            isa.c_str(), bd, cd, pd, od, n, j, convert, i, got, want);
-                    }
-                    CHECK(outs[j][n * itemsize(od)] == 0xAB, "wrote past the end: n=%zu", n);
-                  }
-                }
-              }
+    for (size_t n : lengths) {
+      const int threads = 1 + static_cast<int>(n % 3);
+      const bool long_case = n > 5000;
+      for (DType od : dts) {
+        for (DType bd : dts)
+          for (DType cd : dts)
+            for (DType pd : dts) {
+              // Full grid for short lengths; uniform inputs for long ones keeps the test quick.
+              if (long_case && !(bd == cd && cd == pd)) continue;
+              for (int k : {1, 3}) run_case(kMerge, bd, cd, pd, od, n, k, threads, rng, isa);
             }
+        for (DType in : dts) {
+          run_case(kApply, in, in, kBF16, od, n, 2, threads, rng, isa);
+          run_case(kApply, in, kF32, in, od, n, 1, threads, rng, isa);
+          run_case(kExtract, in, in, in, od, n, 1, threads, rng, isa);
+          run_case(kExtract, kBF16, in, in, od, n, 1, threads, rng, isa);
+          run_case(kConvert, in, in, in, od, n, 2, threads, rng, isa);
+        }
+      }
+    }
   }
   set_isa(supported_isas().front());
 }

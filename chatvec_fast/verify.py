@@ -1,0 +1,204 @@
+"""`chatvec verify OUT`: re-derives an output from the inputs its report names, with the float64 reference.
+
+The plan is rebuilt from chatvec_report.json (inputs, alpha, options, special
+token rows), so copies, shared vocabulary rows and per-tensor alphas are
+checked as well as merged elements. By default every tensor is checked at its
+first and last elements and at a few seeded random windows; --all checks
+every element.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from .checkpoint import open_checkpoint
+from .engine import REPORT_NAME
+from .errors import InputError
+from .planner import MergeOptions, Plan, TensorPlan, make_extract_plan, make_plan
+from .reference import TORCH_DTYPES, merge_reference
+from .safetensors_header import TensorInfo
+
+WINDOW = 16384  # elements per sampled window
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    checked: int = 0
+    equal: int = 0
+    max_ulp: int = 0
+    problem: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    output: str
+    tensors: list[TensorCheck] = field(default_factory=list)
+    max_ulp_allowed: int = 0
+
+    @property
+    def checked(self) -> int:
+        return sum(t.checked for t in self.tensors)
+
+    @property
+    def equal(self) -> int:
+        return sum(t.equal for t in self.tensors)
+
+    @property
+    def max_ulp(self) -> int:
+        return max((t.max_ulp for t in self.tensors), default=0)
+
+    @property
+    def failures(self) -> list[TensorCheck]:
+        return [t for t in self.tensors if t.problem or t.max_ulp > self.max_ulp_allowed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        share = self.equal / self.checked if self.checked else 1.0
+        head = (f"{self.output}: {len(self.tensors)} tensors, {self.checked} elements checked, "
+                f"{100 * share:.6f}% bit-identical to the float64 reference, max {self.max_ulp} ulp")  # fmt: skip
+        if self.ok:
+            return head + " -- OK"
+        lines = [head + f" -- FAILED ({len(self.failures)} tensors)"]
+        for t in self.failures[:10]:
+            detail = t.problem or f"{t.checked - t.equal} of {t.checked} elements differ, up to {t.max_ulp} ulp"
+            lines.append(f"  {t.name}: {detail}")
+        if len(self.failures) > 10:
+            lines.append(f"  ... and {len(self.failures) - 10} more")
+        return "\n".join(lines)
+
+
+def _load_report(out: str) -> dict:
+    path = os.path.join(out, REPORT_NAME)
+    if not os.path.isfile(path):
+        raise InputError(f"{out}: no {REPORT_NAME}; verify checks outputs written by chatvec-fast")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def rebuild_plan(report: dict) -> Plan:
+    """The plan that produced an output, from its report."""
+    o = report["options"]
+    command = report["command"]
+    inputs = {role: open_checkpoint(path) for role, path in report["inputs"].items()}
+    rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
+    alpha = report.get("alpha", 1.0)
+    options = MergeOptions(alphas=(float(alpha),), skip=tuple(o["skip"]), vocab_mismatch=o["vocab_mismatch"],
+                           dtype=o["dtype"], max_shard_size=o["max_shard_size"],
+                           alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]), special_rows=rows)  # fmt: skip
+    if command == "extract":
+        return make_extract_plan(inputs["base"], inputs["chat"], options)
+    if command == "apply":
+        return make_plan(None, inputs["vector"], inputs["cp"], options)
+    return make_plan(inputs["base"], inputs["chat"], inputs["cp"], options)
+
+
+def read_elements(info: TensorInfo, start: int, count: int) -> torch.Tensor:
+    """Elements [start, start + count) of a float tensor, as a torch tensor."""
+    size = torch.empty((), dtype=TORCH_DTYPES[info.dtype]).element_size()
+    with open(info.path, "rb") as f:
+        f.seek(info.offset + start * size)
+        raw = f.read(count * size)
+    if len(raw) != count * size:
+        raise InputError(f"{info.path}: ends inside tensor {info.name!r}; the file is truncated")
+    if count == 0:
+        return torch.empty(0, dtype=TORCH_DTYPES[info.dtype])
+    return torch.frombuffer(bytearray(raw), dtype=TORCH_DTYPES[info.dtype])
+
+
+def expected_elements(t: TensorPlan, start: int, count: int) -> torch.Tensor:
+    """What the reference says elements [start, start + count) of tensor t must be."""
+    out_dtype = TORCH_DTYPES[t.out_dtype]
+    parts = []
+    for seg in t.segments:
+        a, b = max(start, seg.start), min(start + count, seg.end)
+        if a >= b:
+            continue
+        n = b - a
+        if seg.kind == "copy":
+            src = read_elements(seg.source, seg.source_start + (a - seg.start), n)
+            parts.append(merge_reference(None, None, src, [0.0], out_dtype)[0])
+        elif seg.kind == "extract":
+            parts.append(merge_reference(read_elements(t.base, a, n), read_elements(t.chat, a, n), None, [1.0],
+                                         out_dtype)[0])  # fmt: skip
+        else:
+            base = read_elements(t.base, a, n) if t.base is not None else None
+            parts.append(merge_reference(base, read_elements(t.chat, a, n), read_elements(t.cp, a, n),
+                                         [t.alphas[0]], out_dtype)[0])  # fmt: skip
+    return torch.cat(parts) if parts else torch.empty(0, dtype=out_dtype)
+
+
+def _ordered(t: torch.Tensor) -> torch.Tensor:
+    width = t.element_size()
+    b = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[width]).to(torch.int64)
+    if width == 8:
+        return torch.where(b < 0, -(b & 0x7FFF_FFFF_FFFF_FFFF), b)
+    return torch.where(b < 0, -(b + (1 << (8 * width - 1))), b)
+
+
+def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int, int]]:
+    if every or numel <= WINDOW * (windows + 2):
+        return [(0, numel)]
+    rng = random.Random(name)
+    starts = {0, numel - WINDOW} | {rng.randrange(0, numel - WINDOW) for _ in range(windows)}
+    return [(s, WINDOW) for s in sorted(starts)]
+
+
+def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4) -> VerifyReport:
+    """Checks one output directory (not a sweep's parent; see verify_path)."""
+    report = _load_report(out)
+    plan = rebuild_plan(report)
+    result = VerifyReport(os.path.abspath(out), max_ulp_allowed=max_ulp)
+    got = open_checkpoint(out)
+    planned = {t.name for t in plan.tensors}
+    for extra in sorted(set(got.tensors) - planned):
+        result.tensors.append(TensorCheck(extra, problem="in the output but not in the plan"))
+    for t in plan.tensors:
+        check = TensorCheck(t.name)
+        result.tensors.append(check)
+        info = got.tensors.get(t.name)
+        if info is None:
+            check.problem = "missing from the output"
+            continue
+        if info.shape != t.shape or info.dtype != t.out_dtype:
+            check.problem = f"output has {info.dtype}{info.shape}, the plan says {t.out_dtype}{t.shape}"
+            continue
+        if t.out_dtype not in TORCH_DTYPES:  # a copied non-float tensor: compare bytes
+            source = t.segments[0].source
+            with open(info.path, "rb") as f, open(source.path, "rb") as g:
+                f.seek(info.offset)
+                g.seek(source.offset)
+                same = f.read(info.nbytes) == g.read(source.nbytes)
+            check.checked = check.equal = t.numel
+            if not same:
+                check.problem = f"differs from {source.path}"
+            continue
+        for start, count in _windows(t.name, t.numel, every, windows):
+            want = expected_elements(t, start, count)
+            have = read_elements(info, start, count)
+            distance = (_ordered(have) - _ordered(want)).abs()
+            both_nan = torch.isnan(have) & torch.isnan(want)
+            distance = torch.where(both_nan, torch.zeros_like(distance), distance)
+            check.checked += count
+            check.equal += int((distance == 0).sum())
+            if count:
+                check.max_ulp = max(check.max_ulp, int(distance.max()))
+    return result
+
+
+def verify_path(path: str, every: bool = False, max_ulp: int = 0) -> list[VerifyReport]:
+    """An output directory, or a sweep's directory of alpha-*/ outputs."""
+    if os.path.isfile(os.path.join(path, REPORT_NAME)):
+        return [verify(path, every, max_ulp)]
+    subdirs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, REPORT_NAME)))
+    if not subdirs:
+        raise InputError(f"{path}: no {REPORT_NAME} here or in its subdirectories; nothing to verify")
+    return [verify(os.path.join(path, d), every, max_ulp) for d in subdirs]
