@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 
-from common import CACHE, dir_bytes, machine, models, save_json, summarize, timed, warm
+from common import CACHE, alternate, dir_bytes, machine, models, require_free, save_json, summarize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALPHA = 0.5
@@ -31,58 +30,63 @@ ALPHA = 0.5
 def methods(paths: dict, out: str) -> dict[str, list[str]]:
     py = sys.executable
     common = ["--base", paths["base"], "--chat", paths["chat"], "--cp", paths["cp"], "--out", out]
-    read_all = (f"cat {paths['base']}/*.safetensors {paths['chat']}/*.safetensors {paths['cp']}/*.safetensors"
-                " > /dev/null")  # fmt: skip
+    read_all = (
+        f"cat {paths['base']}/*.safetensors {paths['chat']}/*.safetensors {paths['cp']}/*.safetensors > /dev/null"
+    )
     write_one = f"mkdir -p {out} && cat {paths['cp']}/*.safetensors | dd of={out}/floor.bin bs=16M iflag=fullblock"
     return {
         "chatvec merge": [py, "-m", "chatvec_fast", "merge", *common, "--alpha", str(ALPHA), "--quiet"],
         "naive PyTorch, bf16 math": [py, os.path.join(HERE, "naive_merge.py"), *common, "--alpha", str(ALPHA)],
-        "naive PyTorch, fp32 math": [py, os.path.join(HERE, "naive_merge.py"), *common, "--alpha", str(ALPHA),
-                                     "--math", "fp32"],
+        "naive PyTorch, fp32 math": [
+            py,
+            os.path.join(HERE, "naive_merge.py"),
+            *common,
+            "--alpha",
+            str(ALPHA),
+            "--math",
+            "fp32",
+        ],
         # The floor: read the three inputs, write one output-sized file of real
         # bytes until it is on disk. Two ways to write, as the disk allows.
         "I/O floor, page cache (cat; dd conv=fsync)": ["sh", "-c", f"{read_all} && {write_one} conv=fsync status=none"],
         "I/O floor, direct (cat; dd oflag=direct)": ["sh", "-c", f"{read_all} && {write_one} oflag=direct status=none"],
-    }  # fmt: skip
+    }
 
 
 def run_size(size: str, rounds: int, only_chatvec: bool) -> dict:
     paths = models(size)
+    require_free(2 * dir_bytes(paths["cp"]))
     out = os.path.join(CACHE, "out")
     nbytes = sum(dir_bytes(p) for p in paths.values()) + dir_bytes(paths["cp"])
-    todo = methods(paths, out)
+    todo = {name: (cmd, out) for name, cmd in methods(paths, out).items()}
     if only_chatvec:
         todo = {k: v for k, v in todo.items() if k == "chatvec merge"}
-    runs = {name: [] for name in todo}
-    last_output = {}
-    for r in range(rounds):
-        for name, cmd in todo.items():
-            shutil.rmtree(out, ignore_errors=True)
-            warm(paths.values())
-            result = timed(cmd)
-            runs[name].append(result)
-            print(f"  [{size} round {r + 1}/{rounds}] {name}: {result['wall']:.2f} s, "
-                  f"peak RSS {result['peak_rss'] / 1e9:.2f} GB", flush=True)  # fmt: skip
-            if r == rounds - 1 and not name.startswith("I/O"):
-                keep = os.path.join(CACHE, "keep-" + name.split()[0] + name.split()[-2])
-                shutil.rmtree(keep, ignore_errors=True)
-                os.rename(out, keep)
-                last_output[name] = keep
-    shutil.rmtree(out, ignore_errors=True)
-    exact = {}
     from exactness import measure
 
-    for name, path in last_output.items():
-        exact[name] = measure(paths["base"], paths["chat"], paths["cp"], path, ALPHA)
-        shutil.rmtree(path, ignore_errors=True)
+    exact = {}
+
+    def check(name, path):
+        if not name.startswith("I/O"):
+            exact[name] = measure(paths["base"], paths["chat"], paths["cp"], path, ALPHA)
+
+    runs = alternate(todo, rounds, paths.values(), size, check)
     summary = {}
     for name, rs in runs.items():
         s = summarize(rs)
-        summary[name] = {**s, "gbps": nbytes / s["median"] / 1e9, "peak_rss": max(r["peak_rss"] for r in rs),
-                         "cpu_s": summarize(rs, "user")["median"] + summarize(rs, "sys")["median"],
-                         "exact": exact.get(name)}  # fmt: skip
-    return {"size": size, "bytes_moved": nbytes, "params_bytes": dir_bytes(paths["cp"]), "runs": runs,
-            "summary": summary}  # fmt: skip
+        summary[name] = {
+            **s,
+            "gbps": nbytes / s["median"] / 1e9,
+            "peak_rss": max(r["peak_rss"] for r in rs),
+            "cpu_s": summarize(rs, "user")["median"] + summarize(rs, "sys")["median"],
+            "exact": exact.get(name),
+        }
+    return {
+        "size": size,
+        "bytes_moved": nbytes,
+        "params_bytes": dir_bytes(paths["cp"]),
+        "runs": runs,
+        "summary": summary,
+    }
 
 
 def table(result: dict) -> str:
@@ -90,9 +94,11 @@ def table(result: dict) -> str:
     floors = [v for k, v in s.items() if k.startswith("I/O")]
     floor = min(floors, key=lambda v: v["median"]) if floors else None  # the faster way to do the same I/O
     ref = {k: v["median"] for k, v in s.items()}
-    lines = ["| method | wall s, median (min-max) | GB/s | peak RSS | CPU s | exact share (max ulp) | "
-             "vs best I/O floor | chatvec speed-up |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| method | wall s, median (min-max) | GB/s | peak RSS | CPU s | exact share (max ulp) | "
+        "vs best I/O floor | chatvec speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ours = ref.get("chatvec merge")
     for name, v in s.items():
         ex = v["exact"]
@@ -120,8 +126,10 @@ def main():
     save_json(a.json, doc)
     print(f"\n{machine()}, {started}, alpha {ALPHA}, {a.rounds} alternating rounds")
     for r in results:
-        print(f"\n{r['size']}: {r['params_bytes'] / 1e9:.2f} GB per model, {r['bytes_moved'] / 1e9:.2f} GB moved "
-              f"per merge\n")  # fmt: skip
+        print(
+            f"\n{r['size']}: {r['params_bytes'] / 1e9:.2f} GB per model, {r['bytes_moved'] / 1e9:.2f} GB moved "
+            f"per merge\n"
+        )
         print(table(r))
     print(f"\nraw results: {a.json}")
 

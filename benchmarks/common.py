@@ -33,6 +33,17 @@ def models(size: str) -> dict[str, str]:
     return paths
 
 
+def require_free(nbytes: int):
+    """Stops early, with a clear message, when the disk under CACHE cannot hold what a benchmark writes."""
+    os.makedirs(CACHE, exist_ok=True)
+    free = shutil.disk_usage(CACHE).free
+    if free < nbytes:
+        raise SystemExit(
+            f"{CACHE}: the benchmark needs {nbytes / 1e9:.1f} GB free, {free / 1e9:.1f} GB is; "
+            "free space or set CHATVEC_BENCH_DIR"
+        )
+
+
 def dir_bytes(path: str, suffix=".safetensors") -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
 
@@ -71,8 +82,39 @@ def timed(cmd: list[str], env=None) -> dict:
         with open(rss_file) as f:
             peak_rss = int(f.read().split()[-1]) * 1024
         os.unlink(rss_file)
-    return {"wall": t2 - t0, "wall_no_sync": t1 - t0, "sync": t2 - t1, "peak_rss": peak_rss,
-            "user": usage.ru_utime, "sys": usage.ru_stime}  # fmt: skip
+    return {
+        "wall": t2 - t0,
+        "wall_no_sync": t1 - t0,
+        "sync": t2 - t1,
+        "peak_rss": peak_rss,
+        "user": usage.ru_utime,
+        "sys": usage.ru_stime,
+    }
+
+
+def alternate(methods: dict, rounds: int, inputs, label: str = "", check=None) -> dict:
+    """Runs methods {name: (command, output dir)} `rounds` times, alternating A B C A B C ...
+
+    Before each run the output is deleted, inputs warmed and dirty pages flushed. After a method's last
+    run, check(name, output dir) may inspect the output (exactness); then it is deleted, so the disk
+    never holds more than one output. Returns the runs by name.
+    """
+    runs = {name: [] for name in methods}
+    for r in range(rounds):
+        for name, (cmd, out) in methods.items():
+            shutil.rmtree(out, ignore_errors=True)
+            warm(inputs)
+            result = timed(cmd)
+            runs[name].append(result)
+            print(
+                f"  [{label} round {r + 1}/{rounds}] {name}: {result['wall']:.2f} s, "
+                f"peak RSS {result['peak_rss'] / 1e9:.2f} GB",
+                flush=True,
+            )
+            if r == rounds - 1 and check is not None and os.path.exists(out):
+                check(name, out)
+            shutil.rmtree(out, ignore_errors=True)
+    return runs
 
 
 def summarize(runs: list[dict], key="wall") -> dict:

@@ -65,14 +65,24 @@ def _version() -> str:
 
 
 def _options_record(o: MergeOptions) -> dict:
-    return {"skip": list(o.skip), "vocab_mismatch": o.vocab_mismatch, "dtype": o.dtype,
-            "max_shard_size": o.max_shard_size, "alpha_for": [[p, a] for p, a in o.alpha_for]}  # fmt: skip
+    return {
+        "skip": list(o.skip),
+        "vocab_mismatch": o.vocab_mismatch,
+        "dtype": o.dtype,
+        "max_shard_size": o.max_shard_size,
+        "alpha_for": [[p, a] for p, a in o.alpha_for],
+    }
 
 
 def _provenance(command: str, formula: str, inputs: dict[str, str], options: MergeOptions, math: str) -> dict:
     """Header metadata every output shard carries. Deterministic: no time, host, rank or thread count."""
-    meta = {"format": "pt", "chatvec_fast.version": _version(), "chatvec_fast.command": command,
-            "chatvec_fast.formula": formula, "chatvec_fast.math": f"{math}, rounded once to nearest-even"}  # fmt: skip
+    meta = {
+        "format": "pt",
+        "chatvec_fast.version": _version(),
+        "chatvec_fast.command": command,
+        "chatvec_fast.formula": formula,
+        "chatvec_fast.math": f"{math}, rounded once to nearest-even",
+    }
     for role, path in inputs.items():
         meta[f"chatvec_fast.{role}"] = os.path.abspath(path)
     meta["chatvec_fast.options"] = json.dumps(_options_record(options), sort_keys=True)
@@ -99,8 +109,9 @@ def _report(command: str, formula: str, inputs: dict[str, str], plan: Plan, outp
         if any(a != alpha for a in groups):  # --alpha-for changed some tensors
             report["alpha_by_tensor"] = {repr(a): names for a, names in groups.items()}
     if plan.options.special_rows:
-        report["special_token_rows"] = [{"token": t, "chat_row": c, "cp_row": p}
-                                        for t, c, p in plan.options.special_rows]  # fmt: skip
+        report["special_token_rows"] = [
+            {"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.options.special_rows
+        ]
     return report
 
 
@@ -120,14 +131,60 @@ def _finisher(cp_dir: str | None, dtype: str | None, chat_template_from: str | N
     return finish
 
 
-def _backend(name: str, threads: int | None):
+@dataclass
+class _Engines:
+    """The backends of this process: one per device (several GPUs), or one; and the torchrun ranks."""
+
+    backends: list
+    ranks: object | None
+
+    @property
+    def math(self) -> str:
+        return "float64" if getattr(self.backends[0], "exact", True) else "float32"
+
+    def describe(self) -> str:
+        text = self.backends[0].describe()
+        if len(self.backends) > 1:
+            text += f" x {len(self.backends)} devices"
+        if self.ranks is not None:
+            text += f", rank {self.ranks.rank} of {self.ranks.world}"
+        return text
+
+
+def _engines(name: str, threads: int | None, devices, gpu_memory) -> _Engines:
     from .backends import get_backend
+    from .distributed import Ranks
 
-    return get_backend(name, threads)
+    ranks = Ranks.from_env()
+    gpu_memory = parse_size(gpu_memory)
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    if ranks is not None:
+        # One process per GPU (or per share of the CPU cores) on each machine.
+        if devices:
+            devices = [devices[ranks.local_rank % len(devices)]]
+        elif name in ("auto", "triton") and _cuda_devices():
+            devices = [f"cuda:{ranks.local_rank % _cuda_devices()}"]
+        if threads is None:
+            from . import _native
+
+            cpus = _native.module.available_cpus() if _native.available else (os.cpu_count() or 1)
+            threads = max(1, cpus // max(ranks.local_world, 1))
+    if devices and len(devices) > 1 and name not in ("auto", "triton"):
+        raise ValueError(f"--devices lists {len(devices)} devices; only --backend triton runs on several")
+    if devices:
+        return _Engines(
+            [get_backend("triton" if name == "auto" else name, threads, d, gpu_memory) for d in devices], ranks
+        )
+    return _Engines([get_backend(name, threads, None, gpu_memory)], ranks)
 
 
-def _math(engine) -> str:
-    return "float64" if getattr(engine, "exact", True) else "float32"
+def _cuda_devices() -> int:
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _resolve_tokenizer_choices(base, chat, cp, special_tokens_from, chat_template_from):
@@ -169,7 +226,9 @@ def parse_alphas(text: str) -> list[float]:
         else:
             values = [float(Decimal(p)) for p in text.split(",") if p.strip()]
     except (InvalidOperation, ValueError):
-        raise ValueError(f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25")
+        raise ValueError(
+            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
+        ) from None
     if not values or len(set(values)) != len(values):
         raise ValueError(f"alphas {text!r}: need at least one, and no repeats")
     return values
@@ -204,9 +263,30 @@ def _merge_options(alphas, skip, vocab_mismatch, dtype, max_shard_size, alpha_fo
     )
 
 
-def _run_merge(command, base, chat, cp, outs, alphas, *, backend, threads, skip, vocab_mismatch, max_shard_size,
-               dtype, overwrite, dry_run, progress, alpha_for, special_tokens_from, chat_template_from,
-               chunk_elements) -> MergeReport:  # fmt: skip
+def _run_merge(
+    command,
+    base,
+    chat,
+    cp,
+    outs,
+    alphas,
+    *,
+    backend,
+    threads,
+    skip,
+    vocab_mismatch,
+    max_shard_size,
+    dtype,
+    overwrite,
+    dry_run,
+    progress,
+    alpha_for,
+    special_tokens_from,
+    chat_template_from,
+    chunk_elements,
+    devices=None,
+    gpu_memory=None,
+) -> MergeReport:
     ckpts = {"base": open_checkpoint(base), "chat": open_checkpoint(chat), "cp": open_checkpoint(cp)}
     rows, notes, template_from = _resolve_tokenizer_choices(
         ckpts["base"], ckpts["chat"], ckpts["cp"], special_tokens_from, chat_template_from
@@ -215,11 +295,11 @@ def _run_merge(command, base, chat, cp, outs, alphas, *, backend, threads, skip,
     plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], options)
     plan.notes.extend(notes)
     inputs = {"base": base, "chat": chat, "cp": cp}
-    engine = _backend(backend, threads)
+    engine = _engines(backend, threads, devices, gpu_memory)
     outputs = []
     for k, (out, alpha) in enumerate(zip(outs, options.alphas)):
         # Each output of a sweep is a merge with its alpha, byte for byte: no trace of the sweep in it.
-        meta = _provenance("merge", FORMULA, inputs, options, _math(engine))
+        meta = _provenance("merge", FORMULA, inputs, options, engine.math)
         meta["chatvec_fast.alpha"] = repr(alpha)
         report = _report("merge", FORMULA, inputs, plan, k)
         finish = _finisher(ckpts["cp"].directory, options.dtype, template_from, ckpts["chat"].directory, report)
@@ -248,7 +328,11 @@ def _execute(command, plan, outputs, engine, inputs, overwrite, dry_run, progres
 
         check_outputs(outputs, inputs, overwrite)
         return report
-    result = execute(plan, outputs, engine, inputs, overwrite, progress, chunk_elements)
+    try:
+        result = execute(plan, outputs, engine.backends, inputs, overwrite, progress, chunk_elements, engine.ranks)
+    finally:
+        if engine.ranks is not None:
+            engine.ranks.close()
     report.seconds, report.inexact, report.reports = result.seconds, result.inexact, result.reports
     return report
 
@@ -273,6 +357,8 @@ def merge(
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    devices=None,
+    gpu_memory: str | int | None = None,
 ) -> MergeReport:
     """Writes the Chat Vector merge  cp + alpha * (chat - base)  of three checkpoints to `out`.
 
@@ -282,11 +368,29 @@ def merge(
     >>> report = merge("llama-2-7b", "llama-2-7b-chat", "my-cp-7b", "merged", alpha=0.5)
     >>> print(report.summary())  # tensors, GB read and written, seconds, GB/s
     """
-    return _run_merge("merge", base, chat, cp, [out], [alpha], backend=backend, threads=threads, skip=skip,
-                      vocab_mismatch=vocab_mismatch, max_shard_size=max_shard_size, dtype=dtype,
-                      overwrite=overwrite, dry_run=dry_run, progress=progress, alpha_for=alpha_for,
-                      special_tokens_from=special_tokens_from, chat_template_from=chat_template_from,
-                      chunk_elements=chunk_elements)  # fmt: skip
+    return _run_merge(
+        "merge",
+        base,
+        chat,
+        cp,
+        [out],
+        [alpha],
+        backend=backend,
+        threads=threads,
+        skip=skip,
+        vocab_mismatch=vocab_mismatch,
+        max_shard_size=max_shard_size,
+        dtype=dtype,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        progress=progress,
+        alpha_for=alpha_for,
+        special_tokens_from=special_tokens_from,
+        chat_template_from=chat_template_from,
+        chunk_elements=chunk_elements,
+        devices=devices,
+        gpu_memory=gpu_memory,
+    )
 
 
 def sweep(base: str, chat: str, cp: str, out: str, alphas, **kwargs) -> MergeReport:
@@ -302,10 +406,22 @@ def sweep(base: str, chat: str, cp: str, out: str, alphas, **kwargs) -> MergeRep
         raise ValueError(f"alphas {alphas!r}: need at least one, and no repeats")
     outs = [os.path.join(out, alpha_dirname(a)) for a in values]
     kwargs.setdefault("backend", "auto")
-    defaults = {"threads": None, "skip": (), "vocab_mismatch": "shared-rows", "max_shard_size": None, "dtype": None,
-                "overwrite": False, "dry_run": False, "progress": False, "alpha_for": (),
-                "special_tokens_from": "cp", "chat_template_from": None,
-                "chunk_elements": DEFAULT_CHUNK_ELEMENTS}  # fmt: skip
+    defaults = {
+        "threads": None,
+        "skip": (),
+        "vocab_mismatch": "shared-rows",
+        "max_shard_size": None,
+        "dtype": None,
+        "overwrite": False,
+        "dry_run": False,
+        "progress": False,
+        "alpha_for": (),
+        "special_tokens_from": "cp",
+        "chat_template_from": None,
+        "chunk_elements": DEFAULT_CHUNK_ELEMENTS,
+        "devices": None,
+        "gpu_memory": None,
+    }
     unknown = set(kwargs) - set(defaults) - {"backend"}
     if unknown:
         raise TypeError(f"sweep() got unexpected arguments {sorted(unknown)}")
@@ -326,6 +442,8 @@ def extract(
     dry_run: bool = False,
     progress: bool = False,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    devices=None,
+    gpu_memory: str | int | None = None,
 ) -> MergeReport:
     """Saves the chat vector chat - base as a safetensors checkpoint (float32 by default).
 
@@ -337,8 +455,8 @@ def extract(
     b, c = open_checkpoint(base), open_checkpoint(chat)
     plan = make_extract_plan(b, c, options)
     inputs = {"base": base, "chat": chat}
-    engine = _backend(backend, threads)
-    meta = _provenance("extract", EXTRACT_FORMULA, inputs, options, _math(engine))
+    engine = _engines(backend, threads, devices, gpu_memory)
+    meta = _provenance("extract", EXTRACT_FORMULA, inputs, options, engine.math)
     meta["chatvec_fast.vector_dtype"] = options.dtype
     meta[PATCHED_COUNT_KEY] = "0"
     report = _report("extract", EXTRACT_FORMULA, inputs, plan, None)
@@ -365,14 +483,19 @@ def apply(
     progress: bool = False,
     alpha_for=(),
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    devices=None,
+    gpu_memory: str | int | None = None,
 ) -> MergeReport:
     """Applies a saved chat vector: cp + alpha * vector. With `alphas`, a sweep into out/alpha-*/.
 
     With a vector extracted exactly (inexact count 0, or float64) the result is bit-identical to
     merge() from the three models.
     """
-    values = [float(alpha)] if alphas is None else (parse_alphas(alphas) if isinstance(alphas, str) else
-                                                   [float(a) for a in alphas])  # fmt: skip
+    values = (
+        [float(alpha)]
+        if alphas is None
+        else (parse_alphas(alphas) if isinstance(alphas, str) else [float(a) for a in alphas])
+    )
     outs = [out] if alphas is None else [os.path.join(out, alpha_dirname(a)) for a in values]
     vec, cp_ckpt = open_checkpoint(vector), open_checkpoint(cp)
     options = _merge_options(values, skip, vocab_mismatch, dtype, max_shard_size, alpha_for)
@@ -380,13 +503,15 @@ def apply(
     vector_meta = vec.files[0].metadata if vec.files else {}
     inexact = vector_meta.get(PATCHED_COUNT_KEY)
     if inexact is not None and inexact.isdigit() and int(inexact) > 0:
-        plan.notes.append(f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
-                          "a merge of the three models there; extract with --dtype f64 to avoid it")  # fmt: skip
+        plan.notes.append(
+            f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
+            "a merge of the three models there; extract with --dtype f64 to avoid it"
+        )
     inputs = {"vector": vector, "cp": cp}
-    engine = _backend(backend, threads)
+    engine = _engines(backend, threads, devices, gpu_memory)
     outputs = []
     for k, (o, a) in enumerate(zip(outs, values)):
-        meta = _provenance("apply", APPLY_FORMULA, inputs, options, _math(engine))
+        meta = _provenance("apply", APPLY_FORMULA, inputs, options, engine.math)
         meta["chatvec_fast.alpha"] = repr(a)
         for role in ("base", "chat"):  # where the vector came from, for `verify`
             if f"chatvec_fast.{role}" in vector_meta:

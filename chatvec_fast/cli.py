@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .backends import NAMES as BACKEND_NAMES
@@ -20,30 +21,64 @@ def _inputs(p: argparse.ArgumentParser, cp=True):
 def _engine(p: argparse.ArgumentParser):
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="kernel (default: auto = native)")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
-    p.add_argument("--skip", action="append", default=[], metavar="REGEX",
-                   help="copy tensors whose name matches REGEX from cp unchanged (repeatable)")  # fmt: skip
-    p.add_argument("--max-shard-size", default=None, metavar="SIZE",
-                   help="re-shard the output (e.g. 5GB, 2GiB); default: mirror the input's shards")  # fmt: skip
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="triton: GPUs to share the work, e.g. cuda:0,cuda:1 (output shards split by bytes)",
+    )
+    p.add_argument(
+        "--gpu-memory", default=None, metavar="SIZE", help="triton: device memory for buffers per GPU (default 2GiB)"
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="copy tensors whose name matches REGEX from cp unchanged (repeatable)",
+    )
+    p.add_argument(
+        "--max-shard-size",
+        default=None,
+        metavar="SIZE",
+        help="re-shard the output (e.g. 5GB, 2GiB); default: mirror the input's shards",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _merge_policies(p: argparse.ArgumentParser, tokenizer=True):
-    p.add_argument("--vocab-mismatch", default="shared-rows", choices=VOCAB_POLICIES,
-                   help="when cp's vocabulary is larger: merge the shared rows (default), copy from cp, "
-                   "or stop")  # fmt: skip
-    p.add_argument("--dtype", default=None, choices=("bf16", "f16", "f32"),
-                   help="output dtype of float tensors (default: cp's)")  # fmt: skip
-    p.add_argument("--alpha-for", action="append", default=[], metavar="REGEX=VALUE",
-                   help="alpha for tensors matching REGEX (first match wins), e.g. 'embed_tokens|lm_head=0'")  # fmt: skip
+    p.add_argument(
+        "--vocab-mismatch",
+        default="shared-rows",
+        choices=VOCAB_POLICIES,
+        help="when cp's vocabulary is larger: merge the shared rows (default), copy from cp, or stop",
+    )
+    p.add_argument(
+        "--dtype", default=None, choices=("bf16", "f16", "f32"), help="output dtype of float tensors (default: cp's)"
+    )
+    p.add_argument(
+        "--alpha-for",
+        action="append",
+        default=[],
+        metavar="REGEX=VALUE",
+        help="alpha for tensors matching REGEX (first match wins), e.g. 'embed_tokens|lm_head=0'",
+    )
     if tokenizer:
-        p.add_argument("--special-tokens-from", default="cp", choices=("cp", "chat"),
-                       help="chat: the rows of the special tokens (bos, eos, pad, chat-template tokens) in the "
-                       "vocabulary tensors come from the chat model, matched by token string")  # fmt: skip
-        p.add_argument("--chat-template-from", default=None, choices=("cp", "chat"),
-                       help="whose chat template and eos the output's tokenizer gets (default: chat's when it "
-                       "has one)")  # fmt: skip
+        p.add_argument(
+            "--special-tokens-from",
+            default="cp",
+            choices=("cp", "chat"),
+            help="chat: the rows of the special tokens (bos, eos, pad, chat-template tokens) in the "
+            "vocabulary tensors come from the chat model, matched by token string",
+        )
+        p.add_argument(
+            "--chat-template-from",
+            default=None,
+            choices=("cp", "chat"),
+            help="whose chat template and eos the output's tokenizer gets (default: chat's when it has one)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,9 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="save the chat vector chat - base")
     _inputs(p, cp=False)
     p.add_argument("--out", required=True, help="output directory for the vector (a safetensors checkpoint)")
-    p.add_argument("--dtype", default="f32", choices=("f32", "f64", "bf16", "f16"),
-                   help="storage: f32 (default; rounded elements are counted and reported), f64 (always "
-                   "reproduces merge), bf16/f16 (rounds)")  # fmt: skip
+    p.add_argument(
+        "--dtype",
+        default="f32",
+        choices=("f32", "f64", "bf16", "f16"),
+        help="storage: f32 (default; rounded elements are counted and reported), f64 (always "
+        "reproduces merge), bf16/f16 (rounds)",
+    )
     _engine(p)
 
     p = sub.add_parser("apply", help="apply a saved chat vector: cp + alpha * vector")
@@ -88,8 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-derive an output from its inputs and compare, element for element")
     p.add_argument("output", help="an output directory, or a sweep's parent directory")
     p.add_argument("--all", action="store_true", help="check every element (default: samples of every tensor)")
-    p.add_argument("--max-ulp", type=int, default=0,
-                   help="tolerated distance in ulps of the output dtype (default 0: bit-identical)")  # fmt: skip
+    p.add_argument(
+        "--max-ulp",
+        type=int,
+        default=0,
+        help="tolerated distance in ulps of the output dtype (default 0: bit-identical)",
+    )
 
     demo = sub.add_parser("demo", help="make three tiny models, merge them and check the result")
     demo.add_argument("--alpha", type=float, default=0.5)
@@ -99,9 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(args) -> dict:
-    return {"backend": args.backend, "threads": args.threads, "skip": args.skip,
-            "max_shard_size": args.max_shard_size, "overwrite": args.overwrite, "dry_run": args.dry_run,
-            "progress": not args.quiet}  # fmt: skip
+    return {
+        "backend": args.backend,
+        "threads": args.threads,
+        "skip": args.skip,
+        "max_shard_size": args.max_shard_size,
+        "overwrite": args.overwrite,
+        "dry_run": args.dry_run,
+        "progress": not args.quiet,
+        "devices": args.devices,
+        "gpu_memory": args.gpu_memory,
+    }
 
 
 def _policies(args) -> dict:
@@ -112,14 +163,22 @@ def _policies(args) -> dict:
 
 
 def _print_report(report, dry_run: bool) -> int:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
+        return 0
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     if report.dropped and not dry_run:
-        print(f"note: {len(report.dropped)} tensors of the chat vector are not in cp and were left out: "
-              f"{', '.join(report.dropped[:5])}", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: {len(report.dropped)} tensors of the chat vector are not in cp and were left out: "
+            f"{', '.join(report.dropped[:5])}",
+            file=sys.stderr,
+        )
     if report.inexact:
-        print(f"warning: the vector's dtype could not hold {report.inexact} elements of chat - base exactly; "
-              "`apply` will differ from `merge` there (use --dtype f64 for an exact vector)", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: the vector's dtype could not hold {report.inexact} elements of chat - base exactly; "
+            "`apply` will differ from `merge` there (use --dtype f64 for an exact vector)",
+            file=sys.stderr,
+        )
     print(report.summary())
     return 0
 
@@ -133,8 +192,10 @@ def _run(args) -> int:
         r = api.sweep(args.base, args.chat, args.cp, args.out, args.alphas, **_common(args), **_policies(args))
     elif args.command == "extract":
         if args.dtype in ("bf16", "f16"):
-            print(f"warning: a {args.dtype} vector rounds most differences; apply will not reproduce merge",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: a {args.dtype} vector rounds most differences; apply will not reproduce merge",
+                file=sys.stderr,
+            )
         r = api.extract(args.base, args.chat, args.out, dtype=args.dtype, **_common(args))
     elif args.command == "apply":
         alpha = 1.0 if args.alpha is None else args.alpha

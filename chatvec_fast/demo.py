@@ -33,8 +33,10 @@ def check_against_reference(base: str, chat: str, cp: str, out: str, alpha: floa
         if name in b.tensors:
             bi, ci = b.tensors[name], c.tensors[name]
             rows = bi.shape[0] if bi.shape else None
-            delta = (as_torch(read_tensor_bytes(ci), ci.dtype, ci.shape).double()
-                     - as_torch(read_tensor_bytes(bi), bi.dtype, bi.shape).double())  # fmt: skip
+            delta = (
+                as_torch(read_tensor_bytes(ci), ci.dtype, ci.shape).double()
+                - as_torch(read_tensor_bytes(bi), bi.dtype, bi.shape).double()
+            )
             merged = round_float64(cp_t[:rows].double() + alpha * delta, got.dtype)
             want[:rows] = merged
         mismatched += int((got.view(torch.int16) != want.view(torch.int16)).sum())
@@ -54,7 +56,8 @@ def run_demo(alpha: float = 0.5, backend: str = "auto", keep: str | None = None)
         report = merge(*args, alpha=alpha, backend=backend, overwrite=True)
         checked, mismatched = check_against_reference(*args, alpha)
         verdict = "OK" if mismatched == 0 else "MISMATCH"
-        print(f"check against the float64 reference: {checked - mismatched}/{checked} elements bit-identical "
-              f"({verdict})")  # fmt: skip
+        print(
+            f"check against the float64 reference: {checked - mismatched}/{checked} elements bit-identical ({verdict})"
+        )
         print(report.summary())
         return 0 if mismatched == 0 else 1

@@ -5,12 +5,26 @@ from __future__ import annotations
 # Bits per element of every dtype the safetensors format defines (F4 and the
 # F6 types are packed below a byte).
 BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-}  # fmt: skip
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
 
 # The dtypes the merge computes on; every other dtype is copied from cp.
 # Codes match csrc/dtype_convert.h.
@@ -19,8 +33,19 @@ MERGEABLE = frozenset({"F32", "F16", "BF16"})  # model tensors the formula appli
 VECTOR_DTYPES = frozenset(KERNEL_CODES)  # a saved chat vector may also be F64
 
 # --dtype spellings.
-USER_NAMES = {"bf16": "BF16", "bfloat16": "BF16", "f16": "F16", "fp16": "F16", "float16": "F16",
-              "f32": "F32", "fp32": "F32", "float32": "F32", "f64": "F64", "fp64": "F64", "float64": "F64"}  # fmt: skip
+USER_NAMES = {
+    "bf16": "BF16",
+    "bfloat16": "BF16",
+    "f16": "F16",
+    "fp16": "F16",
+    "float16": "F16",
+    "f32": "F32",
+    "fp32": "F32",
+    "float32": "F32",
+    "f64": "F64",
+    "fp64": "F64",
+    "float64": "F64",
+}
 
 # config.json's torch_dtype for each output dtype.
 TORCH_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}

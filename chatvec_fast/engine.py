@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .checkpoint import INDEX_NAME
+from .distributed import Ranks, partition
 from .dtypes import itemsize
 from .errors import OutputError
 from .output_dir import OutputDirectory, check_output_path
@@ -80,65 +82,149 @@ def _buffer_itemsize(plan: Plan) -> int:
 def execute(
     plan: Plan,
     outputs: list[OutputSpec],
-    engine,
+    engines: list,
     inputs: dict[str, str],
     overwrite: bool = False,
     progress: bool = False,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ranks: Ranks | None = None,
 ) -> RunResult:
-    """Writes every output of `plan` in one pass over the inputs; each appears only when complete."""
+    """Writes every output of `plan` in one pass over the inputs; each appears only when complete.
+
+    engines: one backend per worker in this process (several GPUs), each writing a byte-balanced share
+    of the shards. ranks: set under torchrun; this rank then writes only its share and rank 0 finishes.
+    """
     t0 = time.perf_counter()
+    leader = ranks is None or ranks.leader
     check_outputs(outputs, inputs, overwrite)
-    for spec in outputs:
-        _check_free_space(os.path.dirname(os.path.abspath(spec.path)), plan.write_nbytes + (1 << 20))
+    if leader:
+        for spec in outputs:
+            _check_free_space(os.path.dirname(os.path.abspath(spec.path)), plan.write_nbytes + (1 << 20))
+    sizes = [s.data_nbytes for s in plan.shards]
+    mine = partition(sizes, ranks.world)[ranks.rank] if ranks else list(range(len(plan.shards)))
+    groups = [[mine[i] for i in g] for g in partition([sizes[i] for i in mine], len(engines))]
     patch = any(PATCHED_COUNT_KEY in s.metadata for s in outputs)
-    bar = Progress(plan.read_nbytes + plan.write_nbytes * len(outputs), enabled=progress)
-    buffer_itemsize = _buffer_itemsize(plan)
-    pipeline = Pipeline(engine, len(outputs), chunk_elements, itemsize=buffer_itemsize, progress=bar)
+    share = sum(plan.shards[i].data_nbytes for i in mine) / max(plan.write_nbytes, 1)
+    bar = Progress(int((plan.read_nbytes + plan.write_nbytes * len(outputs)) * share), enabled=progress and leader)
     with contextlib.ExitStack() as stack:
-        staged = [stack.enter_context(OutputDirectory(s.path, inputs, overwrite)) for s in outputs]
-        files, offsets = [], []
+        staged, prepared = _enter_all(stack, outputs, inputs, overwrite, ranks)
+        if not prepared:
+            raise OutputError("rank 0 could not prepare the output directory; see its error")
+        files = [[_shard_file(out_dir, shard, spec) for shard in plan.shards] for spec, out_dir in zip(outputs, staged)]
+        error, inexact = None, 0
         try:
-            for spec, out_dir in zip(outputs, staged):
-                metadata = dict(spec.metadata)
-                if PATCHED_COUNT_KEY in metadata:
-                    metadata[PATCHED_COUNT_KEY] = _PLACEHOLDER
-                files.append([])
-                offsets.append([])
-                for shard in plan.shards:
-                    entries = [(t.name, t.out_dtype, t.shape, t.out_nbytes) for t in shard.tensors]
-                    header, tensor_offsets = build_header(entries, metadata)
-                    files[-1].append(ShardFile(out_dir.file(shard.filename), header, len(header) + shard.data_nbytes))
-                    offsets[-1].append(tensor_offsets)
-            chunks = plan_chunks([s.tensors for s in plan.shards], files, offsets, chunk_elements, buffer_itemsize)
-            pipeline.run(chunks)
+            inexact = _run_workers(plan, files, groups, engines, len(outputs), chunk_elements, bar)
             for shard_files in files:
-                for f in shard_files:
-                    f.close(sync=True)
+                for i in mine:
+                    shard_files[i].close(sync=True)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the ranks agree
+            error = exc
         finally:
             bar.close()
             for shard_files in files:
                 for f in shard_files:
                     f.close(sync=False)
-        result = RunResult(0.0, pipeline.inexact)
-        for spec, out_dir, shard_files in zip(outputs, staged, files):
-            if patch:
-                for f in shard_files:
-                    _patch_count(f.path, pipeline.inexact)
-            if not plan.single_file:
-                write_json(out_dir.file(INDEX_NAME), _index(plan, pipeline.inexact if patch else None))
-            if spec.finish is not None:
-                spec.finish(out_dir.path)
-            report = dict(spec.report)
-            if patch:
-                report["inexact_elements"] = pipeline.inexact
-            report["files"] = {os.path.basename(f.path): f.size for f in shard_files}
-            write_json(out_dir.file(REPORT_NAME), report)
-            result.reports.append(report)
-        for out_dir in staged:
-            out_dir.commit()
+        if ranks is not None:
+            all_ok = ranks.all_succeeded(error is None)
+            inexact = ranks.total(inexact)
+            if error is None and not all_ok:
+                error = OutputError("another rank failed (see its error); no output was written")
+        if error is not None:
+            raise error
+        result, finish_error = RunResult(0.0, inexact), None
+        if leader:
+            try:
+                for spec, out_dir, shard_files in zip(outputs, staged, files):
+                    result.reports.append(_finish_output(plan, spec, out_dir, shard_files, inexact if patch else None))
+                for out_dir in staged:
+                    out_dir.commit()
+            except BaseException as exc:  # noqa: BLE001 - the other ranks must hear of it first
+                finish_error = exc
+    finished = ranks.all_succeeded(finish_error is None) if ranks is not None else finish_error is None
+    if finish_error is not None:
+        raise finish_error
+    if not finished:
+        raise OutputError("rank 0 could not finish the output (see its error); no output was written")
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _enter_all(stack, outputs, inputs, overwrite, ranks):
+    """Rank 0 (or the only process) locks and creates the staging directories; other ranks join them."""
+    staged, error = [], None
+    if ranks is None or ranks.leader:
+        try:
+            staged = [stack.enter_context(OutputDirectory(s.path, inputs, overwrite)) for s in outputs]
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+    ok = error is None
+    if ranks is not None:
+        ok = ranks.all_succeeded(ok)  # doubles as the barrier: staging exists before anyone writes
+        if not ranks.leader and ok:
+            staged = [stack.enter_context(OutputDirectory(s.path, inputs, overwrite, join=True)) for s in outputs]
+    if error is not None:
+        raise error
+    return staged, ok
+
+
+def _shard_file(out_dir, shard, spec) -> ShardFile:
+    metadata = dict(spec.metadata)
+    if PATCHED_COUNT_KEY in metadata:
+        metadata[PATCHED_COUNT_KEY] = _PLACEHOLDER
+    entries = [(t.name, t.out_dtype, t.shape, t.out_nbytes) for t in shard.tensors]
+    header, offsets = build_header(entries, metadata)
+    f = ShardFile(out_dir.file(shard.filename), header, len(header) + shard.data_nbytes)
+    f.tensor_offsets = offsets
+    return f
+
+
+def _run_workers(plan, files, groups, engines, outputs, chunk_elements, bar) -> int:
+    """One pipeline per engine, each over its group of shards, in parallel; returns the extract count."""
+    buffer_itemsize = _buffer_itemsize(plan)
+    pipelines, threads, errors = [], [], []
+    for engine, group in zip(engines, groups):
+        if not group:
+            continue
+        tensors = [plan.shards[i].tensors for i in group]
+        group_files = [[shard_files[i] for i in group] for shard_files in files]
+        offsets = [[f.tensor_offsets for f in g] for g in group_files]
+        pipeline = Pipeline(engine, outputs, chunk_elements, itemsize=buffer_itemsize, progress=bar)
+        chunks = plan_chunks(tensors, group_files, offsets, chunk_elements, buffer_itemsize)
+        pipelines.append((pipeline, chunks))
+    if len(pipelines) == 1:
+        pipelines[0][0].run(pipelines[0][1])
+    else:
+
+        def work(pipeline, chunks):
+            try:
+                pipeline.run(chunks)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=pc, name=f"chatvec-device-{i}") for i, pc in enumerate(pipelines)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    return sum(p.inexact for p, _ in pipelines)
+
+
+def _finish_output(plan, spec, out_dir, shard_files, inexact) -> dict:
+    if inexact is not None:
+        for f in shard_files:
+            _patch_count(f.path, inexact)
+    if not plan.single_file:
+        write_json(out_dir.file(INDEX_NAME), _index(plan, inexact))
+    if spec.finish is not None:
+        spec.finish(out_dir.path)
+    report = dict(spec.report)
+    if inexact is not None:
+        report["inexact_elements"] = inexact
+    report["files"] = {os.path.basename(f.path): f.size for f in shard_files}
+    write_json(out_dir.file(REPORT_NAME), report)
+    return report
 
 
 def _index(plan: Plan, inexact: int | None) -> dict:

@@ -50,8 +50,10 @@ class OutputDirectory:
     ...     staged.commit()        # fsync + rename; without it, exit removes everything
     """
 
-    def __init__(self, out: str, inputs: dict[str, str], overwrite: bool = False):
+    def __init__(self, out: str, inputs: dict[str, str], overwrite: bool = False, join: bool = False):
+        """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it."""
         check_output_path(out, inputs, overwrite)
+        self.join = join
         self.final = os.path.abspath(out)
         parent, name = os.path.split(self.final.rstrip(os.sep))
         self.parent = parent
@@ -62,6 +64,10 @@ class OutputDirectory:
         self.committed = False
 
     def __enter__(self) -> OutputDirectory:
+        if self.join:
+            if not os.path.isdir(self.path):
+                raise OutputError(f"{self.path}: the staging directory rank 0 should have made is missing")
+            return self
         try:
             os.makedirs(self.parent, exist_ok=True)
         except OSError as exc:
@@ -96,6 +102,8 @@ class OutputDirectory:
             shutil.rmtree(old, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb):
+        if self.join:
+            return False
         try:
             if not self.committed:
                 shutil.rmtree(self.path, ignore_errors=True)

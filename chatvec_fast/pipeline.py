@@ -1,6 +1,7 @@
 """The streaming engine: read -> compute -> write, overlapped, in fixed buffers.
 
-Three threads share a small pool of buffer slots (3 inputs + K outputs each):
+A reader thread, the calling thread and one writer thread per output share a
+small pool of buffer slots (3 inputs + K outputs each):
 a reader fills a slot with preadv from the input files, the calling thread
 runs the backend kernel on it, and a writer pwrites the outputs at their
 offsets and returns the slot. Every stage releases the GIL in its system
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import faults
 from .dtypes import itemsize, nbytes
 from .errors import InputError
 from .planner import Segment, TensorPlan
@@ -57,6 +59,8 @@ class _Slot:
         self.base, self.chat, self.cp = views[:3]
         self.outs = views[3:]
         self.chunk: _Chunk | None = None
+        self.pending = 0  # writers still to write this slot
+        self.result = None  # a device backend's Pending for this slot's chunk
 
 
 def plan_chunks(tensors_by_shard, files_by_output, tensor_offsets, chunk_elements, buffer_itemsize=8):
@@ -125,6 +129,7 @@ class _InputFiles:
         done, offset = 0, info.offset + first_byte
         while done < len(view):
             try:
+                faults.check("read")
                 n = os.preadv(fd, [view[done:]], offset + done)
             except OSError as exc:
                 raise InputError(f"{info.path}: reading tensor {info.name!r} failed: {exc.strerror}") from exc
@@ -153,21 +158,27 @@ class _InputFiles:
 class Pipeline:
     """Runs chunks through read -> backend -> write with `slots` buffers in flight."""
 
-    def __init__(self, backend, outputs, chunk_elements=DEFAULT_CHUNK_ELEMENTS, slots=DEFAULT_SLOTS, itemsize=4,
-                 progress=None):  # fmt: skip
+    def __init__(
+        self, backend, outputs, chunk_elements=DEFAULT_CHUNK_ELEMENTS, slots=DEFAULT_SLOTS, itemsize=4, progress=None
+    ):
         self.backend = backend
         self.chunk_elements = chunk_elements
         self.progress = progress
         self.inexact = 0  # extract: elements the output dtype could not hold exactly
         buffer_bytes = chunk_elements * itemsize  # itemsize: the widest dtype of the plan
+        self._async = hasattr(backend, "submit")  # a device backend: compute returns before the results land
+        if hasattr(backend, "configure"):
+            backend.configure(buffer_bytes, outputs)
         # One arena: numpy asks for transparent huge pages on big allocations,
         # and first-touching fresh 4 KiB pages runs at ~0.4 GB/s here.
-        arena = np.empty(slots * (3 + outputs) * buffer_bytes, dtype=np.uint8)
+        nbytes = slots * (3 + outputs) * buffer_bytes
+        arena = backend.allocate_host(nbytes) if hasattr(backend, "allocate_host") else np.empty(nbytes, np.uint8)
         self._free: queue.Queue = queue.Queue()
         for i in range(slots):
             self._free.put(_Slot(arena, i, buffer_bytes, outputs))
         self._to_compute: queue.Queue = queue.Queue()
-        self._to_write: queue.Queue = queue.Queue()
+        self._to_write: list[queue.Queue] = [queue.Queue() for _ in range(outputs)]
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.inputs = _InputFiles()
@@ -203,7 +214,9 @@ class Pipeline:
             return
         if chunk.kind == _CONVERT:
             src = seg.source
-            self.inputs.read(src, (seg.source_start + chunk.first) * itemsize(src.dtype), slot.cp[: n * itemsize(src.dtype)])
+            self.inputs.read(
+                src, (seg.source_start + chunk.first) * itemsize(src.dtype), slot.cp[: n * itemsize(src.dtype)]
+            )
             return
         e = chunk.element
         for info, buf in ((t.cp if chunk.kind == _MERGE else None, slot.cp), (t.chat, slot.chat), (t.base, slot.base)):
@@ -211,6 +224,7 @@ class Pipeline:
                 self.inputs.read(info, e * itemsize(info.dtype), buf[: n * itemsize(info.dtype)])
 
     def _compute(self, slot: _Slot):
+        faults.check("compute")
         chunk = slot.chunk
         if chunk.kind == _COPY:
             return
@@ -226,26 +240,38 @@ class Pipeline:
             b = (slot.base, t.base.dtype) if t.base is not None else None
             p = (slot.cp, t.cp.dtype) if chunk.kind == _MERGE else None
         none = (None, None)
-        count = self.backend.merge(*(b or none), *(c or none), *(p or none), n, t.alphas[: len(outs)], outs,
-                                   t.out_dtype)  # fmt: skip
+        args = (*(b or none), *(c or none), *(p or none), n, t.alphas[: len(outs)], outs, t.out_dtype)
+        if self._async:
+            slot.result = self.backend.submit(*args)  # the writers wait on it
+            return
+        count = self.backend.merge(*args)
         if chunk.kind == _EXTRACT:
             self.inexact += count
 
-    def _write_stage(self):
+    def _write_stage(self, k: int):
+        """Writes output k's part of each chunk. One writer per output: a sweep's K files are written
+        concurrently (the disk gets K requests in flight, the staging copies use every core), and a
+        slot is free again once all K writers are done with it."""
         try:
             while True:
-                slot = self._get(self._to_write)
+                slot = self._get(self._to_write[k])
                 if slot is None:
                     return
                 chunk = slot.chunk
+                if slot.result is not None:  # a device backend: wait for the results to reach the host
+                    count = slot.result.wait()
+                    if k == 0 and chunk.kind == _EXTRACT:
+                        self.inexact += count
                 shared = chunk.kind in (_COPY, _CONVERT)  # one result for every output
-                for k, (f, offset) in enumerate(zip(chunk.files, chunk.offsets)):
-                    data = slot.outs[0 if shared else k][: chunk.write_nbytes]
-                    f.write(data, offset)
-                if self.progress is not None:
-                    self.progress.advance(chunk.read_nbytes + chunk.write_nbytes * len(chunk.files))
-                slot.chunk = None
-                self._free.put(slot)
+                chunk.files[k].write(slot.outs[0 if shared else k][: chunk.write_nbytes], chunk.offsets[k])
+                with self._lock:
+                    slot.pending -= 1
+                    last = slot.pending == 0
+                if last:
+                    if self.progress is not None:
+                        self.progress.advance(chunk.read_nbytes + chunk.write_nbytes * len(chunk.files))
+                    slot.chunk = slot.result = None
+                    self._free.put(slot)
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
 
@@ -258,22 +284,30 @@ class Pipeline:
     def run(self, chunks):
         """Processes every chunk; raises the first error any stage hit."""
         reader = threading.Thread(target=self._read_stage, args=(chunks,), name="chatvec-reader", daemon=True)
-        writer = threading.Thread(target=self._write_stage, name="chatvec-writer", daemon=True)
+        writers = [
+            threading.Thread(target=self._write_stage, args=(k,), name=f"chatvec-writer-{k}", daemon=True)
+            for k in range(len(self._to_write))
+        ]
         reader.start()
-        writer.start()
+        for w in writers:
+            w.start()
         try:
             while True:
                 slot = self._get(self._to_compute)
                 if slot is None:
                     break
                 self._compute(slot)
-                self._to_write.put(slot)
+                slot.pending = len(writers)
+                for q in self._to_write:
+                    q.put(slot)
         except BaseException as exc:  # noqa: BLE001 - includes KeyboardInterrupt
             self._fail(exc)
         finally:
-            self._to_write.put(None)  # let the writer drain and exit
+            for q in self._to_write:
+                q.put(None)  # let the writers drain and exit
             reader.join()
-            writer.join()
+            for w in writers:
+                w.join()
         try:
             if self._errors:
                 raise self._errors[0]

@@ -182,7 +182,9 @@ class Plan:
             for a, names in groups.items():
                 lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {len(names)} tensors ({_listing(names)})")
         for token, chat_row, cp_row in self.options.special_rows:
-            lines.append(f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}")
+            lines.append(
+                f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}"
+            )
         for note in self.notes:
             lines.append(f"  note: {note}")
         kind = "1 file" if self.single_file else f"{len(self.shards)} shards + index"
@@ -315,11 +317,15 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     delta_names = chat.tensors if apply else [n for n in base.tensors if n in chat.tensors]
     dropped = [n for n in delta_names if n not in cp.tensors and not _matches(skip, n)]
     if not apply:
-        lonely = [n for n in {**base.tensors, **chat.tensors}
-                  if n not in cp.tensors and (n in base.tensors) != (n in chat.tensors)]  # fmt: skip
+        lonely = [
+            n
+            for n in {**base.tensors, **chat.tensors}
+            if n not in cp.tensors and (n in base.tensors) != (n in chat.tensors)
+        ]
         if lonely:
-            notes.append(f"{len(lonely)} tensors in only one of base and chat and not in cp are ignored: "
-                         f"{_listing(lonely)}")  # fmt: skip
+            notes.append(
+                f"{len(lonely)} tensors in only one of base and chat and not in cp are ignored: {_listing(lonely)}"
+            )
     lm_head = plans.get("lm_head.weight")
     if lm_head is not None and lm_head.policy == COPY_ONLY_IN_CP:
         notes.append(f"lm_head.weight: {delta_roles} tie it to the input embedding; cp's is copied unchanged")
@@ -374,8 +380,9 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
         elif b.dtype not in MERGEABLE or h.dtype not in MERGEABLE:
             not_float.append(name)
         else:
-            plans[name] = TensorPlan(name, EXTRACT, h.shape, out_dtype, None, b, h, (1.0,),
-                                     [Segment("extract", 0, h.numel)])  # fmt: skip
+            plans[name] = TensorPlan(
+                name, EXTRACT, h.shape, out_dtype, None, b, h, (1.0,), [Segment("extract", 0, h.numel)]
+            )
     missing = [n for n in base.tensors if n not in chat.tensors and not _matches(skip, n)]
     for name in missing:
         _problem(problems, "only-one", f"{name}: in base, missing from chat")

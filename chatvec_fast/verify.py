@@ -63,8 +63,10 @@ class VerifyReport:
 
     def summary(self) -> str:
         share = self.equal / self.checked if self.checked else 1.0
-        head = (f"{self.output}: {len(self.tensors)} tensors, {self.checked} elements checked, "
-                f"{100 * share:.6f}% bit-identical to the float64 reference, max {self.max_ulp} ulp")  # fmt: skip
+        head = (
+            f"{self.output}: {len(self.tensors)} tensors, {self.checked} elements checked, "
+            f"{100 * share:.6f}% bit-identical to the float64 reference, max {self.max_ulp} ulp"
+        )
         if self.ok:
             return head + " -- OK"
         lines = [head + f" -- FAILED ({len(self.failures)} tensors)"]
@@ -91,9 +93,15 @@ def rebuild_plan(report: dict) -> Plan:
     inputs = {role: open_checkpoint(path) for role, path in report["inputs"].items()}
     rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
     alpha = report.get("alpha", 1.0)
-    options = MergeOptions(alphas=(float(alpha),), skip=tuple(o["skip"]), vocab_mismatch=o["vocab_mismatch"],
-                           dtype=o["dtype"], max_shard_size=o["max_shard_size"],
-                           alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]), special_rows=rows)  # fmt: skip
+    options = MergeOptions(
+        alphas=(float(alpha),),
+        skip=tuple(o["skip"]),
+        vocab_mismatch=o["vocab_mismatch"],
+        dtype=o["dtype"],
+        max_shard_size=o["max_shard_size"],
+        alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]),
+        special_rows=rows,
+    )
     if command == "extract":
         return make_extract_plan(inputs["base"], inputs["chat"], options)
     if command == "apply":
@@ -127,12 +135,16 @@ def expected_elements(t: TensorPlan, start: int, count: int) -> torch.Tensor:
             src = read_elements(seg.source, seg.source_start + (a - seg.start), n)
             parts.append(merge_reference(None, None, src, [0.0], out_dtype)[0])
         elif seg.kind == "extract":
-            parts.append(merge_reference(read_elements(t.base, a, n), read_elements(t.chat, a, n), None, [1.0],
-                                         out_dtype)[0])  # fmt: skip
+            parts.append(
+                merge_reference(read_elements(t.base, a, n), read_elements(t.chat, a, n), None, [1.0], out_dtype)[0]
+            )
         else:
             base = read_elements(t.base, a, n) if t.base is not None else None
-            parts.append(merge_reference(base, read_elements(t.chat, a, n), read_elements(t.cp, a, n),
-                                         [t.alphas[0]], out_dtype)[0])  # fmt: skip
+            parts.append(
+                merge_reference(base, read_elements(t.chat, a, n), read_elements(t.cp, a, n), [t.alphas[0]], out_dtype)[
+                    0
+                ]
+            )
     return torch.cat(parts) if parts else torch.empty(0, dtype=out_dtype)
 
 

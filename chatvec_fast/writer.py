@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from . import _native
+from . import _native, faults
 from .errors import OutputError
 
 
@@ -182,6 +182,7 @@ class ShardFile:
         done = 0
         try:
             while done < len(view):
+                faults.check("write")
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as exc:
             hint = " (the disk is full: free space or choose another --out)" if exc.errno == errno.ENOSPC else ""

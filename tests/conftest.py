@@ -8,6 +8,11 @@ import os
 import pytest
 import torch
 
+# Without a GPU the Triton kernels run on the CPU in triton's interpreter; the variable must be set
+# before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from chatvec_fast.reference import TORCH_DTYPES
 
 SCALE = 0.02  # weights ~ N(0, 0.02^2)
@@ -29,8 +34,10 @@ def realistic_triple(shape, dtypes, seed, hostile=False):
         t = t.clone()
         if hostile and t.numel():
             flat = t.view(-1)
-            specials = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 2**-130, -(2**-20),
-                                     3.3e38, 65000.0, 1e-7], dtype=torch.float64)  # fmt: skip
+            specials = torch.tensor(
+                [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 2**-130, -(2**-20), 3.3e38, 65000.0, 1e-7],
+                dtype=torch.float64,
+            )
             idx = torch.randint(0, flat.numel(), (max(1, flat.numel() // 100),), generator=g)
             flat[idx] = specials[torch.randint(0, len(specials), (len(idx),), generator=g)]
         out.append(t.to(TORCH_DTYPES[dtype]))
@@ -44,8 +51,9 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 def assert_bits_equal(got: torch.Tensor, want: torch.Tensor, what: str = ""):
     """Bit-for-bit equality (NaN payloads included); on failure shows the first differing elements."""
-    assert got.dtype == want.dtype and got.shape == want.shape, f"{what}: {got.dtype}{tuple(got.shape)} vs " \
-        f"{want.dtype}{tuple(want.shape)}"  # fmt: skip
+    assert got.dtype == want.dtype and got.shape == want.shape, (
+        f"{what}: {got.dtype}{tuple(got.shape)} vs {want.dtype}{tuple(want.shape)}"
+    )
     diff = (bits(got) != bits(want)).reshape(-1)
     if diff.any():
         idx = diff.nonzero().reshape(-1)[:8].tolist()

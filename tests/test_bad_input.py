@@ -33,8 +33,22 @@ def first_shard(model_dir):
 
 
 def run_merge(paths, out, *extra):
-    cmd = [sys.executable, "-m", "chatvec_fast", "merge", "--base", paths["base"], "--chat", paths["chat"],
-           "--cp", paths["cp"], "--out", str(out), "--quiet", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "chatvec_fast",
+        "merge",
+        "--base",
+        paths["base"],
+        "--chat",
+        paths["chat"],
+        "--cp",
+        paths["cp"],
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -183,8 +197,11 @@ def test_missing_tensor_in_chat(triple, tmp_path):
 def test_output_inside_an_input(triple, tmp_path, where):
     paths = triple()
     before = file_digests(*paths.values())
-    out = {"inside": os.path.join(paths["cp"], "merged"), "equal": paths["base"],
-           "contains": os.path.dirname(paths["cp"])}[where]  # fmt: skip
+    out = {
+        "inside": os.path.join(paths["cp"], "merged"),
+        "equal": paths["base"],
+        "contains": os.path.dirname(paths["cp"]),
+    }[where]
     r = run_merge(paths, out, "--overwrite")
     assert r.returncode != 0 and "choose a path" in r.stderr, r.stderr
     assert file_digests(*paths.values()) == before
@@ -221,12 +238,17 @@ def test_missing_input_directory(triple, tmp_path):
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\x01\x00", struct.pack("<Q", 2) + b"[]", struct.pack("<Q", 4) + b'{"a"',
-     struct.pack("<Q", 30) + b'{"__metadata__": {"k": 1}}    ',
-     struct.pack("<Q", 48) + b'{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}'[:48],
-     struct.pack("<Q", 16) + b'{"a":1, "a":2}  '],
+    [
+        b"",
+        b"\x01\x00",
+        struct.pack("<Q", 2) + b"[]",
+        struct.pack("<Q", 4) + b'{"a"',
+        struct.pack("<Q", 30) + b'{"__metadata__": {"k": 1}}    ',
+        struct.pack("<Q", 48) + b'{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}'[:48],
+        struct.pack("<Q", 16) + b'{"a":1, "a":2}  ',
+    ],
     ids=["empty", "short", "array", "cut-json", "metadata-int", "negative-shape", "duplicate-key"],
-)  # fmt: skip
+)
 def test_header_parser_rejects_garbage(tmp_path, raw):
     p = tmp_path / "x.safetensors"
     p.write_bytes(raw)

@@ -31,10 +31,17 @@ def run_backend(backend, base, chat, cp, alphas, out_dtype: str) -> list[torch.T
     outs = [np.zeros(n * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8) for _ in alphas]
     dt = {v: k for k, v in TORCH_DTYPES.items()}
     backend.merge(
-        None if base is None else as_buffer(base), None if base is None else dt[base.dtype],
-        None if chat is None else as_buffer(chat), None if chat is None else dt[chat.dtype],
-        as_buffer(cp), dt[cp.dtype], n, alphas, outs, out_dtype,
-    )  # fmt: skip
+        None if base is None else as_buffer(base),
+        None if base is None else dt[base.dtype],
+        None if chat is None else as_buffer(chat),
+        None if chat is None else dt[chat.dtype],
+        as_buffer(cp),
+        dt[cp.dtype],
+        n,
+        alphas,
+        outs,
+        out_dtype,
+    )
     if n == 0:
         return [torch.empty(cp.shape, dtype=TORCH_DTYPES[out_dtype]) for _ in outs]
     return [torch.from_numpy(o).view(TORCH_DTYPES[out_dtype]).reshape(cp.shape) for o in outs]
@@ -220,5 +227,8 @@ def test_apply_of_an_exact_vector_equals_merge():
     base, chat, cp = realistic_triple((50_000,), ("BF16",) * 3, seed=4)
     vector = merge_reference(base, chat, None, [1.0], torch.float64)[0]
     for a in (0.5, 0.7, -1.0):
-        assert_bits_equal(merge_reference(None, vector, cp, [a], torch.bfloat16)[0],
-                          merge_reference(base, chat, cp, [a], torch.bfloat16)[0], f"alpha={a}")  # fmt: skip
+        assert_bits_equal(
+            merge_reference(None, vector, cp, [a], torch.bfloat16)[0],
+            merge_reference(base, chat, cp, [a], torch.bfloat16)[0],
+            f"alpha={a}",
+        )

@@ -24,15 +24,25 @@ INPUT_IDS = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 64]])
 
 def tiny_config(vocab=128, tie=False):
     return transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
 
 
 def perturbed(state: dict, seed: int, scale=0.002) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {k: (v.double() + torch.randn(v.shape, generator=g, dtype=torch.float64) * scale).to(v.dtype)
-            for k, v in state.items()}  # fmt: skip
+    return {
+        k: (v.double() + torch.randn(v.shape, generator=g, dtype=torch.float64) * scale).to(v.dtype)
+        for k, v in state.items()
+    }
 
 
 def save(model_cls, config, state, path, shard):
@@ -96,8 +106,20 @@ def logits(model):
 def test_cli_merge_loads_and_matches_float64_reference(llama_triples, variant):
     dirs, states, cp_config, root = llama_triples[variant]
     out = root / f"merged-{variant}"
-    r = run_cli("merge", "--base", dirs["base"], "--chat", dirs["chat"], "--cp", dirs["cp"], "--out", str(out),
-                "--alpha", str(ALPHA), "--quiet")  # fmt: skip
+    r = run_cli(
+        "merge",
+        "--base",
+        dirs["base"],
+        "--chat",
+        dirs["chat"],
+        "--cp",
+        dirs["cp"],
+        "--out",
+        str(out),
+        "--alpha",
+        str(ALPHA),
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "tensors" in r.stdout and "GB/s" in r.stdout
     merged = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16)
@@ -123,8 +145,23 @@ def test_cli_merge_loads_and_matches_float64_reference(llama_triples, variant):
 def test_expanded_vocab_rows_are_cps(llama_triples):
     dirs, states, _, root = llama_triples["expanded_vocab"]
     out = root / "merged-rows"
-    assert run_cli("merge", "--base", dirs["base"], "--chat", dirs["chat"], "--cp", dirs["cp"], "--out", str(out),
-                   "--alpha", "1.0", "--quiet").returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "merge",
+            "--base",
+            dirs["base"],
+            "--chat",
+            dirs["chat"],
+            "--cp",
+            dirs["cp"],
+            "--out",
+            str(out),
+            "--alpha",
+            "1.0",
+            "--quiet",
+        ).returncode
+        == 0
+    )
     from safetensors.torch import load_file
 
     got = load_file(str(out / "model.safetensors"))
@@ -150,8 +187,24 @@ def test_vocab_mismatch_policies(llama_triples):
 def test_dtype_and_reshard(llama_triples):
     dirs, states, _, root = llama_triples["plain"]
     out = root / "f32"
-    r = run_cli("merge", "--base", dirs["base"], "--chat", dirs["chat"], "--cp", dirs["cp"], "--out", str(out),
-                "--alpha", str(ALPHA), "--dtype", "f32", "--max-shard-size", "40KB", "--quiet")  # fmt: skip
+    r = run_cli(
+        "merge",
+        "--base",
+        dirs["base"],
+        "--chat",
+        dirs["chat"],
+        "--cp",
+        dirs["cp"],
+        "--out",
+        str(out),
+        "--alpha",
+        str(ALPHA),
+        "--dtype",
+        "f32",
+        "--max-shard-size",
+        "40KB",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     index = json.loads((out / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
@@ -169,8 +222,9 @@ def test_dtype_and_reshard(llama_triples):
 def test_dry_run_writes_nothing(llama_triples):
     dirs, _, _, root = llama_triples["plain"]
     out = root / "dry"
-    r = run_cli("merge", "--base", dirs["base"], "--chat", dirs["chat"], "--cp", dirs["cp"], "--out", str(out),
-                "--dry-run")  # fmt: skip
+    r = run_cli(
+        "merge", "--base", dirs["base"], "--chat", dirs["chat"], "--cp", dirs["cp"], "--out", str(out), "--dry-run"
+    )
     assert r.returncode == 0, r.stderr
     assert "merge" in r.stdout and "dry run" in r.stdout and "model.safetensors" in r.stdout
     assert not out.exists() and not list(root.glob(".dry*"))

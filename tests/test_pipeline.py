@@ -56,9 +56,28 @@ def test_page_cache_writes_match_direct_writes(reference_output, tmp_path):
     paths, ref = reference_output
     env = dict(os.environ, CHATVEC_DIRECT_IO="0")
     out = tmp_path / "buffered"
-    r = subprocess.run([sys.executable, "-m", "chatvec_fast", "merge", "--base", paths["base"], "--chat",
-                        paths["chat"], "--cp", paths["cp"], "--out", str(out), "--alpha", "0.7", "--quiet"],
-                       env=env, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatvec_fast",
+            "merge",
+            "--base",
+            paths["base"],
+            "--chat",
+            paths["chat"],
+            "--cp",
+            paths["cp"],
+            "--out",
+            str(out),
+            "--alpha",
+            "0.7",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert_same_dirs(ref, out)
 

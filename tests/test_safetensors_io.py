@@ -44,8 +44,15 @@ def write_with_ours(path, tensors, metadata):
 
 
 def _st_dtype(t):
-    return {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float64: "F64",
-            torch.int64: "I64", torch.bool: "BOOL", torch.uint8: "U8"}[t.dtype]  # fmt: skip
+    return {
+        torch.bfloat16: "BF16",
+        torch.float16: "F16",
+        torch.float32: "F32",
+        torch.float64: "F64",
+        torch.int64: "I64",
+        torch.bool: "BOOL",
+        torch.uint8: "U8",
+    }[t.dtype]
 
 
 @pytest.mark.parametrize("direct_io", ["1", "0"], ids=["o_direct", "page_cache"])

@@ -130,8 +130,18 @@ def test_exact_f32_vector_apply_equals_merge_and_sweeps(triple, tmp_path):
 
 
 def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
-    r = cli("extract", "--base", far_apart["base"], "--chat", far_apart["chat"], "--out", str(tmp_path / "v"),
-            "--dtype", "bf16", "--quiet")  # fmt: skip
+    r = cli(
+        "extract",
+        "--base",
+        far_apart["base"],
+        "--chat",
+        far_apart["chat"],
+        "--out",
+        str(tmp_path / "v"),
+        "--dtype",
+        "bf16",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "warning" in r.stderr and "could not hold" in r.stderr
     count = json.load(open(tmp_path / "v" / "chatvec_report.json"))["inexact_elements"]
@@ -139,8 +149,10 @@ def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
     from chatvec_fast.reference import count_inexact
 
     b, c = load_dir(far_apart["base"]), load_dir(far_apart["chat"])
-    want = sum(count_inexact(round_float64(c[n].double() - b[n].double(), torch.bfloat16),
-                             c[n].double() - b[n].double()) for n in b)  # fmt: skip
+    want = sum(
+        count_inexact(round_float64(c[n].double() - b[n].double(), torch.bfloat16), c[n].double() - b[n].double())
+        for n in b
+    )
     assert count == want and 0 < count < 64 * 33
 
 
@@ -150,8 +162,21 @@ def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
 def test_alpha_for_patterns(triple, tmp_path):
     paths = triple()
     rules = [r"embed_tokens|lm_head=0", r"layers\.1\.=0.25"]
-    dry = cli("merge", "--base", paths["base"], "--chat", paths["chat"], "--cp", paths["cp"], "--out",
-              str(tmp_path / "x"), "--alpha", "0.8", "--dry-run", *sum((["--alpha-for", r] for r in rules), []))  # fmt: skip
+    dry = cli(
+        "merge",
+        "--base",
+        paths["base"],
+        "--chat",
+        paths["chat"],
+        "--cp",
+        paths["cp"],
+        "--out",
+        str(tmp_path / "x"),
+        "--alpha",
+        "0.8",
+        "--dry-run",
+        *sum((["--alpha-for", r] for r in rules), []),
+    )
     assert dry.returncode == 0, dry.stderr
     assert "alphas by tensor" in dry.stdout and "0.0: 2 tensors" in dry.stdout and "0.25: 9 tensors" in dry.stdout
     merge(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "out"), 0.8, alpha_for=rules)
@@ -178,8 +203,7 @@ def write_tokenizer(directory, tokens: list[str], specials: list[str], eos: str,
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.add_special_tokens(specials)
     tk.save(os.path.join(directory, "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": eos,
-              "unk_token": "<unk>"}  # fmt: skip
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": eos, "unk_token": "<unk>"}
     if template:
         config["chat_template"] = template
     json.dump(config, open(os.path.join(directory, "tokenizer_config.json"), "w"))
@@ -202,8 +226,22 @@ def tokenized_triple(triple):
 def test_special_tokens_and_chat_template_from_chat(tokenized_triple, tmp_path):
     paths = tokenized_triple
     out = tmp_path / "out"
-    r = cli("merge", "--base", paths["base"], "--chat", paths["chat"], "--cp", paths["cp"], "--out", str(out),
-            "--alpha", "0.5", "--special-tokens-from", "chat", "--quiet")  # fmt: skip
+    r = cli(
+        "merge",
+        "--base",
+        paths["base"],
+        "--chat",
+        paths["chat"],
+        "--cp",
+        paths["cp"],
+        "--out",
+        str(out),
+        "--alpha",
+        "0.5",
+        "--special-tokens-from",
+        "chat",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     got, chat, cp = load_dir(out), load_dir(paths["chat"]), load_dir(paths["cp"])
     expected_rows = {"<unk>": (0, 0), "<s>": (1, 1), "</s>": (2, 2), "<|im_start|>": (3, 3), "<|im_end|>": (4, 599)}
@@ -267,8 +305,9 @@ def test_verify_catches_a_one_ulp_change_with_all(triple, tmp_path):
     out = tmp_path / "out"
     merge(paths["base"], paths["chat"], paths["cp"], str(out), 0.5)
     victim = "model.norm.weight"
-    flip_bits(str(out / json.load(open(out / "model.safetensors.index.json"))["weight_map"][victim]), victim,
-              exponent=False)  # fmt: skip
+    flip_bits(
+        str(out / json.load(open(out / "model.safetensors.index.json"))["weight_map"][victim]), victim, exponent=False
+    )
     r = cli("verify", str(out), "--all")
     assert r.returncode == 1 and victim in r.stdout
     assert cli("verify", str(out), "--all", "--max-ulp", "256").returncode == 0

@@ -9,8 +9,8 @@ into outs[0] and returns how many elements the output dtype rounded, and
 base and chat None converts cp. Buffers are contiguous uint8 numpy arrays (or
 any buffer); dtypes are safetensors names ("BF16", "F16", "F32", "F64").
 
-get_backend() picks one. "auto" takes the native C++ kernel, and the torch
-reference where the native module is missing. A backend asked for by name
+get_backend() picks one. "auto" takes triton on a machine with CUDA (and
+triton installed), else the native C++ kernel, else the torch reference. A backend asked for by name
 raises when unavailable; "auto" falls back quietly. CHATVEC_BACKEND overrides
 "auto".
 """
@@ -24,12 +24,27 @@ from .. import _native
 NAMES = ("auto", "native", "torch", "torch-fp32", "triton")
 
 
-def get_backend(name: str = "auto", threads: int | None = None):
-    """Returns a backend instance by name; see the module docstring."""
+def _gpu_available() -> bool:
+    """CUDA and triton both usable. Checks for the NVIDIA driver first, so that a machine without one
+    never imports torch or triton here (the native path does not need them)."""
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")):
+        return False
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def get_backend(
+    name: str = "auto", threads: int | None = None, device: str | None = None, gpu_memory: int | None = None
+):
+    """Returns a backend instance by name; see the module docstring. device/gpu_memory: triton only."""
     if name == "auto":
         name = os.environ.get("CHATVEC_BACKEND", "auto") or "auto"
     if name == "auto":
-        name = "native" if _native.available else "torch"
+        name = "triton" if _gpu_available() else "native" if _native.available else "torch"
     if name == "native":
         from .native import NativeBackend
 
@@ -39,7 +54,7 @@ def get_backend(name: str = "auto", threads: int | None = None):
 
         return TorchBackend(math="fp32" if name == "torch-fp32" else "fp64", threads=threads)
     if name == "triton":
-        raise NotImplementedError(
-            "the triton backend is not part of this build yet; use --backend native (CPU) or torch"
-        )
+        from .triton_backend import TritonBackend
+
+        return TritonBackend(device, threads, gpu_memory)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")

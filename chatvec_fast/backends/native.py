@@ -20,8 +20,15 @@ class NativeBackend:
     def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         codes = KERNEL_CODES
         return self._c.merge(
-            base, codes.get(base_dtype, 0),
-            chat, codes.get(chat_dtype, 0),
-            cp, codes.get(cp_dtype, 0),
-            n, list(alphas), list(outs), codes[out_dtype], self.threads,
-        )  # fmt: skip
+            base,
+            codes.get(base_dtype, 0),
+            chat,
+            codes.get(chat_dtype, 0),
+            cp,
+            codes.get(cp_dtype, 0),
+            n,
+            list(alphas),
+            list(outs),
+            codes[out_dtype],
+            self.threads,
+        )
