@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +178,11 @@ class Pipeline:
         for i in range(slots):
             self._free.put(_Slot(arena, i, buffer_bytes, outputs))
         self._to_compute: queue.Queue = queue.Queue()
+        # The three inputs of a chunk are read side by side: with the page cache evicted, 4.6-5.2 s
+        # against 5.3-5.9 s one after the other for the 1.1B merge here; no difference when cached.
+        # CHATVEC_PARALLEL_READS=1 turns it off.
+        parallel = os.environ.get("CHATVEC_PARALLEL_READS", "3") != "1"
+        self._read_pool = ThreadPoolExecutor(3, thread_name_prefix="chatvec-read") if parallel else None
         self._to_write: list[queue.Queue] = [queue.Queue() for _ in range(outputs)]
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -219,9 +225,15 @@ class Pipeline:
             )
             return
         e = chunk.element
-        for info, buf in ((t.cp if chunk.kind == _MERGE else None, slot.cp), (t.chat, slot.chat), (t.base, slot.base)):
-            if info is not None:
-                self.inputs.read(info, e * itemsize(info.dtype), buf[: n * itemsize(info.dtype)])
+        reads = [(info, e * itemsize(info.dtype), buf[: n * itemsize(info.dtype)])
+                 for info, buf in ((t.cp if chunk.kind == _MERGE else None, slot.cp), (t.chat, slot.chat),
+                                   (t.base, slot.base)) if info is not None]  # fmt: skip
+        if self._read_pool is None:
+            for args in reads:
+                self.inputs.read(*args)
+        else:  # the inputs are separate files: read them side by side (storage queue depth, copy cores)
+            for future in [self._read_pool.submit(self.inputs.read, *args) for args in reads]:
+                future.result()
 
     def _compute(self, slot: _Slot):
         faults.check("compute")
@@ -308,6 +320,8 @@ class Pipeline:
             reader.join()
             for w in writers:
                 w.join()
+        if self._read_pool is not None:
+            self._read_pool.shutdown()
         try:
             if self._errors:
                 raise self._errors[0]
