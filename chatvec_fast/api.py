@@ -286,6 +286,7 @@ def _run_merge(
     chunk_elements,
     devices=None,
     gpu_memory=None,
+    resume=False,
 ) -> MergeReport:
     ckpts = {"base": open_checkpoint(base), "chat": open_checkpoint(chat), "cp": open_checkpoint(cp)}
     rows, notes, template_from = _resolve_tokenizer_choices(
@@ -304,10 +305,12 @@ def _run_merge(
         report = _report("merge", FORMULA, inputs, plan, k)
         finish = _finisher(ckpts["cp"].directory, options.dtype, template_from, ckpts["chat"].directory, report)
         outputs.append(OutputSpec(out, meta, report, finish))
-    return _execute(command, plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements)
+    return _execute(command, plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements, resume)
 
 
-def _execute(command, plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements) -> MergeReport:
+def _execute(
+    command, plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements, resume=False
+) -> MergeReport:
     report = MergeReport(
         command=command,
         outputs=[os.path.abspath(o.path) for o in outputs],
@@ -329,7 +332,9 @@ def _execute(command, plan, outputs, engine, inputs, overwrite, dry_run, progres
         check_outputs(outputs, inputs, overwrite)
         return report
     try:
-        result = execute(plan, outputs, engine.backends, inputs, overwrite, progress, chunk_elements, engine.ranks)
+        result = execute(
+            plan, outputs, engine.backends, inputs, overwrite, progress, chunk_elements, engine.ranks, resume
+        )
     finally:
         if engine.ranks is not None:
             engine.ranks.close()
@@ -351,6 +356,7 @@ def merge(
     max_shard_size: str | int | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     dry_run: bool = False,
     progress: bool = False,
     alpha_for=(),
@@ -390,6 +396,7 @@ def merge(
         chunk_elements=chunk_elements,
         devices=devices,
         gpu_memory=gpu_memory,
+        resume=resume,
     )
 
 
@@ -421,6 +428,7 @@ def sweep(base: str, chat: str, cp: str, out: str, alphas, **kwargs) -> MergeRep
         "chunk_elements": DEFAULT_CHUNK_ELEMENTS,
         "devices": None,
         "gpu_memory": None,
+        "resume": False,
     }
     unknown = set(kwargs) - set(defaults) - {"backend"}
     if unknown:
@@ -439,6 +447,7 @@ def extract(
     skip=(),
     max_shard_size: str | int | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     dry_run: bool = False,
     progress: bool = False,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
@@ -462,7 +471,7 @@ def extract(
     report = _report("extract", EXTRACT_FORMULA, inputs, plan, None)
     report["vector_dtype"] = options.dtype
     spec = OutputSpec(out, meta, report, None)
-    return _execute("extract", plan, [spec], engine, inputs, overwrite, dry_run, progress, chunk_elements)
+    return _execute("extract", plan, [spec], engine, inputs, overwrite, dry_run, progress, chunk_elements, resume)
 
 
 def apply(
@@ -479,6 +488,7 @@ def apply(
     max_shard_size: str | int | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     dry_run: bool = False,
     progress: bool = False,
     alpha_for=(),
@@ -518,7 +528,7 @@ def apply(
                 meta[f"chatvec_fast.vector_{role}"] = vector_meta[f"chatvec_fast.{role}"]
         report = _report("apply", APPLY_FORMULA, inputs, plan, k)
         outputs.append(OutputSpec(o, meta, report, _finisher(cp_ckpt.directory, options.dtype, "cp", None, report)))
-    return _execute("apply", plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements)
+    return _execute("apply", plan, outputs, engine, inputs, overwrite, dry_run, progress, chunk_elements, resume)
 
 
 __all__ = ["merge", "sweep", "extract", "apply", "MergeReport", "ChatvecError", "parse_alphas", "alpha_dirname"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .backends import NAMES as BACKEND_NAMES
@@ -44,6 +45,11 @@ def _engine(p: argparse.ArgumentParser):
         help="re-shard the output (e.g. 5GB, 2GiB); default: mirror the input's shards",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same command: completed shards whose checksums still match are kept",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -214,16 +220,56 @@ def _run(args) -> int:
     return _print_report(r, getattr(args, "dry_run", False))
 
 
+def _outputs(args) -> list[str]:
+    """The output directories a command writes (a sweep's alpha directories need its alphas)."""
+    out = getattr(args, "out", None)
+    if out is None or args.command in ("verify", "demo"):
+        return []
+    alphas = getattr(args, "alphas", None)
+    if args.command in ("sweep", "apply") and alphas:
+        from .api import alpha_dirname, parse_alphas
+
+        try:
+            return [os.path.join(out, alpha_dirname(a)) for a in parse_alphas(alphas)]
+        except ValueError:
+            return []
+    return [out]
+
+
+def _resume_hint(args) -> str:
+    """Where a failed or interrupted run left completed shards, and how to continue."""
+    kept = []
+    for out in _outputs(args):
+        parent, name = os.path.split(os.path.abspath(out).rstrip(os.sep))
+        partial = os.path.join(parent, f".{name}.chatvec-partial")
+        if os.path.isdir(partial):
+            kept.append(partial)
+    if not kept:
+        return "no output was written"
+    return (f"the partial output is kept in {', '.join(kept)}; run the same command with --resume to continue "
+            "(completed shards are checked and kept), or without it to start over")  # fmt: skip
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C, so the run cleans up or stays resumable
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
     try:
         return _run(args)
     except ChatvecError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if _outputs(args):
+            print(f"note: {_resume_hint(args)}", file=sys.stderr)
         return 1
     except (ValueError, NotImplementedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
+        print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)
         return 130

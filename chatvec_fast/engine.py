@@ -8,6 +8,8 @@ byte and K writes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -19,12 +21,12 @@ from .checkpoint import INDEX_NAME
 from .distributed import Ranks, partition
 from .dtypes import itemsize
 from .errors import OutputError
-from .output_dir import OutputDirectory, check_output_path
+from .output_dir import OutputDirectory, check_output_path, sha256_file
 from .pipeline import DEFAULT_CHUNK_ELEMENTS, Pipeline, plan_chunks
 from .planner import Plan
 from .progress import Progress
 from .units import format_bytes
-from .writer import ShardFile, build_header, write_json
+from .writer import CompletedFile, ShardFile, build_header, write_json
 
 REPORT_NAME = "chatvec_report.json"
 # A header value patched once the run knows it (extract's inexact count):
@@ -88,11 +90,13 @@ def execute(
     progress: bool = False,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ranks: Ranks | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Writes every output of `plan` in one pass over the inputs; each appears only when complete.
 
     engines: one backend per worker in this process (several GPUs), each writing a byte-balanced share
     of the shards. ranks: set under torchrun; this rank then writes only its share and rank 0 finishes.
+    resume: continue an interrupted run of the same command, skipping its completed, intact shards.
     """
     t0 = time.perf_counter()
     leader = ranks is None or ranks.leader
@@ -107,13 +111,18 @@ def execute(
     share = sum(plan.shards[i].data_nbytes for i in mine) / max(plan.write_nbytes, 1)
     bar = Progress(int((plan.read_nbytes + plan.write_nbytes * len(outputs)) * share), enabled=progress and leader)
     with contextlib.ExitStack() as stack:
-        staged, prepared = _enter_all(stack, outputs, inputs, overwrite, ranks)
+        staged, prepared = _enter_all(stack, plan, outputs, inputs, overwrite, ranks, resume)
         if not prepared:
             raise OutputError("rank 0 could not prepare the output directory; see its error")
-        files = [[_shard_file(out_dir, shard, spec) for shard in plan.shards] for spec, out_dir in zip(outputs, staged)]
+        files = [
+            [_shard_file(out_dir, shard, spec, i in mine) for i, shard in enumerate(plan.shards)]
+            for spec, out_dir in zip(outputs, staged)
+        ]
+        # Shards complete in every output (--resume) need no reading at all.
+        todo = [[i for i in g if not all(isinstance(f[i], CompletedFile) for f in files)] for g in groups]
         error, inexact = None, 0
         try:
-            inexact = _run_workers(plan, files, groups, engines, len(outputs), chunk_elements, bar)
+            inexact = _run_workers(plan, files, todo, engines, len(outputs), chunk_elements, bar)
             for shard_files in files:
                 for i in mine:
                     shard_files[i].close(sync=True)
@@ -126,11 +135,13 @@ def execute(
                     f.close(sync=False)
         if ranks is not None:
             all_ok = ranks.all_succeeded(error is None)
-            inexact = ranks.total(inexact)
             if error is None and not all_ok:
                 error = OutputError("another rank failed (see its error); no output was written")
         if error is not None:
             raise error
+        if patch and leader:  # every shard's count, this run's or an earlier one's, from any rank
+            records = [staged[0].recorded(os.path.basename(f.path)) for f in files[0]]
+            inexact = sum(r.get("inexact", 0) for r in records if r)
         result, finish_error = RunResult(0.0, inexact), None
         if leader:
             try:
@@ -149,12 +160,14 @@ def execute(
     return result
 
 
-def _enter_all(stack, outputs, inputs, overwrite, ranks):
+def _enter_all(stack, plan, outputs, inputs, overwrite, ranks, resume):
     """Rank 0 (or the only process) locks and creates the staging directories; other ranks join them."""
     staged, error = [], None
     if ranks is None or ranks.leader:
         try:
-            staged = [stack.enter_context(OutputDirectory(s.path, inputs, overwrite)) for s in outputs]
+            staged = [stack.enter_context(OutputDirectory(s.path, inputs, overwrite, resume=resume)) for s in outputs]
+            for spec, out_dir in zip(outputs, staged):
+                out_dir.claim(fingerprint(plan, spec))
         except BaseException as exc:  # noqa: BLE001
             error = exc
     ok = error is None
@@ -167,13 +180,34 @@ def _enter_all(stack, outputs, inputs, overwrite, ranks):
     return staged, ok
 
 
-def _shard_file(out_dir, shard, spec) -> ShardFile:
+def fingerprint(plan: Plan, spec: OutputSpec) -> str:
+    """Identifies a run's output: its inputs (paths, sizes, modification times), everything the output's
+    metadata and report record, and the shard layout. --resume continues only a run with the same one."""
+    files = {}
+    for ckpt in plan.inputs.values():
+        for f in ckpt.files:
+            st = os.stat(f.path)
+            files[f.path] = [st.st_size, st.st_mtime_ns]
+    shards = [[s.filename, s.data_nbytes, [t.name for t in s.tensors]] for s in plan.shards]
+    doc = {"metadata": spec.metadata, "report": spec.report, "inputs": files, "shards": shards}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _shard_file(out_dir, shard, spec, mine: bool):
+    """The shard's output file: a CompletedFile when an earlier run finished it intact (--resume)."""
     metadata = dict(spec.metadata)
     if PATCHED_COUNT_KEY in metadata:
         metadata[PATCHED_COUNT_KEY] = _PLACEHOLDER
     entries = [(t.name, t.out_dtype, t.shape, t.out_nbytes) for t in shard.tensors]
     header, offsets = build_header(entries, metadata)
-    f = ShardFile(out_dir.file(shard.filename), header, len(header) + shard.data_nbytes)
+    size = len(header) + shard.data_nbytes
+    path = out_dir.file(shard.filename)
+    done = out_dir.completed(shard.filename, size) if mine else None
+    if done:
+        f = CompletedFile(path, size, done["sha256"], done.get("inexact", 0))
+    else:
+        f = ShardFile(path, header, size)
+        f.on_complete = lambda g: out_dir.mark_done(shard.filename, g.size, g.sha256, g.inexact)
     f.tensor_offsets = offsets
     return f
 
@@ -214,7 +248,9 @@ def _run_workers(plan, files, groups, engines, outputs, chunk_elements, bar) -> 
 def _finish_output(plan, spec, out_dir, shard_files, inexact) -> dict:
     if inexact is not None:
         for f in shard_files:
-            _patch_count(f.path, inexact)
+            if _patch_count(f.path, inexact):  # the header changed, and with it the checksum
+                name = os.path.basename(f.path)
+                out_dir.mark_done(name, f.size, sha256_file(f.path), out_dir.recorded(name).get("inexact", 0))
     if not plan.single_file:
         write_json(out_dir.file(INDEX_NAME), _index(plan, inexact))
     if spec.finish is not None:
@@ -222,7 +258,10 @@ def _finish_output(plan, spec, out_dir, shard_files, inexact) -> dict:
     report = dict(spec.report)
     if inexact is not None:
         report["inexact_elements"] = inexact
-    report["files"] = {os.path.basename(f.path): f.size for f in shard_files}
+    report["files"] = {}
+    for f in shard_files:
+        name = os.path.basename(f.path)
+        report["files"][name] = {"bytes": f.size, "sha256": out_dir.recorded(name)["sha256"]}
     write_json(out_dir.file(REPORT_NAME), report)
     return report
 
@@ -235,8 +274,9 @@ def _index(plan: Plan, inexact: int | None) -> dict:
     return {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
 
 
-def _patch_count(path: str, count: int):
-    """Replaces the placeholder digits in a finished shard's header by `count` (same length)."""
+def _patch_count(path: str, count: int) -> bool:
+    """Replaces the placeholder digits in a finished shard's header by `count` (same length).
+    Returns False when the header already holds them (a resumed run patched it before)."""
     old = f'"{PATCHED_COUNT_KEY}":"{_PLACEHOLDER}"'.encode()
     new = f'"{PATCHED_COUNT_KEY}":"{count:020d}"'.encode()
     with open(path, "r+b") as f:
@@ -244,8 +284,11 @@ def _patch_count(path: str, count: int):
         header = f.read(n)
         at = header.find(old)
         if at < 0:
+            if new in header:
+                return False
             raise OutputError(f"{path}: header lacks the {PATCHED_COUNT_KEY} placeholder; this is a bug")
         f.seek(8 + at)
         f.write(new)
         f.flush()
         os.fsync(f.fileno())
+    return True

@@ -5,11 +5,20 @@ finished, fsynced output is renamed to NAME, so a crash or an error never
 leaves a directory at NAME that looks complete. A lock file beside it stops a
 second run from writing the same output at the same time; the lock is an
 flock, which the kernel releases when a process dies.
+
+Resuming: the staging directory records the run's fingerprint (inputs, with
+their sizes and times; options; layout) and, for every shard file once it is
+complete and fsynced, its size and sha256 (one small file each, so torchrun
+ranks never write the same file). `--resume` keeps a matching staging
+directory and skips the shards whose checksums still match; anything else is
+redone.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 
@@ -50,18 +59,23 @@ class OutputDirectory:
     ...     staged.commit()        # fsync + rename; without it, exit removes everything
     """
 
-    def __init__(self, out: str, inputs: dict[str, str], overwrite: bool = False, join: bool = False):
-        """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it."""
+    def __init__(self, out: str, inputs: dict[str, str], overwrite: bool = False, join: bool = False,
+                 resume: bool = False):  # fmt: skip
+        """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it.
+        resume=True: keep a staging directory left by an interrupted run of the same command."""
         check_output_path(out, inputs, overwrite)
         self.join = join
+        self.resume = resume
         self.final = os.path.abspath(out)
         parent, name = os.path.split(self.final.rstrip(os.sep))
         self.parent = parent
         self.path = os.path.join(parent, f".{name}.chatvec-partial")
         self._lock_path = os.path.join(parent, f".{name}.chatvec-lock")
+        self._done_dir = os.path.join(self.path, DONE_DIR)
         self.overwrite = overwrite
         self._lock_fd = -1
         self.committed = False
+        self.kept = False  # the staging directory was left in place for --resume
 
     def __enter__(self) -> OutputDirectory:
         if self.join:
@@ -74,19 +88,72 @@ class OutputDirectory:
             raise OutputError(f"cannot create {self.parent}: {exc.strerror}") from exc
         self._lock()
         try:
-            if os.path.lexists(self.path):  # left by a crashed run
+            if os.path.lexists(self.path) and not self.resume:  # left by an earlier run
                 shutil.rmtree(self.path)
-            os.mkdir(self.path)
+            os.makedirs(self._done_dir, exist_ok=True)
         except OSError as exc:
             self._unlock()
             raise OutputError(f"cannot create the staging directory {self.path}: {exc.strerror}") from exc
         return self
+
+    # -- resume state ---------------------------------------------------------
+
+    def claim(self, fingerprint: str) -> int:
+        """Records the run's fingerprint. With resume, a staging directory of another command is an error.
+        Returns how many completed shards the directory already holds."""
+        path = os.path.join(self.path, PLAN_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                previous = f.read().strip()
+            if previous != fingerprint:
+                raise OutputError(
+                    f"{self.path} holds a partial output of a different command (other inputs, options or "
+                    "input files changed since); run without --resume to start over"
+                )
+        else:
+            _write_atomic(path, fingerprint)
+            _fsync_dir(self.path)
+        return len(os.listdir(self._done_dir))
+
+    def completed(self, name: str, size: int) -> dict | None:
+        """The record of shard file `name` ({"bytes", "sha256", "inexact"}) if an earlier run completed it and
+        it is intact, else None (and any partial file is removed, so it is written again)."""
+        record = self.recorded(name)
+        target = self.file(name)
+        if record is not None:
+            if record.get("bytes") == size and os.path.isfile(target) and os.path.getsize(target) == size:
+                if sha256_file(target) == record.get("sha256"):
+                    return record
+            os.unlink(os.path.join(self._done_dir, name + ".json"))
+        if os.path.lexists(target):
+            os.unlink(target)
+        return None
+
+    def mark_done(self, name: str, size: int, sha256: str, inexact: int = 0):
+        """Records a complete, fsynced shard file."""
+        record = {"bytes": size, "sha256": sha256, "inexact": inexact}
+        _write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record))
+
+    def recorded(self, name: str) -> dict | None:
+        """The record of a completed shard file (by any rank), without re-reading the file."""
+        marker = os.path.join(self._done_dir, name + ".json")
+        if not os.path.exists(marker):
+            return None
+        with open(marker, encoding="utf-8") as f:
+            return json.load(f)
+
+    def completed_count(self) -> int:
+        return len(os.listdir(self._done_dir)) if os.path.isdir(self._done_dir) else 0
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def commit(self):
         """Makes the staged output durable and moves it to its final path."""
+        shutil.rmtree(self._done_dir, ignore_errors=True)
+        plan = os.path.join(self.path, PLAN_FILE)
+        if os.path.exists(plan):
+            os.unlink(plan)
         _fsync_dir(self.path)
         old = None
         if os.path.lexists(self.final):
@@ -106,7 +173,13 @@ class OutputDirectory:
             return False
         try:
             if not self.committed:
-                shutil.rmtree(self.path, ignore_errors=True)
+                # Interrupted (Ctrl-C, SIGTERM), or failed with --resume: keep the completed shards for
+                # the next run. Any other failure leaves nothing behind.
+                interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+                if (interrupted or self.resume) and exc_type is not None:
+                    self.kept = True
+                else:
+                    shutil.rmtree(self.path, ignore_errors=True)
         finally:
             self._unlock()
         return False
@@ -144,6 +217,27 @@ class OutputDirectory:
                 pass
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+DONE_DIR = ".chatvec-done"  # one record per completed shard file
+PLAN_FILE = ".chatvec-plan"  # the fingerprint of the run that owns the staging directory
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: str, text: str):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _fsync_dir(path: str):

@@ -259,6 +259,7 @@ class Pipeline:
         count = self.backend.merge(*args)
         if chunk.kind == _EXTRACT:
             self.inexact += count
+            chunk.files[0].inexact += count
 
     def _write_stage(self, k: int):
         """Writes output k's part of each chunk. One writer per output: a sweep's K files are written
@@ -274,6 +275,7 @@ class Pipeline:
                     count = slot.result.wait()
                     if k == 0 and chunk.kind == _EXTRACT:
                         self.inexact += count
+                        chunk.files[0].inexact += count
                 shared = chunk.kind in (_COPY, _CONVERT)  # one result for every output
                 chunk.files[k].write(slot.outs[0 if shared else k][: chunk.write_nbytes], chunk.offsets[k])
                 with self._lock:

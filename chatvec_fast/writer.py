@@ -9,6 +9,7 @@ so the final fsync has little left to do.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from collections import deque
@@ -97,6 +98,10 @@ class ShardFile:
         # written at any time, so only K descriptors and staging blocks exist.
         self._header = header
         self._finished = False
+        self._sha256 = hashlib.sha256()  # of the bytes in file order, as they are written
+        self.sha256: str | None = None  # set once the file is complete
+        self.on_complete = None  # called with this file once it is complete and fsynced
+        self.inexact = 0  # extract: elements of this file the storage dtype rounded
         self._block = None  # aligned staging block (direct mode)
         self._block_offset = 0  # file offset of the staging block's first byte
         self._fill = 0
@@ -147,6 +152,7 @@ class ShardFile:
             self.close(sync=True)
 
     def _put(self, view: memoryview, offset: int):
+        self._sha256.update(view)
         if self.direct:
             self._stage(view)
         else:
@@ -208,6 +214,10 @@ class ShardFile:
             raise OutputError(f"{self.path}: finishing the file failed: {exc.strerror}") from exc
         finally:
             self._discard()
+        if sync:
+            self.sha256 = self._sha256.hexdigest()
+            if self.on_complete is not None:
+                self.on_complete(self)
 
     def _discard(self):
         if self.fd >= 0:
@@ -215,6 +225,20 @@ class ShardFile:
         self.fd = -1
         self._block = None
         self._finished = True
+
+
+class CompletedFile:
+    """Stands in for a shard file an earlier run completed (--resume): takes the same writes, keeps none."""
+
+    def __init__(self, path: str, size: int, sha256: str, inexact: int = 0):
+        self.path, self.size, self.sha256, self.inexact = path, size, sha256, inexact
+        self.closed = True
+
+    def write(self, data, offset: int):
+        pass
+
+    def close(self, sync: bool = True):
+        pass
 
 
 def write_json(path: str, doc: dict):
