@@ -339,6 +339,8 @@ def _execute(
         if engine.ranks is not None:
             engine.ranks.close()
     report.seconds, report.inexact, report.reports = result.seconds, result.inexact, result.reports
+    if resume:
+        report.notes.append(f"resumed: {result.resumed} of {result.shard_files} shard files were already complete")
     return report
 
 

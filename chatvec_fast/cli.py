@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="an output directory, or a sweep's parent directory")
     p.add_argument("--all", action="store_true", help="check every element (default: samples of every tensor)")
     p.add_argument(
+        "--checksums-only",
+        action="store_true",
+        help="only compare every shard file with the sha256 in its report (fast)",
+    )
+    p.add_argument(
         "--max-ulp",
         type=int,
         default=0,
@@ -158,6 +163,7 @@ def _common(args) -> dict:
         "progress": not args.quiet,
         "devices": args.devices,
         "gpu_memory": args.gpu_memory,
+        "resume": args.resume,
     }
 
 
@@ -209,7 +215,7 @@ def _run(args) -> int:
     elif args.command == "verify":
         from .verify import verify_path
 
-        reports = verify_path(args.output, every=args.all, max_ulp=args.max_ulp)
+        reports = verify_path(args.output, every=args.all, max_ulp=args.max_ulp, checksums_only=args.checksums_only)
         for v in reports:
             print(v.summary())
         return 0 if all(v.ok for v in reports) else 1
@@ -262,14 +268,11 @@ def main(argv=None) -> int:
         pass
     try:
         return _run(args)
-    except ChatvecError as exc:
+    except (ChatvecError, ValueError, NotImplementedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if _outputs(args):
             print(f"note: {_resume_hint(args)}", file=sys.stderr)
-        return 1
-    except (ValueError, NotImplementedError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, ChatvecError) else 2
     except KeyboardInterrupt:
         print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)
         return 130

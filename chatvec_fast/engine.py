@@ -48,6 +48,8 @@ class RunResult:
     seconds: float
     inexact: int = 0
     reports: list[dict] = field(default_factory=list)
+    resumed: int = 0  # shard files an earlier run had completed (--resume)
+    shard_files: int = 0
 
 
 def check_outputs(outputs: list[OutputSpec], inputs: dict[str, str], overwrite: bool):
@@ -143,6 +145,8 @@ def execute(
             records = [staged[0].recorded(os.path.basename(f.path)) for f in files[0]]
             inexact = sum(r.get("inexact", 0) for r in records if r)
         result, finish_error = RunResult(0.0, inexact), None
+        result.resumed = sum(isinstance(f, CompletedFile) for shard_files in files for f in shard_files)
+        result.shard_files = sum(len(shard_files) for shard_files in files)
         if leader:
             try:
                 for spec, out_dir, shard_files in zip(outputs, staged, files):

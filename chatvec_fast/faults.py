@@ -6,6 +6,8 @@
 
 Points: read, compute, write. Without an errno name the point raises RuntimeError. Unset, it costs a
 dictionary lookup per chunk. Tests use it to prove failures leave no output behind.
+
+    CHATVEC_SLOW=write:0.01          sleep 10 ms at every shard write (gives kill tests a slow run to hit)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
@@ -38,6 +41,9 @@ def _parse(spec: str) -> tuple[str, str | None, int | None, int]:
 
 def check(point: str):
     """Raises here if CHATVEC_FAULT names this point (and this rank, and this call)."""
+    slow = os.environ.get("CHATVEC_SLOW")
+    if slow and slow.partition(":")[0] == point:
+        time.sleep(float(slow.partition(":")[2] or 0.01))
     spec = os.environ.get("CHATVEC_FAULT")
     if not spec:
         return

@@ -30,7 +30,7 @@ from .writer import ShardFile
 # 1M elements per chunk (2 MiB per bf16 input): big enough that the Python
 # hand-offs (~30 us a chunk) are noise, small enough that the slots
 # (4 x (3 + K) x 4 MiB for models up to f32) stay RSS-friendly.
-DEFAULT_CHUNK_ELEMENTS = 1 << 20
+DEFAULT_CHUNK_ELEMENTS = int(os.environ.get("CHATVEC_CHUNK_ELEMENTS", 1 << 20))  # the variable: for tests
 DEFAULT_SLOTS = 4
 
 _MERGE, _EXTRACT, _CONVERT, _COPY = "merge", "extract", "convert", "copy"

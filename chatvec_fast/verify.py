@@ -40,6 +40,8 @@ class VerifyReport:
     output: str
     tensors: list[TensorCheck] = field(default_factory=list)
     max_ulp_allowed: int = 0
+    file_problems: list[str] = field(default_factory=list)  # shard files that fail their recorded checksum
+    checksums_only: bool = False
 
     @property
     def checked(self) -> int:
@@ -59,17 +61,22 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.file_problems
 
     def summary(self) -> str:
+        files = "every shard matches its recorded sha256" if not self.file_problems else "CHECKSUMS FAILED"
+        if self.checksums_only:
+            lines = [f"{self.output}: {files}" + (" -- OK" if self.ok else "")]
+            return "\n".join(lines + [f"  {p}" for p in self.file_problems])
         share = self.equal / self.checked if self.checked else 1.0
         head = (
             f"{self.output}: {len(self.tensors)} tensors, {self.checked} elements checked, "
             f"{100 * share:.6f}% bit-identical to the float64 reference, max {self.max_ulp} ulp"
         )
+        head += f"; {files}"
         if self.ok:
             return head + " -- OK"
-        lines = [head + f" -- FAILED ({len(self.failures)} tensors)"]
+        lines = [head + f" -- FAILED ({len(self.failures)} tensors)"] + [f"  {p}" for p in self.file_problems]
         for t in self.failures[:10]:
             detail = t.problem or f"{t.checked - t.equal} of {t.checked} elements differ, up to {t.max_ulp} ulp"
             lines.append(f"  {t.name}: {detail}")
@@ -164,11 +171,30 @@ def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int
     return [(s, WINDOW) for s in sorted(starts)]
 
 
-def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4) -> VerifyReport:
-    """Checks one output directory (not a sweep's parent; see verify_path)."""
+def check_checksums(out: str, report: dict) -> list[str]:
+    """Each shard file against the size and sha256 its report recorded: fast, and catches any change."""
+    from .output_dir import sha256_file
+
+    problems = []
+    for name, record in report.get("files", {}).items():
+        path = os.path.join(out, name)
+        if not os.path.isfile(path):
+            problems.append(f"{name}: missing")
+        elif os.path.getsize(path) != record["bytes"]:
+            problems.append(f"{name}: {os.path.getsize(path)} bytes, the report says {record['bytes']}")
+        elif sha256_file(path) != record["sha256"]:
+            problems.append(f"{name}: sha256 differs from the report's (the file changed since it was written)")
+    return problems
+
+
+def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, checksums_only: bool = False):
+    """Checks one output directory (not a sweep's parent; see verify_path): checksums first, then elements."""
     report = _load_report(out)
+    result = VerifyReport(os.path.abspath(out), max_ulp_allowed=max_ulp, checksums_only=checksums_only)
+    result.file_problems = check_checksums(out, report)
+    if checksums_only:
+        return result
     plan = rebuild_plan(report)
-    result = VerifyReport(os.path.abspath(out), max_ulp_allowed=max_ulp)
     got = open_checkpoint(out)
     planned = {t.name for t in plan.tensors}
     for extra in sorted(set(got.tensors) - planned):
@@ -206,11 +232,13 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4) ->
     return result
 
 
-def verify_path(path: str, every: bool = False, max_ulp: int = 0) -> list[VerifyReport]:
+def verify_path(path: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False):
     """An output directory, or a sweep's directory of alpha-*/ outputs."""
     if os.path.isfile(os.path.join(path, REPORT_NAME)):
-        return [verify(path, every, max_ulp)]
+        return [verify(path, every, max_ulp, checksums_only=checksums_only)]
+    if not os.path.isdir(path):
+        raise InputError(f"{path}: no such directory")
     subdirs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, REPORT_NAME)))
     if not subdirs:
         raise InputError(f"{path}: no {REPORT_NAME} here or in its subdirectories; nothing to verify")
-    return [verify(os.path.join(path, d), every, max_ulp) for d in subdirs]
+    return [verify(os.path.join(path, d), every, max_ulp, checksums_only=checksums_only) for d in subdirs]

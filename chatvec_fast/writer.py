@@ -146,6 +146,10 @@ class ShardFile:
                 f"(expected offset {self.next}, file size {self.size}); this is a bug, please report it"
             )
         self._ensure_open()
+        try:
+            faults.check("write")
+        except OSError as exc:
+            raise self._write_error(exc, offset) from exc
         self._put(view, offset)
         self.next += len(view)
         if self.next == self.size:
@@ -188,11 +192,13 @@ class ShardFile:
         done = 0
         try:
             while done < len(view):
-                faults.check("write")
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as exc:
-            hint = " (the disk is full: free space or choose another --out)" if exc.errno == errno.ENOSPC else ""
-            raise OutputError(f"{self.path}: write failed at byte {offset + done}: {exc.strerror}{hint}") from exc
+            raise self._write_error(exc, offset + done) from exc
+
+    def _write_error(self, exc: OSError, at: int) -> OutputError:
+        hint = " (the disk is full: free space or choose another --out)" if exc.errno == errno.ENOSPC else ""
+        return OutputError(f"{self.path}: write failed at byte {at}: {exc.strerror}{hint}")
 
     def close(self, sync: bool = True):
         """sync=True: completes the file (flush, cut to size, fsync, close); it must be fully written.

@@ -310,4 +310,6 @@ def test_verify_catches_a_one_ulp_change_with_all(triple, tmp_path):
     )
     r = cli("verify", str(out), "--all")
     assert r.returncode == 1 and victim in r.stdout
-    assert cli("verify", str(out), "--all", "--max-ulp", "256").returncode == 0
+    # a tolerance relaxes the element check; the changed file still fails its recorded checksum
+    r = cli("verify", str(out), "--all", "--max-ulp", "256")
+    assert r.returncode == 1 and "sha256 differs" in r.stdout and f"{victim}:" not in r.stdout, r.stdout
