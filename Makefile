@@ -1,7 +1,7 @@
 # Development shortcuts. `make install test` is what CI does (see .ci/run).
 PY ?= python
 
-.PHONY: install demo test test-all test-cpp test-cpp-aarch64 bench lint format
+.PHONY: install demo test test-all test-cpp test-cpp-aarch64 test-sanitize bench bench-smoke lint format
 
 install:
 	$(PY) -m pip install torch==2.13.0
@@ -24,9 +24,30 @@ test-cpp-aarch64:  # needs g++-aarch64-linux-gnu and qemu-user (Debian)
 	  tests/cpp/test_kernel.cpp $(filter-out csrc/bindings.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
 	qemu-aarch64 -L /usr/aarch64-linux-gnu build/test_kernel_aarch64
 
+# AddressSanitizer + UBSan: the C++ tests, then the Python kernel and boundary tests against a sanitized
+# build of the extension (loaded ahead of the installed one through PYTHONPATH).
+ASAN_LIBS = $(shell gcc -print-file-name=libasan.so):$(shell gcc -print-file-name=libubsan.so)
+test-sanitize:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATVEC_SANITIZE=ON -DCHATVEC_PYTHON=ON \
+	  -Dpybind11_DIR=$$($(PY) -c "import pybind11; print(pybind11.get_cmake_dir())") -DPython_EXECUTABLE=$$(which $(PY))
+	cmake --build build-asan -j
+	./build-asan/test_kernel
+	rm -rf build-asan/pkg && mkdir -p build-asan/pkg && cp -r chatvec_fast build-asan/pkg/ && cp -r kernels build-asan/pkg/chatvec_fast/kernels
+	rm -f build-asan/pkg/chatvec_fast/_C*.so && cp build-asan/_C*.so build-asan/pkg/chatvec_fast/
+	cd build-asan && ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIBS) PYTHONPATH=$$PWD/pkg \
+	  $(PY) -m pytest -q -p no:cacheprovider --rootdir .. ../tests/test_kernel.py ../tests/test_reliability.py \
+	  -k "native or grid or boundary or instruction or thread"
+
+bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI runs this)
+	CHATVEC_BENCH_SMOKE=1 $(PY) -m pytest benchmarks -q --benchmark-only -p no:cacheprovider
+	$(PY) benchmarks/bench_gpu.py --smoke --json /tmp/chatvec-bench-smoke/gpu.json
+	$(PY) -m benchmarks.compare --size tiny --rounds 1 --out-dir /tmp/chatvec-bench-smoke/compare
+	$(PY) benchmarks/bench_kernel.py --elements 1048576 --reps 1
+
 bench:
 	$(PY) benchmarks/bench_kernel.py
-	$(PY) benchmarks/bench_merge.py --rounds 5
+	$(PY) -m benchmarks.compare --size 1b --rounds 5
+	$(PY) benchmarks/bench_sweep.py --rounds 3
 
 lint:
 	ruff check . && ruff format --check .

@@ -13,5 +13,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import torch  # noqa: E402
+
+# Without a GPU, the Triton smoke runs in triton's interpreter; set before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 SMOKE = os.environ.get("CHATVEC_BENCH_SMOKE", "") not in ("", "0")
 ROUNDS = 1 if SMOKE else int(os.environ.get("CHATVEC_BENCH_ROUNDS", "3"))

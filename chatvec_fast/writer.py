@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -68,6 +69,17 @@ def _direct_io_wanted() -> bool:
     return hasattr(os, "O_DIRECT") and os.environ.get("CHATVEC_DIRECT_IO", "1") != "0"
 
 
+# Hashing and O_DIRECT writes of staged blocks run here; both release the GIL. Two tasks per file in
+# flight; 16 threads serve a sweep of up to 8 outputs without queueing.
+_BACKGROUND = ThreadPoolExecutor(16, thread_name_prefix="chatvec-write")
+
+
+def _aligned(nbytes: int, align: int) -> np.ndarray:
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + nbytes]
+
+
 class ShardFile:
     """One output .safetensors file, pre-sized, written front to back.
 
@@ -102,7 +114,9 @@ class ShardFile:
         self.sha256: str | None = None  # set once the file is complete
         self.on_complete = None  # called with this file once it is complete and fsynced
         self.inexact = 0  # extract: elements of this file the storage dtype rounded
-        self._block = None  # aligned staging block (direct mode)
+        self._block = None  # the aligned staging block being filled (direct mode)
+        self._blocks: list = []  # two staging blocks: one fills while the other is hashed and written
+        self._background: list = []  # futures of the block in flight
         self._block_offset = 0  # file offset of the staging block's first byte
         self._fill = 0
         self._window = None
@@ -156,18 +170,17 @@ class ShardFile:
             self.close(sync=True)
 
     def _put(self, view: memoryview, offset: int):
-        self._sha256.update(view)
         if self.direct:
             self._stage(view)
         else:
+            self._sha256.update(view)
             self._pwrite(view, offset)
             self._window.written(offset, len(view))
 
     def _stage(self, view: memoryview):
         if self._block is None:
-            raw = np.empty(self.BLOCK + self.ALIGN, dtype=np.uint8)
-            start = -raw.ctypes.data % self.ALIGN
-            self._block = raw[start : start + self.BLOCK]
+            self._blocks = [_aligned(self.BLOCK, self.ALIGN) for _ in range(2)]
+            self._block = self._blocks[0]
         src = np.frombuffer(view, dtype=np.uint8)
         pos = 0
         while pos < len(src):
@@ -179,14 +192,28 @@ class ShardFile:
                 self._flush_block()
 
     def _flush_block(self):
-        """Writes the staged bytes (padded to the alignment; the tail is cut off at close)."""
+        """Hands the staged bytes to the background: the sha256 update and the O_DIRECT write (padded to
+        the alignment; the tail is cut off at close) run side by side while the caller fills the other
+        block. Hashing inline cost the 1.1B merge 0.8-1.0 s (sha256 runs at 1.8 GB/s here)."""
         if self._fill == 0:
             return
+        self._wait_background()  # the other block's hash must come first, and its write must be done
         padded = -self._fill % self.ALIGN
-        self._block[self._fill : self._fill + padded] = 0
-        self._pwrite(memoryview(self._block[: self._fill + padded]), self._block_offset)
+        block = self._block
+        block[self._fill : self._fill + padded] = 0
+        data, aligned = memoryview(block[: self._fill]), memoryview(block[: self._fill + padded])
+        self._background = [
+            _BACKGROUND.submit(self._sha256.update, data),
+            _BACKGROUND.submit(self._pwrite, aligned, self._block_offset),
+        ]
+        self._block = self._blocks[1] if block is self._blocks[0] else self._blocks[0]
         self._block_offset += self._fill
         self._fill = 0
+
+    def _wait_background(self):
+        pending, self._background = self._background, []
+        for future in pending:
+            future.result()  # re-raises a write error here
 
     def _pwrite(self, view: memoryview, offset: int):
         done = 0
@@ -214,6 +241,7 @@ class ShardFile:
             if sync:
                 if self.direct:
                     self._flush_block()
+                    self._wait_background()
                     os.ftruncate(self.fd, self.size)
                 os.fsync(self.fd)
         except OSError as exc:
@@ -226,10 +254,14 @@ class ShardFile:
                 self.on_complete(self)
 
     def _discard(self):
+        for future in self._background:  # abandoned: let in-flight writes finish before the fd closes
+            future.exception()
+        self._background = []
         if self.fd >= 0:
             os.close(self.fd)
         self.fd = -1
         self._block = None
+        self._blocks = []
         self._finished = True
 
 
