@@ -13,6 +13,7 @@ import json
 import os
 
 from .errors import InputError
+from .writer import write_json
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -141,7 +142,7 @@ def take_chat_template(chat_dir: str, cp_dir: str, out_dir: str) -> dict:
             _set_generation_eos(out_dir, cp_vocab[eos], done)
         else:
             done["eos_token"] = {"token": eos, "kept_cp": True, "reason": "cp's vocabulary lacks it"}
-    _write_json(config_path, config)
+    write_json(config_path, config)
     return done
 
 
@@ -154,13 +155,5 @@ def _set_generation_eos(out_dir: str, eos_id: int, done: dict):
     ids = current if isinstance(current, list) else ([current] if current is not None else [])
     if eos_id not in ids:
         config["eos_token_id"] = [*ids, eos_id] if ids else eos_id
-        _write_json(path, config)
+        write_json(path, config)
         done["generation_eos_token_id"] = config["eos_token_id"]
-
-
-def _write_json(path: str, doc: dict):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())

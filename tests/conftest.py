@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 import pytest
 import torch
@@ -86,6 +87,12 @@ def file_digests(*dirs) -> dict[str, str]:
                 with open(p, "rb") as fh:
                     out[p] = hashlib.sha256(fh.read()).hexdigest()
     return out
+
+
+def chatvec_command(command: str, paths: dict, out, *extra: str) -> list[str]:
+    """`python -m chatvec_fast COMMAND --base .. --chat .. --cp .. --out OUT EXTRA...` for subprocess tests."""
+    inputs = [arg for role in ("base", "chat", "cp") if role in paths for arg in (f"--{role}", paths[role])]
+    return [sys.executable, "-m", "chatvec_fast", command, *inputs, "--out", str(out), *extra]
 
 
 @pytest.fixture

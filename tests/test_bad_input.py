@@ -6,10 +6,9 @@ import json
 import os
 import struct
 import subprocess
-import sys
 
 import pytest
-from conftest import file_digests
+from conftest import chatvec_command, file_digests
 
 from chatvec_fast.errors import InputError
 from chatvec_fast.safetensors_header import read_header
@@ -33,23 +32,8 @@ def first_shard(model_dir):
 
 
 def run_merge(paths, out, *extra):
-    cmd = [
-        sys.executable,
-        "-m",
-        "chatvec_fast",
-        "merge",
-        "--base",
-        paths["base"],
-        "--chat",
-        paths["chat"],
-        "--cp",
-        paths["cp"],
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(chatvec_command("merge", paths, out, "--quiet", *extra), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
 
 
 def truncate(path, nbytes=100):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import chatvec_command
 
 from chatvec_fast import _native
 from chatvec_fast.api import merge, sweep
@@ -56,28 +57,8 @@ def test_page_cache_writes_match_direct_writes(reference_output, tmp_path):
     paths, ref = reference_output
     env = dict(os.environ, CHATVEC_DIRECT_IO="0")
     out = tmp_path / "buffered"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatvec_fast",
-            "merge",
-            "--base",
-            paths["base"],
-            "--chat",
-            paths["chat"],
-            "--cp",
-            paths["cp"],
-            "--out",
-            str(out),
-            "--alpha",
-            "0.7",
-            "--quiet",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    cmd = chatvec_command("merge", paths, out, "--alpha", "0.7", "--quiet")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert_same_dirs(ref, out)
 

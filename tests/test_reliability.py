@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import file_digests
+from conftest import chatvec_command, file_digests
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
@@ -29,8 +29,7 @@ def same_dir(a, b):
 
 
 def command(paths, out, *extra, alpha="0.5"):
-    return [sys.executable, "-m", "chatvec_fast", "merge", "--base", paths["base"], "--chat", paths["chat"], "--cp",
-            paths["cp"], "--out", str(out), "--alpha", alpha, "--quiet", *extra]  # fmt: skip
+    return chatvec_command("merge", paths, out, "--alpha", alpha, "--quiet", *extra)
 
 
 SLOW = {"CHATVEC_CHUNK_ELEMENTS": "1000", "CHATVEC_SLOW": "write:0.02"}  # a ~4 s run of ~200 chunks
