@@ -16,6 +16,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from conftest import chatvec_command  # noqa: E402
+
 from chatvec_fast.reference import round_float64  # noqa: E402
 
 ALPHA = 0.7
@@ -93,6 +95,10 @@ def reference_state(states, alpha=ALPHA):
     return merged
 
 
+def merge_cli(dirs, out, *extra):
+    return subprocess.run(chatvec_command("merge", dirs, out, *extra), capture_output=True, text=True, timeout=300)
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "chatvec_fast", *args], capture_output=True, text=True, timeout=300)
 
@@ -106,15 +112,8 @@ def logits(model):
 def test_cli_merge_loads_and_matches_float64_reference(llama_triples, variant):
     dirs, states, cp_config, root = llama_triples[variant]
     out = root / f"merged-{variant}"
-    r = run_cli(
-        "merge",
-        "--base",
-        dirs["base"],
-        "--chat",
-        dirs["chat"],
-        "--cp",
-        dirs["cp"],
-        "--out",
+    r = merge_cli(
+        dirs,
         str(out),
         "--alpha",
         str(ALPHA),
@@ -146,15 +145,8 @@ def test_expanded_vocab_rows_are_cps(llama_triples):
     dirs, states, _, root = llama_triples["expanded_vocab"]
     out = root / "merged-rows"
     assert (
-        run_cli(
-            "merge",
-            "--base",
-            dirs["base"],
-            "--chat",
-            dirs["chat"],
-            "--cp",
-            dirs["cp"],
-            "--out",
+        merge_cli(
+            dirs,
             str(out),
             "--alpha",
             "1.0",
@@ -187,15 +179,8 @@ def test_vocab_mismatch_policies(llama_triples):
 def test_dtype_and_reshard(llama_triples):
     dirs, states, _, root = llama_triples["plain"]
     out = root / "f32"
-    r = run_cli(
-        "merge",
-        "--base",
-        dirs["base"],
-        "--chat",
-        dirs["chat"],
-        "--cp",
-        dirs["cp"],
-        "--out",
+    r = merge_cli(
+        dirs,
         str(out),
         "--alpha",
         str(ALPHA),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_bits_equal
+from conftest import assert_bits_equal, chatvec_command
 from safetensors.torch import load_file, save_file
 
 from chatvec_fast import apply, extract, merge, sweep
@@ -21,6 +21,10 @@ from chatvec_fast.reference import round_float64
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "chatvec_fast", *args], capture_output=True, text=True, timeout=300)
+
+
+def merge_cli(paths, out, *extra):
+    return subprocess.run(chatvec_command("merge", paths, out, *extra), capture_output=True, text=True, timeout=300)
 
 
 def same_dir(a, b):
@@ -162,15 +166,8 @@ def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
 def test_alpha_for_patterns(triple, tmp_path):
     paths = triple()
     rules = [r"embed_tokens|lm_head=0", r"layers\.1\.=0.25"]
-    dry = cli(
-        "merge",
-        "--base",
-        paths["base"],
-        "--chat",
-        paths["chat"],
-        "--cp",
-        paths["cp"],
-        "--out",
+    dry = merge_cli(
+        paths,
         str(tmp_path / "x"),
         "--alpha",
         "0.8",
@@ -226,15 +223,8 @@ def tokenized_triple(triple):
 def test_special_tokens_and_chat_template_from_chat(tokenized_triple, tmp_path):
     paths = tokenized_triple
     out = tmp_path / "out"
-    r = cli(
-        "merge",
-        "--base",
-        paths["base"],
-        "--chat",
-        paths["chat"],
-        "--cp",
-        paths["cp"],
-        "--out",
+    r = merge_cli(
+        paths,
         str(out),
         "--alpha",
         "0.5",
