@@ -11,7 +11,7 @@ import os
 import sys
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
 REQUIRE_NATIVE = os.environ.get("CHATVEC_REQUIRE_NATIVE", "") not in ("", "0")
 
@@ -59,7 +59,8 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=["chatvec_fast", "chatvec_fast.backends", "chatvec_fast.kernels"],
+    # The package's stage folders (read, plan, run, write, backends), and kernels/ as chatvec_fast.kernels.
+    packages=[*find_packages(include=["chatvec_fast", "chatvec_fast.*"]), "chatvec_fast.kernels"],
     package_dir={"chatvec_fast.kernels": "kernels"},
     package_data={"chatvec_fast": ["py.typed", "_C.pyi"]},
     ext_modules=[ext],

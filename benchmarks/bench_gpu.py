@@ -70,7 +70,7 @@ def main():
             raise SystemExit("bench_gpu.py needs a CUDA GPU (or --smoke to check the script on the CPU)")
         device = (a.devices or "cuda:0").split(",")[0]
     sys.path.insert(0, HERE)
-    from common import CACHE, alternate, dir_bytes, machine, models, require_free, save_json, summarize
+    from common import CACHE, alternate, dir_bytes, io_floors, machine, models, require_free, save_json, summarize
 
     paths = models(a.size)
     require_free(2 * dir_bytes(paths["cp"]))
@@ -100,14 +100,10 @@ def main():
         chatvec += ["--devices", a.devices]
     elif a.smoke:
         chatvec += ["--devices", "cpu"]
-    floor = (
-        f"cat {b}/*.safetensors {c}/*.safetensors {p}/*.safetensors > /dev/null && mkdir -p {out} && "
-        f"cat {p}/*.safetensors | dd of={out}/floor.bin bs=16M iflag=fullblock oflag=direct status=none"
-    )
     todo = {
         "chatvec merge --backend triton": (chatvec, out),
         "pure PyTorch on the GPU (bf16 math)": ([py, "-c", TORCH_GPU_MERGE, b, c, p, out, str(ALPHA), device], out),
-        "I/O floor (cat 3 inputs; dd oflag=direct)": (["sh", "-c", floor], out),
+        **{name: (cmd, out) for name, cmd in io_floors(paths, out, page_cache=False).items()},
     }
     nbytes = sum(dir_bytes(x) for x in paths.values()) + dir_bytes(p)
     from exactness import measure

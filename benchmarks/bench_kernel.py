@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     from chatvec_fast import _native
-    from chatvec_fast.reference import merge_reference
+    from chatvec_fast.backends.reference import merge_reference
 
     c = _native.require()
     threads = a.threads or c.available_cpus()

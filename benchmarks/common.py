@@ -137,3 +137,36 @@ def save_json(path: str, doc: dict):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
+
+
+# The I/O floors: what moving the same bytes costs with no arithmetic at all. The overlapped floor is what
+# a perfect streaming merge costs (it reads, computes and writes at once); the sequential floors read
+# everything, then write, as a simple tool would.
+OVERLAPPED_FLOOR = "I/O floor, overlapped (3 reads and the O_DIRECT writes at once)"
+SEQUENTIAL_FLOOR = "I/O floor, sequential (cat 3 inputs, then dd oflag=direct)"
+PAGE_CACHE_FLOOR = "I/O floor, sequential via page cache (cat 3 inputs, then dd conv=fsync)"
+
+
+def io_floors(paths: dict, out: str, outputs: int = 1, page_cache: bool = True) -> dict[str, list[str]]:
+    """Shell commands of the I/O floors for reading the 3 inputs and writing `outputs` cp-sized files.
+
+    Each output file gets cp's real bytes (`cat cp | dd`), 16 MiB blocks; the overlapped floor runs the
+    reads of base and chat and every output's `cat cp | dd oflag=direct` at the same time.
+    """
+    b, c, p = paths["base"], paths["chat"], paths["cp"]
+    read_all = f"cat {b}/*.safetensors {c}/*.safetensors {p}/*.safetensors > /dev/null"
+    write = [f"cat {p}/*.safetensors | dd of={out}/floor{i}.bin bs=16M iflag=fullblock" for i in range(outputs)]
+    jobs = [f"cat {b}/*.safetensors > /dev/null", f"cat {c}/*.safetensors > /dev/null",
+            *(f"{w} oflag=direct status=none" for w in write)]  # fmt: skip
+    # Every job in the background at once; then each one waited for, so that a failed dd fails the floor.
+    concurrent = " ".join(f'{job} & pids="$pids $!";' for job in jobs)
+    floors = {
+        OVERLAPPED_FLOOR: ["sh", "-c", f"mkdir -p {out} || exit 1; {concurrent} for p in $pids; do wait $p || "
+                           "exit 1; done"],
+        SEQUENTIAL_FLOOR: ["sh", "-c", f"{read_all} && mkdir -p {out} && "
+                           + " && ".join(f"{w} oflag=direct status=none" for w in write)],
+    }  # fmt: skip
+    if page_cache:
+        floors[PAGE_CACHE_FLOOR] = ["sh", "-c", f"{read_all} && mkdir -p {out} && "
+                                    + " && ".join(f"{w} conv=fsync status=none" for w in write)]  # fmt: skip
+    return floors

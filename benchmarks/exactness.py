@@ -12,15 +12,9 @@ import argparse
 import json
 import re
 
-import torch
-
-from chatvec_fast.checkpoint import open_checkpoint, read_tensor_bytes
-from chatvec_fast.reference import as_torch, round_float64
-
-
-def _ordered(t: torch.Tensor) -> torch.Tensor:
-    b = t.view(torch.int16).to(torch.int64) if t.element_size() == 2 else t.view(torch.int32).to(torch.int64)
-    return torch.where(b < 0, -(b + (1 << (8 * t.element_size() - 1))), b)
+from chatvec_fast.backends.reference import as_torch, merge_reference, ulp_distance
+from chatvec_fast.read.checkpoint import open_checkpoint
+from chatvec_fast.read.chunks import read_tensor_bytes
 
 
 def sample_names(names: list[str]) -> list[str]:
@@ -46,15 +40,15 @@ def measure(base: str, chat: str, cp: str, out: str, alpha: float, every: bool =
         if name in b.tensors and name in c.tensors:
             bi, ci = b.tensors[name], c.tensors[name]
             rows = bi.shape[0] if bi.shape else None
-            chat_t = as_torch(read_tensor_bytes(ci), ci.dtype).double()
-            delta = chat_t - as_torch(read_tensor_bytes(bi), bi.dtype).double()
+            chat_t = as_torch(read_tensor_bytes(ci), ci.dtype, ci.shape)
+            base_t = as_torch(read_tensor_bytes(bi), bi.dtype, bi.shape)
             want = want.clone()
-            want[:rows] = round_float64(want[:rows].double() + alpha * delta.reshape(bi.shape), got.dtype)
-        same = _ordered(got) == _ordered(want)
+            want[:rows] = merge_reference(base_t, chat_t, want[:rows], [alpha], got.dtype)[0]
+        distance = ulp_distance(got, want)
         total += got.numel()
-        equal += int(same.sum())
-        if not same.all():
-            max_ulp = max(max_ulp, int((_ordered(got) - _ordered(want)).abs().max()))
+        equal += int((distance == 0).sum())
+        if got.numel():
+            max_ulp = max(max_ulp, int(distance.max()))
     return {"elements": total, "exact_share": equal / max(total, 1), "max_ulp": max_ulp, "tensors": len(names)}
 
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 
 import pytest
-from common import dir_bytes, timed, warm
+from common import dir_bytes, io_floors, timed, warm
 from conftest import HERE, ROUNDS, SMOKE
 
 ALPHA = 0.5
@@ -37,16 +37,13 @@ def commands(paths, out) -> dict[str, tuple[list[str], int]]:
     b, c, p = paths["base"], paths["chat"], paths["cp"]
     common = ["--base", b, "--chat", c, "--cp", p, "--out", out]
     naive = os.path.join(HERE, "naive_merge.py")
-    read_all = f"cat {b}/*.safetensors {c}/*.safetensors {p}/*.safetensors > /dev/null"
-    write = f"mkdir -p {out} && cat {p}/*.safetensors | dd of={out}/floor.bin bs=16M iflag=fullblock status=none"
     return {
         "chatvec merge": ([py, "-m", "chatvec_fast", "merge", *common, "--alpha", str(ALPHA), "--quiet"], 1),
         "chatvec sweep K=4": ([py, "-m", "chatvec_fast", "sweep", *common, "--alphas", ",".join(map(str, SWEEP)),
                                "--quiet"], 4),
         "naive PyTorch bf16": ([py, naive, *common, "--alpha", str(ALPHA)], 1),
         "naive PyTorch fp32": ([py, naive, *common, "--alpha", str(ALPHA), "--math", "fp32"], 1),
-        "I/O floor direct": (["sh", "-c", f"{read_all} && {write} oflag=direct"], 1),
-        "I/O floor page cache": (["sh", "-c", f"{read_all} && {write} conv=fsync"], 1),
+        **{name: (cmd, 1) for name, cmd in io_floors(paths, out).items()},
     }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import torch
 from conftest import ROUNDS, SMOKE
 
 from chatvec_fast import _native
-from chatvec_fast.reference import merge_reference
+from chatvec_fast.backends.reference import merge_reference
 
 ELEMENTS = [1 << 20] if SMOKE else [16 << 20, 64 << 20, 256 << 20]
 ALPHAS = [0.25, 0.5, 0.75, 1.0]
@@ -116,7 +116,7 @@ def test_triton_interpreter_smoke(benchmark):
     base, chat, cp, _ = buffers(1 << 20)
     tri = get_backend("triton")
     out = np.empty(2 * n, np.uint8)
-    benchmark.pedantic(lambda: tri.merge(as_np(base[:n]), "BF16", as_np(chat[:n]), "BF16", as_np(cp[:n]), "BF16",
+    benchmark.pedantic(lambda: tri.compute(as_np(base[:n]), "BF16", as_np(chat[:n]), "BF16", as_np(cp[:n]), "BF16",
                                          n, [0.5], [out], "BF16"), rounds=1, iterations=1)  # fmt: skip
     want = merge_reference(base[:n], chat[:n], cp[:n], [0.5], torch.bfloat16)[0]
     assert torch.equal(torch.from_numpy(out).view(torch.int16), want.view(torch.int16))

@@ -10,13 +10,37 @@ Example:
     >>> report = chatvec_fast.merge("llama-2-13b", "llama-2-13b-chat", "cp-13b", "out", alpha=1.0)
     >>> print(report.summary())
 
-This module stays light: it imports neither torch nor triton (the torch
-backend and the GPU kernels load on first use).
+This module stays light: the names below are loaded on first use (PEP 562), and
+nothing here imports torch or triton (the torch backend and the GPU kernels load
+on first use).
 """
 
 __version__ = "0.1.0"
 
-from .api import MergeReport, apply, extract, merge, sweep
-from .errors import ChatvecError
+# name -> the module that defines it
+_EXPORTS = {
+    "merge": "api",
+    "sweep": "api",
+    "extract": "api",
+    "apply": "api",
+    "verify": "api",
+    "MergeReport": "report",
+    "ChatvecError": "errors",
+}
 
-__all__ = ["merge", "sweep", "extract", "apply", "MergeReport", "ChatvecError", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatvec_fast' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

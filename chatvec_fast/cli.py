@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
 from .backends import NAMES as BACKEND_NAMES
 from .errors import ChatvecError
-from .planner import VOCAB_POLICIES
+from .job import VOCAB_POLICIES
 
 
 def _inputs(p: argparse.ArgumentParser, cp=True):
@@ -175,7 +174,7 @@ def _policies(args) -> dict:
 
 
 def _print_report(report, dry_run: bool) -> int:
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
+    if not report.leader:  # under torchrun, rank 0 speaks for the job
         return 0
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -213,9 +212,7 @@ def _run(args) -> int:
         alpha = 1.0 if args.alpha is None else args.alpha
         r = api.apply(args.vector, args.cp, args.out, alpha, alphas=args.alphas, **_common(args), **_policies(args))
     elif args.command == "verify":
-        from .verify import verify_path
-
-        reports = verify_path(args.output, every=args.all, max_ulp=args.max_ulp, checksums_only=args.checksums_only)
+        reports = api.verify(args.output, every=args.all, max_ulp=args.max_ulp, checksums_only=args.checksums_only)
         for v in reports:
             print(v.summary())
         return 0 if all(v.ok for v in reports) else 1
@@ -226,34 +223,14 @@ def _run(args) -> int:
     return _print_report(r, getattr(args, "dry_run", False))
 
 
-def _outputs(args) -> list[str]:
-    """The output directories a command writes (a sweep's alpha directories need its alphas)."""
-    out = getattr(args, "out", None)
-    if out is None or args.command in ("verify", "demo"):
-        return []
-    alphas = getattr(args, "alphas", None)
-    if args.command in ("sweep", "apply") and alphas:
-        from .api import alpha_dirname, parse_alphas
-
-        try:
-            return [os.path.join(out, alpha_dirname(a)) for a in parse_alphas(alphas)]
-        except ValueError:
-            return []
-    return [out]
-
-
 def _resume_hint(args) -> str:
-    """Where a failed or interrupted run left completed shards, and how to continue."""
-    kept = []
-    for out in _outputs(args):
-        parent, name = os.path.split(os.path.abspath(out).rstrip(os.sep))
-        partial = os.path.join(parent, f".{name}.chatvec-partial")
-        if os.path.isdir(partial):
-            kept.append(partial)
-    if not kept:
-        return "no output was written"
-    return (f"the partial output is kept in {', '.join(kept)}; run the same command with --resume to continue "
-            "(completed shards are checked and kept), or without it to start over")  # fmt: skip
+    from . import api
+
+    return api.resume_hint(args.out, getattr(args, "alphas", None))
+
+
+def _writes_output(args) -> bool:
+    return args.command not in ("verify", "demo")
 
 
 def _terminate(signum, frame):
@@ -270,9 +247,10 @@ def main(argv=None) -> int:
         return _run(args)
     except (ChatvecError, ValueError, NotImplementedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if _outputs(args):
+        if _writes_output(args):
             print(f"note: {_resume_hint(args)}", file=sys.stderr)
         return 1 if isinstance(exc, ChatvecError) else 2
     except KeyboardInterrupt:
-        print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)
+        hint = _resume_hint(args) if _writes_output(args) else "no output was written"
+        print(f"interrupted: {hint}", file=sys.stderr)
         return 130

@@ -14,7 +14,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from chatvec_fast.reference import TORCH_DTYPES
+from chatvec_fast.backends.reference import TORCH_DTYPES
+from chatvec_fast.backends.reference import ulp_distance as reference_ulp_distance
 
 SCALE = 0.02  # weights ~ N(0, 0.02^2)
 DELTA = 0.002  # fine-tuning deltas ~ N(0, 0.002^2)
@@ -68,13 +69,8 @@ def assert_bits_equal(got: torch.Tensor, want: torch.Tensor, what: str = ""):
 
 
 def ulp_distance(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
-    """|got - want| in ulps of the output format, via the ordered integer encoding (NaNs excluded by the caller)."""
-
-    def ordered(t):  # sign-magnitude -> two's complement order (16- and 32-bit formats)
-        b = bits(t).to(torch.int64)
-        return torch.where(b < 0, -(b + (1 << (8 * t.element_size() - 1))), b)
-
-    return (ordered(got) - ordered(want)).abs()
+    """|got - want| in ulps of the output format (backends/reference.py; both-NaN counts as 0)."""
+    return reference_ulp_distance(got, want)
 
 
 def file_digests(*dirs) -> dict[str, str]:

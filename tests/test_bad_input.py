@@ -11,7 +11,7 @@ import pytest
 from conftest import chatvec_command, file_digests
 
 from chatvec_fast.errors import InputError
-from chatvec_fast.safetensors_header import read_header
+from chatvec_fast.read.header import read_header
 
 
 def rewrite_header(path, edit):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chatvec_fast.distributed import partition
+from chatvec_fast.plan.layout import partition
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 

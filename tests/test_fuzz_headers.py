@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from chatvec_fast.dtypes import BITS, nbytes
 from chatvec_fast.errors import InputError
-from chatvec_fast.safetensors_header import MAX_HEADER_BYTES, read_header
+from chatvec_fast.read.header import MAX_HEADER_BYTES, read_header
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip

@@ -11,7 +11,7 @@ from conftest import assert_bits_equal, bits, realistic_triple, ulp_distance
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
-from chatvec_fast.reference import TORCH_DTYPES, merge_reference
+from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
 
 DTYPES = ("BF16", "F16", "F32")
 # 0-d, empty, 1, odd, around the 8/16-lane vector widths and the 1024-element
@@ -30,7 +30,7 @@ def run_backend(backend, base, chat, cp, alphas, out_dtype: str) -> list[torch.T
     n = cp.numel()
     outs = [np.zeros(n * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8) for _ in alphas]
     dt = {v: k for k, v in TORCH_DTYPES.items()}
-    backend.merge(
+    backend.compute(
         None if base is None else as_buffer(base),
         None if base is None else dt[base.dtype],
         None if chat is None else as_buffer(chat),
@@ -205,12 +205,14 @@ def test_apply_mode(backend_name, vector_dtype, out_dtype):
 @pytest.mark.parametrize("out_dtype", ["F32", "F64", "BF16", "F16"])
 def test_extract_mode_counts_inexact_elements(backend_name, out_dtype):
     """chat - base, rounded once; the count says how many elements the storage could not hold."""
-    from chatvec_fast.reference import count_inexact
+    from chatvec_fast.backends.reference import count_inexact
 
     base, chat, _ = realistic_triple((40_009,), ("F32", "BF16", "BF16"), seed=8, hostile=True)
     backend = get_backend(backend_name)
     out = np.zeros(40_009 * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8)
-    count = backend.merge(as_buffer(base), "F32", as_buffer(chat), "BF16", None, None, 40_009, [1.0], [out], out_dtype)
+    count = backend.compute(
+        as_buffer(base), "F32", as_buffer(chat), "BF16", None, None, 40_009, [1.0], [out], out_dtype
+    )
     got = torch.from_numpy(out).view(TORCH_DTYPES[out_dtype])
     want = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[out_dtype])[0]
     assert_bits_equal(got, want, f"extract -> {out_dtype}")

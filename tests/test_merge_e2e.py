@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 from conftest import chatvec_command  # noqa: E402
 
-from chatvec_fast.reference import round_float64  # noqa: E402
+from chatvec_fast.backends.reference import round_float64  # noqa: E402
 
 ALPHA = 0.7
 INPUT_IDS = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 64]])

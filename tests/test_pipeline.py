@@ -65,10 +65,10 @@ def test_page_cache_writes_match_direct_writes(reference_output, tmp_path):
 
 def test_failure_mid_run_leaves_nothing(triple, tmp_path, monkeypatch):
     paths = triple()
-    from chatvec_fast.backends.torch_ref import TorchBackend
+    from chatvec_fast.backends.torch import TorchBackend
 
     calls = {"n": 0}
-    original = TorchBackend.merge
+    original = TorchBackend.compute
 
     def flaky(self, *args):
         calls["n"] += 1
@@ -76,7 +76,7 @@ def test_failure_mid_run_leaves_nothing(triple, tmp_path, monkeypatch):
             raise RuntimeError("injected kernel failure")
         return original(self, *args)
 
-    monkeypatch.setattr(TorchBackend, "merge", flaky)
+    monkeypatch.setattr(TorchBackend, "compute", flaky)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
         merge_with(paths, out, backend="torch", chunk_elements=1000)
@@ -87,11 +87,11 @@ def test_failure_mid_run_leaves_nothing(triple, tmp_path, monkeypatch):
 def test_input_truncated_during_the_run_is_an_error(triple, tmp_path, monkeypatch):
     """A file that shrinks after its header was read stops the run (no garbage output)."""
     paths = triple()
-    from chatvec_fast import pipeline
     from chatvec_fast.errors import InputError
+    from chatvec_fast.read import chunks
 
     victim = os.path.join(paths["chat"], sorted(f for f in os.listdir(paths["chat"]) if f.endswith(".safetensors"))[-1])
-    original = pipeline._InputFiles.fd
+    original = chunks.InputFiles.fd
 
     def fd_then_truncate(self, path):
         fd = original(self, path)
@@ -99,7 +99,7 @@ def test_input_truncated_during_the_run_is_an_error(triple, tmp_path, monkeypatc
             os.truncate(victim, 1000)
         return fd
 
-    monkeypatch.setattr(pipeline._InputFiles, "fd", fd_then_truncate)
+    monkeypatch.setattr(chunks.InputFiles, "fd", fd_then_truncate)
     with pytest.raises(InputError, match="truncated|changed"):
         merge_with(paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -107,7 +107,7 @@ def test_input_truncated_during_the_run_is_an_error(triple, tmp_path, monkeypatc
 
 def test_concurrent_run_on_the_same_output_is_refused(triple, tmp_path):
     from chatvec_fast.errors import OutputError
-    from chatvec_fast.output_dir import OutputDirectory
+    from chatvec_fast.write.staging import OutputDirectory
 
     out = tmp_path / "out"
     with OutputDirectory(str(out), {}):
@@ -133,7 +133,7 @@ def test_sweep_outputs_equal_single_merges(triple, tmp_path):
 def test_import_stays_light():
     """`import chatvec_fast` and a native merge's imports pull in neither torch nor triton."""
     code = (
-        "import sys, chatvec_fast, chatvec_fast.cli, chatvec_fast.api, chatvec_fast.pipeline;"
+        "import sys, chatvec_fast, chatvec_fast.cli, chatvec_fast.api, chatvec_fast.run;"
         "bad = [m for m in ('torch', 'triton') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from chatvec_fast.checkpoint import Checkpoint
 from chatvec_fast.errors import PlanError
-from chatvec_fast.planner import (
+from chatvec_fast.job import MergeOptions
+from chatvec_fast.plan.pairing import make_plan
+from chatvec_fast.plan.types import (
     COPY_NOT_FLOAT,
     COPY_ONLY_IN_CP,
     COPY_SKIPPED,
     COPY_VOCAB_SKIPPED,
     MERGE,
     SHARED_ROWS,
-    MergeOptions,
-    make_plan,
 )
-from chatvec_fast.safetensors_header import SafetensorsHeader, TensorInfo
+from chatvec_fast.read.checkpoint import Checkpoint
+from chatvec_fast.read.header import SafetensorsHeader, TensorInfo
 
 
 def ckpt(spec: dict, files=1, vocab=None) -> Checkpoint:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import assert_bits_equal, bits
 
-from chatvec_fast.reference import round_float64
+from chatvec_fast.backends.reference import round_float64
 
 FORMATS = {torch.bfloat16: (0x7F80, 0x7FC0), torch.float16: (0x7C00, 0x7E00)}
 

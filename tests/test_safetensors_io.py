@@ -10,10 +10,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from chatvec_fast.checkpoint import open_checkpoint, read_tensor_bytes
-from chatvec_fast.reference import as_torch
-from chatvec_fast.safetensors_header import read_header
-from chatvec_fast.writer import ShardFile, build_header
+from chatvec_fast.backends.reference import as_torch
+from chatvec_fast.read.checkpoint import open_checkpoint
+from chatvec_fast.read.chunks import read_tensor_bytes
+from chatvec_fast.read.header import read_header
+from chatvec_fast.write.shard import ShardFile, build_header
 
 
 def sample_tensors(seed=0):

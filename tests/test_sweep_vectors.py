@@ -14,9 +14,9 @@ from conftest import assert_bits_equal, chatvec_command
 from safetensors.torch import load_file, save_file
 
 from chatvec_fast import apply, extract, merge, sweep
-from chatvec_fast.api import alpha_dirname, parse_alphas
-from chatvec_fast.checkpoint import open_checkpoint
-from chatvec_fast.reference import round_float64
+from chatvec_fast.backends.reference import round_float64
+from chatvec_fast.job import alpha_dirname, parse_alphas
+from chatvec_fast.read.checkpoint import open_checkpoint
 
 
 def cli(*args):
@@ -150,7 +150,7 @@ def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
     assert "warning" in r.stderr and "could not hold" in r.stderr
     count = json.load(open(tmp_path / "v" / "chatvec_report.json"))["inexact_elements"]
     # Neighbouring bf16 values subtract exactly (Sterbenz), so only some differences round
-    from chatvec_fast.reference import count_inexact
+    from chatvec_fast.backends.reference import count_inexact
 
     b, c = load_dir(far_apart["base"]), load_dir(far_apart["chat"])
     want = sum(

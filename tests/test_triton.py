@@ -15,7 +15,7 @@ from test_kernel import as_buffer, dtype_mixes, run_backend
 
 from chatvec_fast import _native, merge
 from chatvec_fast.backends import get_backend
-from chatvec_fast.reference import TORCH_DTYPES, merge_reference
+from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
 
 triton = pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
 
@@ -54,7 +54,7 @@ def test_triton_extract_apply_convert(out_dtype):
     outs = {name: np.zeros(n * size, np.uint8) for name in ("tri", "nat")}
     counts = {}
     for name, backend in (("tri", tri), ("nat", nat)):
-        counts[name] = backend.merge(
+        counts[name] = backend.compute(
             as_buffer(base), "BF16", as_buffer(chat), "F32", None, None, n, [1.0], [outs[name]], out_dtype
         )
     assert np.array_equal(outs["tri"], outs["nat"]) and counts["tri"] == counts["nat"]

@@ -1,6 +1,6 @@
-"""Backends: one kernel call per chunk, the same contract for all.
+"""Stage 3, the backends: one kernel call per chunk, the same contract for all.
 
-    count = backend.merge(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
+    count = backend.compute(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
 
 writes round(cp + alphas[k] * (chat - base)) for the first n elements into
 outs[k]. The other modes of csrc/merge_kernel.h follow from the inputs left
@@ -50,11 +50,11 @@ def get_backend(
 
         return NativeBackend(threads)
     if name in ("torch", "torch-fp32"):
-        from .torch_ref import TorchBackend
+        from .torch import TorchBackend
 
         return TorchBackend(math="fp32" if name == "torch-fp32" else "fp64", threads=threads)
     if name == "triton":
-        from .triton_backend import TritonBackend
+        from .triton import TritonBackend
 
         return TritonBackend(device, threads, gpu_memory)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")

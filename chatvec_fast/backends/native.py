@@ -17,7 +17,7 @@ class NativeBackend:
     def describe(self) -> str:
         return f"native ({self._c.active_isa()}, {self.threads} threads)"
 
-    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
+    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         codes = KERNEL_CODES
         return self._c.merge(
             base,

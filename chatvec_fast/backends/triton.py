@@ -150,7 +150,7 @@ class TritonBackend:
 
     # -- the kernel -----------------------------------------------------------
 
-    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
+    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         return self.submit(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype).wait()
 
     def submit(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> Pending:

@@ -22,7 +22,9 @@ import json
 import os
 import shutil
 
-from .errors import OutputError
+from ..errors import OutputError
+from ..filenames import DONE_DIR, PLAN_FILE, lock_path, set_aside_path, staging_path
+from .durable import fsync_dir, write_atomic
 
 
 def _real(path: str) -> str:
@@ -67,15 +69,13 @@ class OutputDirectory:
         self.join = join
         self.resume = resume
         self.final = os.path.abspath(out)
-        parent, name = os.path.split(self.final.rstrip(os.sep))
-        self.parent = parent
-        self.path = os.path.join(parent, f".{name}.chatvec-partial")
-        self._lock_path = os.path.join(parent, f".{name}.chatvec-lock")
+        self.parent = os.path.dirname(self.final.rstrip(os.sep))
+        self.path = staging_path(out)
+        self._lock_path = lock_path(out)
         self._done_dir = os.path.join(self.path, DONE_DIR)
         self.overwrite = overwrite
         self._lock_fd = -1
         self.committed = False
-        self.kept = False  # the staging directory was left in place for --resume
 
     def __enter__(self) -> OutputDirectory:
         if self.join:
@@ -98,9 +98,8 @@ class OutputDirectory:
 
     # -- resume state ---------------------------------------------------------
 
-    def claim(self, fingerprint: str) -> int:
-        """Records the run's fingerprint. With resume, a staging directory of another command is an error.
-        Returns how many completed shards the directory already holds."""
+    def claim(self, fingerprint: str):
+        """Records the run's fingerprint. With resume, a staging directory of another command is an error."""
         path = os.path.join(self.path, PLAN_FILE)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -111,9 +110,8 @@ class OutputDirectory:
                     "input files changed since); run without --resume to start over"
                 )
         else:
-            _write_atomic(path, fingerprint)
-            _fsync_dir(self.path)
-        return len(os.listdir(self._done_dir))
+            write_atomic(path, fingerprint)
+            fsync_dir(self.path)
 
     def completed(self, name: str, size: int) -> dict | None:
         """The record of shard file `name` ({"bytes", "sha256", "inexact"}) if an earlier run completed it and
@@ -132,7 +130,7 @@ class OutputDirectory:
     def mark_done(self, name: str, size: int, sha256: str, inexact: int = 0):
         """Records a complete, fsynced shard file."""
         record = {"bytes": size, "sha256": sha256, "inexact": inexact}
-        _write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record))
+        write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record))
 
     def recorded(self, name: str) -> dict | None:
         """The record of a completed shard file (by any rank), without re-reading the file."""
@@ -141,9 +139,6 @@ class OutputDirectory:
             return None
         with open(marker, encoding="utf-8") as f:
             return json.load(f)
-
-    def completed_count(self) -> int:
-        return len(os.listdir(self._done_dir)) if os.path.isdir(self._done_dir) else 0
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -154,16 +149,16 @@ class OutputDirectory:
         plan = os.path.join(self.path, PLAN_FILE)
         if os.path.exists(plan):
             os.unlink(plan)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         old = None
         if os.path.lexists(self.final):
             # Checked empty or --overwrite at start; move it aside, then swap.
-            old = os.path.join(self.parent, f".{os.path.basename(self.final)}.chatvec-old")
+            old = set_aside_path(self.final)
             if os.path.lexists(old):
                 shutil.rmtree(old)
             os.rename(self.final, old)
         os.rename(self.path, self.final)
-        _fsync_dir(self.parent)
+        fsync_dir(self.parent)
         self.committed = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -176,9 +171,7 @@ class OutputDirectory:
                 # Interrupted (Ctrl-C, SIGTERM), or failed with --resume: keep the completed shards for
                 # the next run. Any other failure leaves nothing behind.
                 interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-                if (interrupted or self.resume) and exc_type is not None:
-                    self.kept = True
-                else:
+                if not ((interrupted or self.resume) and exc_type is not None):
                     shutil.rmtree(self.path, ignore_errors=True)
         finally:
             self._unlock()
@@ -219,30 +212,9 @@ class OutputDirectory:
             self._lock_fd = -1
 
 
-DONE_DIR = ".chatvec-done"  # one record per completed shard file
-PLAN_FILE = ".chatvec-plan"  # the fingerprint of the run that owns the staging directory
-
-
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(16 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomic(path: str, text: str):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: str):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 
-from .errors import InputError
-from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
-
-INDEX_NAME = "model.safetensors.index.json"
-_SHARD_NAME = re.compile(r"(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.safetensors")
-SINGLE_NAME = "model.safetensors"
+from ..errors import InputError
+from ..filenames import CONFIG_NAME, INDEX_NAME, SHARD_NAME, SINGLE_NAME
+from .header import SafetensorsHeader, TensorInfo, read_header
 
 
 @dataclass
@@ -32,14 +28,6 @@ class Checkpoint:
     @property
     def directory(self) -> str:
         return self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
-
-    def file_of(self, name: str) -> SafetensorsHeader:
-        path = self.tensors[name].path
-        return next(f for f in self.files if f.path == path)
 
 
 def _load_json(path: str, what: str) -> dict:
@@ -72,7 +60,7 @@ def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str],
     # save_pretrained names shards PREFIX-00001-of-0000N; a sibling of that
     # series on disk that the index never mentions means the index is stale.
     for shard in shards:
-        m = _SHARD_NAME.fullmatch(shard)
+        m = SHARD_NAME.fullmatch(shard)
         if m:
             count = int(m["count"])
             for i in range(1, count + 1):
@@ -119,9 +107,9 @@ def open_checkpoint(path: str) -> Checkpoint:
                 else ""
             )
             raise InputError(f"{path}: neither {SINGLE_NAME} nor {INDEX_NAME} found{hint}")
-        config_path = os.path.join(path, "config.json")
+        config_path = os.path.join(path, CONFIG_NAME)
         if os.path.isfile(config_path):
-            config = _load_json(config_path, "config.json")
+            config = _load_json(config_path, CONFIG_NAME)
 
     tensors: dict[str, TensorInfo] = {}
     for header in files:
@@ -145,13 +133,3 @@ def open_checkpoint(path: str) -> Checkpoint:
                 f"in the index ({len(extra)} such tensors); the index and the shards disagree"
             )
     return Checkpoint(path, files, tensors, config)
-
-
-def read_tensor_bytes(info: TensorInfo) -> bytes:
-    """The raw bytes of one tensor (for checks and tests; the merge itself streams in chunks)."""
-    with open(info.path, "rb") as f:
-        f.seek(info.offset)
-        data = f.read(info.nbytes)
-    if len(data) != info.nbytes:
-        raise InputError(f"{info.path}: ends inside tensor {info.name!r}; the file is truncated")
-    return data

@@ -1,4 +1,5 @@
-"""Tokenizer files, read as JSON: token ids by string, the special tokens, the chat template.
+"""A model directory's other files, read as JSON: which to carry over, token ids, special tokens, the chat
+template.
 
 The Chat Vector paper's practice for an expanded vocabulary keeps cp's
 tokenizer but takes the chat model's chat template and eos, and the chat
@@ -9,19 +10,46 @@ since cp's ids may differ from chat's.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 
-from .errors import InputError
-from .writer import write_json
+from ..errors import InputError
+from ..filenames import CHAT_TEMPLATE_FILES, TOKENIZER_CONFIG, TOKENIZER_JSON
 
-TOKENIZER_JSON = "tokenizer.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
-_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# Config, generation config, tokenizer (SentencePiece, BPE, tiktoken), chat
+# templates, processors, and custom modeling code for trust_remote_code models.
+AUX_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.tiktoken",
+    "chat_template*",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "*.py",
+)
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
-def _read_json(path: str) -> dict:
+def aux_files(model_dir: str) -> list[str]:
+    """Names of the files in model_dir to carry into the output."""
+    if not os.path.isdir(model_dir):
+        return []
+    names = []
+    for name in sorted(os.listdir(model_dir)):
+        if os.path.isfile(os.path.join(model_dir, name)) and any(fnmatch.fnmatch(name, p) for p in AUX_PATTERNS):
+            names.append(name)
+    return names
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from a tokenizer or config file; InputError naming the file otherwise."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -32,9 +60,9 @@ def _read_json(path: str) -> dict:
     return doc
 
 
-def _optional_json(model_dir: str, name: str) -> dict:
+def optional_json(model_dir: str, name: str) -> dict:
     path = os.path.join(model_dir, name)
-    return _read_json(path) if os.path.isfile(path) else {}
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def token_text(value) -> str | None:
@@ -46,6 +74,10 @@ def token_text(value) -> str | None:
     return None
 
 
+def has_vocab(model_dir: str) -> bool:
+    return os.path.isfile(os.path.join(model_dir, TOKENIZER_JSON))
+
+
 def load_vocab(model_dir: str) -> dict[str, int]:
     """Token string -> id, from tokenizer.json (BPE, WordPiece, WordLevel or Unigram) and its added tokens."""
     path = os.path.join(model_dir, TOKENIZER_JSON)
@@ -54,7 +86,7 @@ def load_vocab(model_dir: str) -> dict[str, int]:
             f"{model_dir}: no {TOKENIZER_JSON}; matching special tokens needs a fast tokenizer file "
             "(save one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir))"
         )
-    doc = _read_json(path)
+    doc = read_json(path)
     vocab = (doc.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
         tokens = {str(k): int(v) for k, v in vocab.items()}
@@ -70,31 +102,36 @@ def load_vocab(model_dir: str) -> dict[str, int]:
 
 def chat_template(model_dir: str):
     """(template, where it was found) or (None, None). A template is a string or a list of named templates."""
-    config = _optional_json(model_dir, TOKENIZER_CONFIG)
+    config = optional_json(model_dir, TOKENIZER_CONFIG)
     if config.get("chat_template"):
         return config["chat_template"], TOKENIZER_CONFIG
-    jinja = os.path.join(model_dir, "chat_template.jinja")
+    jinja = os.path.join(model_dir, CHAT_TEMPLATE_FILES[0])
     if os.path.isfile(jinja):
         with open(jinja, encoding="utf-8") as f:
-            return f.read(), "chat_template.jinja"
-    doc = _optional_json(model_dir, "chat_template.json")
+            return f.read(), CHAT_TEMPLATE_FILES[0]
+    doc = optional_json(model_dir, CHAT_TEMPLATE_FILES[1])
     if doc.get("chat_template"):
-        return doc["chat_template"], "chat_template.json"
+        return doc["chat_template"], CHAT_TEMPLATE_FILES[1]
     return None, None
+
+
+def eos_token(model_dir: str):
+    """The eos entry of tokenizer_config.json as written there (a string or an AddedToken dict), or None."""
+    return optional_json(model_dir, TOKENIZER_CONFIG).get("eos_token")
 
 
 def special_tokens(model_dir: str) -> list[str]:
     """The model's special tokens: bos, eos, pad, unk, additional ones, added tokens marked special, and
     added tokens its chat template uses. In a stable order, without repeats."""
-    config = _optional_json(model_dir, TOKENIZER_CONFIG)
-    token_map = _optional_json(model_dir, "special_tokens_map.json")
+    config = optional_json(model_dir, TOKENIZER_CONFIG)
+    token_map = optional_json(model_dir, "special_tokens_map.json")
     found: list[str] = []
     for source in (config, token_map):
         for key in _SPECIAL_KEYS:
             found.append(token_text(source.get(key)))
         for extra in source.get("additional_special_tokens") or []:
             found.append(token_text(extra))
-    tokenizer = _optional_json(model_dir, TOKENIZER_JSON)
+    tokenizer = optional_json(model_dir, TOKENIZER_JSON)
     template, _ = chat_template(model_dir)
     template_text = json.dumps(template) if template is not None else ""
     for added in tokenizer.get("added_tokens") or []:
@@ -115,45 +152,3 @@ def special_rows(chat_dir: str, cp_dir: str) -> tuple[list[tuple[str, int, int]]
         elif token in chat_vocab:
             missing.append(token)
     return rows, missing
-
-
-def take_chat_template(chat_dir: str, cp_dir: str, out_dir: str) -> dict:
-    """Puts the chat model's chat template and eos token into the output's tokenizer files (cp's, already
-    copied there). Returns what was done, for the report."""
-    template, where = chat_template(chat_dir)
-    done: dict = {"from": "chat", "found_in": where}
-    if template is None:
-        return {"from": "cp", "reason": "the chat model has no chat template"}
-    config_path = os.path.join(out_dir, TOKENIZER_CONFIG)
-    config = _read_json(config_path) if os.path.isfile(config_path) else {}
-    config["chat_template"] = template
-    for name in _TEMPLATE_FILES:  # cp's own template files would compete with the new one
-        stale = os.path.join(out_dir, name)
-        if os.path.isfile(stale):
-            os.unlink(stale)
-            done.setdefault("removed", []).append(name)
-    chat_config = _optional_json(chat_dir, TOKENIZER_CONFIG)
-    eos = token_text(chat_config.get("eos_token"))
-    if eos is not None:
-        cp_vocab = load_vocab(cp_dir) if os.path.isfile(os.path.join(cp_dir, TOKENIZER_JSON)) else {}
-        if eos in cp_vocab:
-            config["eos_token"] = chat_config["eos_token"]
-            done["eos_token"] = {"token": eos, "id": cp_vocab[eos]}
-            _set_generation_eos(out_dir, cp_vocab[eos], done)
-        else:
-            done["eos_token"] = {"token": eos, "kept_cp": True, "reason": "cp's vocabulary lacks it"}
-    write_json(config_path, config)
-    return done
-
-
-def _set_generation_eos(out_dir: str, eos_id: int, done: dict):
-    path = os.path.join(out_dir, "generation_config.json")
-    if not os.path.isfile(path):
-        return
-    config = _read_json(path)
-    current = config.get("eos_token_id")
-    ids = current if isinstance(current, list) else ([current] if current is not None else [])
-    if eos_id not in ids:
-        config["eos_token_id"] = [*ids, eos_id] if ids else eos_id
-        write_json(path, config)
-        done["generation_eos_token_id"] = config["eos_token_id"]

@@ -127,3 +127,20 @@ def count_inexact(stored: torch.Tensor, exact64: torch.Tensor) -> int:
     back = stored.to(torch.float64)
     differs = back.view(torch.int64) != exact64.view(torch.int64)
     return int((differs & ~torch.isnan(exact64)).sum())
+
+
+def ordered_bits(t: torch.Tensor) -> torch.Tensor:
+    """int64 keys in the order of the float values: sign-magnitude bits mapped to two's complement, so that
+    the difference of two keys is the distance in ulps of t's dtype (16, 32 or 64 bits)."""
+    width = t.element_size()
+    b = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[width]).to(torch.int64)
+    if width == 8:
+        return torch.where(b < 0, -(b & 0x7FFF_FFFF_FFFF_FFFF), b)
+    return torch.where(b < 0, -(b + (1 << (8 * width - 1))), b)
+
+
+def ulp_distance(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """|got - want| in ulps of their dtype, element by element; 0 where both are NaN."""
+    distance = (ordered_bits(got) - ordered_bits(want)).abs()
+    both_nan = torch.isnan(got) & torch.isnan(want)
+    return torch.where(both_nan, torch.zeros_like(distance), distance)

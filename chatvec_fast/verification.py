@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import open_checkpoint
-from .engine import REPORT_NAME
+from .backends.reference import TORCH_DTYPES, merge_reference, ulp_distance
 from .errors import InputError
-from .planner import MergeOptions, Plan, TensorPlan, make_extract_plan, make_plan
-from .reference import TORCH_DTYPES, merge_reference
-from .safetensors_header import TensorInfo
+from .filenames import REPORT_NAME
+from .job import Job
+from .plan import plan_job
+from .plan.types import TensorPlan
+from .read.checkpoint import open_checkpoint
+from .read.chunks import read_bytes
+from .read.header import TensorInfo
+from .write.staging import sha256_file
 
 WINDOW = 16384  # elements per sampled window
 
@@ -93,40 +97,12 @@ def _load_report(out: str) -> dict:
         return json.load(f)
 
 
-def rebuild_plan(report: dict) -> Plan:
-    """The plan that produced an output, from its report."""
-    o = report["options"]
-    command = report["command"]
-    inputs = {role: open_checkpoint(path) for role, path in report["inputs"].items()}
-    rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
-    alpha = report.get("alpha", 1.0)
-    options = MergeOptions(
-        alphas=(float(alpha),),
-        skip=tuple(o["skip"]),
-        vocab_mismatch=o["vocab_mismatch"],
-        dtype=o["dtype"],
-        max_shard_size=o["max_shard_size"],
-        alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]),
-        special_rows=rows,
-    )
-    if command == "extract":
-        return make_extract_plan(inputs["base"], inputs["chat"], options)
-    if command == "apply":
-        return make_plan(None, inputs["vector"], inputs["cp"], options)
-    return make_plan(inputs["base"], inputs["chat"], inputs["cp"], options)
-
-
 def read_elements(info: TensorInfo, start: int, count: int) -> torch.Tensor:
     """Elements [start, start + count) of a float tensor, as a torch tensor."""
     size = torch.empty((), dtype=TORCH_DTYPES[info.dtype]).element_size()
-    with open(info.path, "rb") as f:
-        f.seek(info.offset + start * size)
-        raw = f.read(count * size)
-    if len(raw) != count * size:
-        raise InputError(f"{info.path}: ends inside tensor {info.name!r}; the file is truncated")
     if count == 0:
         return torch.empty(0, dtype=TORCH_DTYPES[info.dtype])
-    return torch.frombuffer(bytearray(raw), dtype=TORCH_DTYPES[info.dtype])
+    return torch.frombuffer(read_bytes(info, start * size, count * size), dtype=TORCH_DTYPES[info.dtype])
 
 
 def expected_elements(t: TensorPlan, start: int, count: int) -> torch.Tensor:
@@ -155,14 +131,6 @@ def expected_elements(t: TensorPlan, start: int, count: int) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.empty(0, dtype=out_dtype)
 
 
-def _ordered(t: torch.Tensor) -> torch.Tensor:
-    width = t.element_size()
-    b = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[width]).to(torch.int64)
-    if width == 8:
-        return torch.where(b < 0, -(b & 0x7FFF_FFFF_FFFF_FFFF), b)
-    return torch.where(b < 0, -(b + (1 << (8 * width - 1))), b)
-
-
 def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int, int]]:
     if every or numel <= WINDOW * (windows + 2):
         return [(0, numel)]
@@ -173,8 +141,6 @@ def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int
 
 def check_checksums(out: str, report: dict) -> list[str]:
     """Each shard file against the size and sha256 its report recorded: fast, and catches any change."""
-    from .output_dir import sha256_file
-
     problems = []
     for name, record in report.get("files", {}).items():
         path = os.path.join(out, name)
@@ -194,7 +160,7 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
     result.file_problems = check_checksums(out, report)
     if checksums_only:
         return result
-    plan = rebuild_plan(report)
+    plan = plan_job(Job.from_report(report, out))
     got = open_checkpoint(out)
     planned = {t.name for t in plan.tensors}
     for extra in sorted(set(got.tensors) - planned):
@@ -211,10 +177,7 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
             continue
         if t.out_dtype not in TORCH_DTYPES:  # a copied non-float tensor: compare bytes
             source = t.segments[0].source
-            with open(info.path, "rb") as f, open(source.path, "rb") as g:
-                f.seek(info.offset)
-                g.seek(source.offset)
-                same = f.read(info.nbytes) == g.read(source.nbytes)
+            same = read_bytes(info) == read_bytes(source)
             check.checked = check.equal = t.numel
             if not same:
                 check.problem = f"differs from {source.path}"
@@ -222,9 +185,7 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
         for start, count in _windows(t.name, t.numel, every, windows):
             want = expected_elements(t, start, count)
             have = read_elements(info, start, count)
-            distance = (_ordered(have) - _ordered(want)).abs()
-            both_nan = torch.isnan(have) & torch.isnan(want)
-            distance = torch.where(both_nan, torch.zeros_like(distance), distance)
+            distance = ulp_distance(have, want)
             check.checked += count
             check.equal += int((distance == 0).sum())
             if count:

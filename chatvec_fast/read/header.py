@@ -15,8 +15,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from .dtypes import BITS, nbytes
-from .errors import InputError
+from ..dtypes import BITS, nbytes
+from ..errors import InputError
 
 # The safetensors library refuses headers above 100 MB; a 405B model's largest
 # shard header is about 100 KB.

@@ -1,4 +1,4 @@
-"""The plain PyTorch backend: chatvec_fast.reference applied chunk by chunk."""
+"""The plain PyTorch backend: the float64 reference (backends/reference.py) applied chunk by chunk."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..dtypes import itemsize
-from ..reference import TORCH_DTYPES, count_inexact, merge_reference
+from .reference import TORCH_DTYPES, count_inexact, merge_reference
 
 
 def _as_tensor(buf, dtype: str, n: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ class TorchBackend:
     def describe(self) -> str:
         return f"{self.name} ({self.math} math, {torch.get_num_threads()} threads)"
 
-    def merge(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
+    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
         b = None if base is None else _as_tensor(base, base_dtype, n)
         c = None if chat is None else _as_tensor(chat, chat_dtype, n)
         p = None if cp is None else _as_tensor(cp, cp_dtype, n)

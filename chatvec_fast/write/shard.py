@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _native, faults
-from .errors import OutputError
+from .. import _native, faults
+from ..errors import OutputError
 
 
 def build_header(
@@ -277,11 +277,3 @@ class CompletedFile:
 
     def close(self, sync: bool = True):
         pass
-
-
-def write_json(path: str, doc: dict):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())

@@ -1,0 +1,59 @@
+"""Every file name chatvec-fast reads by convention or writes, in one place.
+
+Readers (read/), writers (write/), verify and the CLI's hints all take names from here, so a name
+can change in one line and no stage has to know another stage's naming.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# Hugging Face model directories.
+SINGLE_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+SHARD_NAME = re.compile(r"(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.safetensors")
+CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+# What a run adds to its output.
+REPORT_NAME = "chatvec_report.json"
+# A shard-header metadata key patched once the run knows its value (extract's count of elements the
+# vector's dtype rounded): written as 20 zeros, replaced in place by the same number of digits.
+INEXACT_KEY = "chatvec_fast.inexact_elements"
+
+
+def shard_name(index: int, count: int) -> str:
+    """model-00002-of-00005.safetensors (1-based index), as save_pretrained names shards."""
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
+
+
+# Beside the output, while a run works (NAME is the output directory's name).
+def staging_path(out: str) -> str:
+    """Where the output is built before it is renamed into place: .NAME.chatvec-partial."""
+    parent, name = _split(out)
+    return os.path.join(parent, f".{name}.chatvec-partial")
+
+
+def lock_path(out: str) -> str:
+    """The flock that keeps two runs off one output: .NAME.chatvec-lock."""
+    parent, name = _split(out)
+    return os.path.join(parent, f".{name}.chatvec-lock")
+
+
+def set_aside_path(out: str) -> str:
+    """Where an output being replaced (--overwrite) waits while the new one is renamed in: .NAME.chatvec-old."""
+    parent, name = _split(out)
+    return os.path.join(parent, f".{name}.chatvec-old")
+
+
+# Inside the staging directory: the resume state.
+DONE_DIR = ".chatvec-done"  # one record per completed shard file
+PLAN_FILE = ".chatvec-plan"  # the fingerprint of the run that owns the staging directory
+
+
+def _split(out: str) -> tuple[str, str]:
+    return os.path.split(os.path.abspath(out).rstrip(os.sep))

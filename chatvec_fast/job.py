@@ -1,0 +1,213 @@
+"""A job: what one command computes, declared once and validated before any work.
+
+`Settings` holds every keyword option of the Python API and the CLI, with its default and its meaning
+(the API's docstrings are built from it). `Job` ties settings to a command's inputs, outputs and alphas.
+`MergeOptions` is the part the planner needs, recorded in every output's metadata and report, from
+which `Job.from_report` rebuilds a job for `verify`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+
+from .dtypes import parse_user_dtype
+from .units import parse_size
+
+VOCAB_POLICIES = ("shared-rows", "skip", "error")
+TOKEN_SOURCES = ("cp", "chat")
+COMMANDS = ("merge", "sweep", "extract", "apply")
+
+# 1M elements per chunk (2 MiB per bf16 input): big enough that the Python hand-offs (~30 us a chunk) are
+# noise, small enough that the slots (4 x (3 + K) x 4 MiB for models up to f32) stay RSS-friendly.
+DEFAULT_CHUNK_ELEMENTS = int(os.environ.get("CHATVEC_CHUNK_ELEMENTS", 1 << 20))  # the variable: for tests
+
+
+def _option(default, doc: str, default_factory=None):
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The keyword options of merge, sweep, extract and apply (each takes the ones that apply to it)."""
+
+    backend: str = _option("auto", "kernel: auto (triton on a CUDA machine, else native), native, triton, "
+                           "torch (the float64 reference) or torch-fp32 (float32 math, not exact)")  # fmt: skip
+    threads: int | None = _option(None, "CPU kernel threads (default: every core the process may use)")
+    skip: tuple[str, ...] = _option((), "regexes (re.search) of tensors to copy from cp unchanged")
+    vocab_mismatch: str = _option("shared-rows", "cp with more vocabulary rows than base/chat: merge the shared "
+                                  "rows and keep cp's extra rows (shared-rows), copy those tensors (skip), or stop "
+                                  "(error)")  # fmt: skip
+    max_shard_size: str | int | None = _option(None, "re-shard the output, e.g. '5GB' or '2GiB' (GB = 10^9); "
+                                               "default: the same shards as cp")  # fmt: skip
+    dtype: str | None = _option(None, "output dtype of float tensors: bf16, f16 or f32 (default: cp's, tensor by "
+                                "tensor; extract: f32, or f64 to keep every difference exactly)")  # fmt: skip
+    overwrite: bool = _option(False, "replace a non-empty output directory")
+    resume: bool = _option(False, "continue an interrupted run of the same command, keeping completed shards "
+                           "whose checksums still match")  # fmt: skip
+    dry_run: bool = _option(False, "plan only: report what would be written, write nothing")
+    progress: bool = _option(False, "a progress line on stderr")
+    alpha_for: tuple = _option((), "per-tensor alphas, 'REGEX=VALUE' strings or (regex, value) pairs; the first "
+                               "match sets a tensor's alpha")  # fmt: skip
+    special_tokens_from: str = _option("cp", "chat: the rows of the special tokens in the vocabulary tensors come "
+                                       "from the chat model, matched by token string")  # fmt: skip
+    chat_template_from: str | None = _option(None, "whose chat template and eos the output's tokenizer gets: chat "
+                                             "or cp (default: chat's when it has one)")  # fmt: skip
+    chunk_elements: int = _option(DEFAULT_CHUNK_ELEMENTS, "elements per pipeline chunk (tests use small values)")
+    devices: str | tuple[str, ...] | None = _option(None, "triton: GPUs that share the output shards, e.g. "
+                                                    "'cuda:0,cuda:1'")  # fmt: skip
+    gpu_memory: str | int | None = _option(None, "triton: device memory for buffers per GPU (default 2GiB)")
+
+    @classmethod
+    def documentation(cls, names) -> str:
+        """The 'Options' section of an API docstring, for the given option names."""
+        docs = {f.name: f.metadata["doc"] for f in fields(cls)}
+        return "\n".join(f"    {name}: {docs[name]}" for name in names)
+
+
+def option_defaults() -> dict:
+    return {f.name: f.default for f in fields(Settings)}
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """What the planner needs, as the output records it."""
+
+    alphas: tuple[float, ...] = (1.0,)
+    skip: tuple[str, ...] = ()  # regexes (re.search) of tensors to copy from cp
+    vocab_mismatch: str = "shared-rows"
+    dtype: str | None = None  # output dtype for float tensors; None keeps cp's (F32 for extract)
+    max_shard_size: int | None = None  # bytes; None mirrors the input's sharding
+    alpha_for: tuple[tuple[str, float], ...] = ()  # (regex, alpha): first match sets the tensor's alpha
+    # Rows copied from the chat model into every vocabulary tensor: (token, chat row, cp row).
+    special_rows: tuple[tuple[str, int, int], ...] = ()
+
+    def __post_init__(self):
+        if not self.alphas:
+            raise ValueError("need at least one alpha")
+        if self.vocab_mismatch not in VOCAB_POLICIES:
+            raise ValueError(f"vocab_mismatch must be one of {VOCAB_POLICIES}, got {self.vocab_mismatch!r}")
+        if self.max_shard_size is not None and self.max_shard_size <= 0:
+            raise ValueError(f"max_shard_size must be positive, got {self.max_shard_size}")
+        for pattern in (*self.skip, *(p for p, _ in self.alpha_for)):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+    def record(self) -> dict:
+        """The options as chatvec_report.json and the shard metadata record them."""
+        return {
+            "skip": list(self.skip),
+            "vocab_mismatch": self.vocab_mismatch,
+            "dtype": self.dtype,
+            "max_shard_size": self.max_shard_size,
+            "alpha_for": [[p, a] for p, a in self.alpha_for],
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command: its inputs by role (base/chat/cp, vector/cp, or base/chat), its output directories (one
+    per alpha), and its settings."""
+
+    command: str
+    inputs: dict[str, str]
+    outputs: tuple[str, ...]
+    alphas: tuple[float, ...]
+    settings: Settings
+    special_rows: tuple[tuple[str, int, int], ...] | None = None  # None: found through the tokenizers
+
+    @classmethod
+    def build(cls, command: str, inputs: dict[str, str], out: str, alphas, settings: Settings, *, sweep: bool):
+        """Validates the alphas and options; sweep=True puts one output per alpha under out/alpha-A/."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        values = parse_alphas(alphas) if isinstance(alphas, str) else [float(a) for a in alphas]
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"alphas {alphas!r}: need at least one, and no repeats")
+        outputs = tuple(os.path.join(out, alpha_dirname(a)) for a in values) if sweep else (out,)
+        if settings.special_tokens_from not in TOKEN_SOURCES:
+            raise ValueError(f"special_tokens_from must be 'cp' or 'chat', got {settings.special_tokens_from!r}")
+        if settings.chat_template_from not in (None, *TOKEN_SOURCES):
+            raise ValueError(f"chat_template_from must be 'cp' or 'chat', got {settings.chat_template_from!r}")
+        job = cls(command, dict(inputs), outputs, tuple(values), settings)
+        job.merge_options()  # validates the regexes, sizes and policies now, before any input is opened
+        return job
+
+    def merge_options(self, special_rows=()) -> MergeOptions:
+        s = self.settings
+        dtype = s.dtype if s.dtype is not None else ("f32" if self.command == "extract" else None)
+        return MergeOptions(
+            alphas=self.alphas,
+            skip=tuple(s.skip),
+            vocab_mismatch=s.vocab_mismatch,
+            dtype=parse_user_dtype(dtype) if dtype else None,
+            max_shard_size=parse_size(s.max_shard_size),
+            alpha_for=parse_alpha_for(s.alpha_for),
+            special_rows=tuple(special_rows),
+        )
+
+    @classmethod
+    def from_report(cls, report: dict, out: str) -> Job:
+        """The job that wrote an output, from its chatvec_report.json (for verify)."""
+        o = report["options"]
+        command = report["command"]
+        settings = replace(
+            Settings(),
+            skip=tuple(o["skip"]),
+            vocab_mismatch=o["vocab_mismatch"],
+            dtype=o["dtype"],
+            max_shard_size=o["max_shard_size"],
+            alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]),
+        )
+        rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
+        alphas = (float(report.get("alpha", 1.0)),)
+        return cls(command, dict(report["inputs"]), (out,), alphas, settings, special_rows=rows)
+
+
+def alpha_dirname(alpha: float) -> str:
+    """alpha-0.25, alpha-1.0, alpha--0.5 (the shortest text that reads back as the same float)."""
+    return f"alpha-{float(alpha)!r}"
+
+
+def parse_alphas(text: str) -> list[float]:
+    """'0.25,0.5,1' or 'start:stop:step' (stop included when the steps land on it), in exact decimal steps."""
+    try:
+        if ":" in text:
+            parts = [Decimal(p) for p in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            start, stop, step = parts
+            count = int((stop - start) / step) + 1
+            values = [float(start + i * step) for i in range(count)]
+        else:
+            values = [float(Decimal(p)) for p in text.split(",") if p.strip()]
+    except (InvalidOperation, ValueError):
+        raise ValueError(
+            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
+        ) from None
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"alphas {text!r}: need at least one, and no repeats")
+    return values
+
+
+def parse_alpha_for(rules) -> tuple[tuple[str, float], ...]:
+    """['embed_tokens|lm_head=0', ...] -> (('embed_tokens|lm_head', 0.0), ...); the value follows the last '='."""
+    out = []
+    for rule in rules or ():
+        if isinstance(rule, (tuple, list)):
+            out.append((str(rule[0]), float(rule[1])))
+            continue
+        pattern, sep, value = str(rule).rpartition("=")
+        try:
+            out.append((pattern, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise ValueError(f"--alpha-for {rule!r}: expected REGEX=VALUE, e.g. 'embed_tokens|lm_head=0'")
+    return tuple(out)

@@ -1,0 +1,155 @@
+"""Pairs tensors across the inputs by name, checks shapes and dtypes, and applies the policies.
+
+Looks at headers only. For every tensor of cp (of chat, for `extract`) it decides a policy and the
+segments of the output tensor; problems are collected over all tensors and raised together.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..dtypes import MERGEABLE, VECTOR_DTYPES
+from ..job import MergeOptions
+from ..read.checkpoint import Checkpoint
+from .layout import layout
+from .problems import Problems, listing
+from .types import (
+    COPY_NOT_FLOAT,
+    COPY_ONLY_IN_CP,
+    COPY_SKIPPED,
+    COPY_VOCAB_SKIPPED,
+    EXTRACT,
+    MERGE,
+    SHARED_ROWS,
+    Plan,
+    Segment,
+    TensorPlan,
+)
+from .vocab import is_expanded_vocab, slice_segments, transplant_rows, vocab_sizes
+
+
+def _alphas_for(name: str, options: MergeOptions, rules) -> tuple[float, ...]:
+    for pattern, alpha in rules:
+        if pattern.search(name):
+            return (float(alpha),) * len(options.alphas)
+    return tuple(float(a) for a in options.alphas)
+
+
+def _matches(patterns, name) -> bool:
+    return any(p.search(name) for p in patterns)
+
+
+def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options: MergeOptions) -> Plan:
+    """Plans cp + alpha * (chat - base); with base None, `chat` is a saved chat vector (cp + alpha * vector).
+
+    Raises PlanError listing every problem found.
+    """
+    apply = base is None
+    delta_roles = "the vector" if apply else "base/chat"
+    skip = [re.compile(p) for p in options.skip]
+    rules = [(re.compile(p), a) for p, a in options.alpha_for]
+    delta_vocab = vocab_sizes(chat) | (set() if apply else vocab_sizes(base))
+    cp_vocab = vocab_sizes(cp)
+    special = {cp_row: chat_row for _, chat_row, cp_row in options.special_rows}
+    delta_dtypes = VECTOR_DTYPES if apply else MERGEABLE
+    problems = Problems()
+    plans: dict[str, TensorPlan] = {}
+
+    for name, c in cp.tensors.items():
+        b = None if apply else base.tensors.get(name)
+        h = chat.tensors.get(name)
+        out_dtype = options.dtype if (options.dtype and c.dtype in MERGEABLE) else c.dtype
+        alphas = _alphas_for(name, options, rules)
+        whole_cp = [Segment("copy", 0, c.numel, c, 0)]
+
+        def plan(policy, merged=0, name=name, c=c, b=b, h=h, out_dtype=out_dtype, alphas=alphas, whole_cp=whole_cp):
+            segments = (
+                whole_cp if merged == 0 else [Segment("merge", 0, merged)] + slice_segments(whole_cp, merged, c.numel)
+            )
+            plans[name] = TensorPlan(name, policy, c.shape, out_dtype, c, b, h, alphas, segments)
+
+        if _matches(skip, name):
+            plan(COPY_SKIPPED)
+        elif h is None and (apply or b is None):
+            plan(COPY_ONLY_IN_CP)
+        elif not apply and (b is None or h is None):
+            have, lack = ("chat", "base") if b is None else ("base", "chat")
+            problems.add("only-one", f"{name}: in {have} and cp, missing from {lack}")
+        elif not apply and b.shape != h.shape:
+            problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
+        elif c.dtype not in MERGEABLE or h.dtype not in delta_dtypes or (b is not None and b.dtype not in MERGEABLE):
+            if c.dtype not in MERGEABLE and h.dtype == c.dtype and (b is None or b.dtype == c.dtype):
+                plan(COPY_NOT_FLOAT)
+            else:
+                problems.add("dtype", f"{name}: dtypes {_dtypes(b, h, c, apply)}")
+        elif c.shape == h.shape:
+            plan(MERGE, c.numel)
+        elif is_expanded_vocab(c, h, delta_vocab):
+            if options.vocab_mismatch == "shared-rows":
+                plan(SHARED_ROWS, h.numel)
+            elif options.vocab_mismatch == "skip":
+                plan(COPY_VOCAB_SKIPPED)
+            else:
+                problems.add("vocab", f"{name}: cp has {c.shape[0]} rows, {delta_roles} {h.shape[0]}")
+        else:
+            problems.add("shape", f"{name}: cp has shape {c.shape}, {delta_roles} {h.shape}")
+
+    notes = []
+    if special:
+        transplant_rows(plans, special, chat, cp_vocab, skip, problems, notes)
+    problems.raise_if_any()
+    delta_names = chat.tensors if apply else [n for n in base.tensors if n in chat.tensors]
+    dropped = [n for n in delta_names if n not in cp.tensors and not _matches(skip, n)]
+    if not apply:
+        lonely = [
+            n
+            for n in {**base.tensors, **chat.tensors}
+            if n not in cp.tensors and (n in base.tensors) != (n in chat.tensors)
+        ]
+        if lonely:
+            notes.append(
+                f"{len(lonely)} tensors in only one of base and chat and not in cp are ignored: {listing(lonely)}"
+            )
+    lm_head = plans.get("lm_head.weight")
+    if lm_head is not None and lm_head.policy == COPY_ONLY_IN_CP:
+        notes.append(f"lm_head.weight: {delta_roles} tie it to the input embedding; cp's is copied unchanged")
+    shards, single = layout(cp, plans, options.max_shard_size)
+    inputs = {"vector": chat, "cp": cp} if apply else {"base": base, "chat": chat, "cp": cp}
+    return Plan(options, inputs, shards, single, dropped, notes)
+
+
+def _dtypes(b, h, c, apply) -> str:
+    if apply:
+        return f"vector {h.dtype}, cp {c.dtype}"
+    return f"base {b.dtype}, chat {h.dtype}, cp {c.dtype}"
+
+
+def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions) -> Plan:
+    """Plans the chat vector chat - base, laid out like chat's shards (or --max-shard-size)."""
+    skip = [re.compile(p) for p in options.skip]
+    out_dtype = options.dtype or "F32"
+    problems = Problems()
+    plans: dict[str, TensorPlan] = {}
+    notes = []
+    not_float = []
+    for name, h in chat.tensors.items():
+        b = base.tensors.get(name)
+        if _matches(skip, name):
+            continue
+        if b is None:
+            problems.add("only-one", f"{name}: in chat, missing from base")
+        elif b.shape != h.shape:
+            problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
+        elif b.dtype not in MERGEABLE or h.dtype not in MERGEABLE:
+            not_float.append(name)
+        else:
+            plans[name] = TensorPlan(
+                name, EXTRACT, h.shape, out_dtype, None, b, h, (1.0,), [Segment("extract", 0, h.numel)]
+            )
+    for name in (n for n in base.tensors if n not in chat.tensors and not _matches(skip, n)):
+        problems.add("only-one", f"{name}: in base, missing from chat")
+    problems.raise_if_any()
+    if not_float:
+        notes.append(f"{len(not_float)} non-float tensors have no chat vector and are left out: {listing(not_float)}")
+    shards, single = layout(chat, plans, options.max_shard_size)
+    return Plan(options, {"base": base, "chat": chat}, shards, single, [], notes)

@@ -1,0 +1,90 @@
+"""What the planner tells the user: the catalogue of pairing problems (each with its fix) and the dry-run
+text."""
+
+from __future__ import annotations
+
+from ..errors import PlanError
+from ..units import format_bytes
+
+# How many offending names an error lists before "... and N more".
+MAX_LISTED = 5
+
+_FIXES = {
+    "only-one": "base and chat must come from the same architecture; pass --skip REGEX to copy such tensors from cp",
+    "shape": "pass --skip REGEX to copy these tensors from cp unchanged, or check that the models share "
+    "an architecture",
+    "dtype": "non-float tensors are only copied when all inputs agree on their dtype; pass --skip REGEX "
+    "to copy them from cp",
+    "vocab": "cp's vocabulary is expanded; choose --vocab-mismatch shared-rows (merge the shared rows, keep cp's "
+    "extra rows) or skip (copy these tensors from cp)",
+    "special": "check that --chat is the chat model whose tokenizer was read, or drop --special-tokens-from",
+}
+
+_TITLES = {
+    "only-one": "tensors present in only one of base and chat",
+    "shape": "tensors whose shapes differ",
+    "dtype": "tensors whose dtypes cannot be merged",
+    "vocab": "vocabulary tensors with more rows in cp (--vocab-mismatch error)",
+    "special": "vocabulary tensors that cannot take special-token rows from chat",
+}
+
+
+class Problems:
+    """Pairing problems collected over all tensors, so one error lists them all."""
+
+    def __init__(self):
+        self.by_kind: dict[str, list[str]] = {}
+
+    def add(self, kind: str, text: str):
+        self.by_kind.setdefault(kind, []).append(text)
+
+    def has(self, kind: str) -> bool:
+        return bool(self.by_kind.get(kind))
+
+    def raise_if_any(self):
+        if not self.by_kind:
+            return
+        parts = ["cannot pair the checkpoints:"]
+        for kind, items in self.by_kind.items():
+            parts.append(f"{len(items)} {_TITLES[kind]}:")
+            parts.extend(f"  - {item}" for item in items[:MAX_LISTED])
+            if len(items) > MAX_LISTED:
+                parts.append(f"  ... and {len(items) - MAX_LISTED} more")
+            parts.append(f"  fix: {_FIXES[kind]}")
+        raise PlanError("\n".join(parts))
+
+
+def listing(names: list[str]) -> str:
+    """'a, b, c, d, e ... and 7 more'."""
+    shown = ", ".join(names[:MAX_LISTED])
+    more = len(names) - MAX_LISTED
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _fmt_alpha(a: float) -> str:
+    return repr(float(a))
+
+
+def describe_plan(plan) -> str:
+    """The --dry-run report of a Plan."""
+    alphas = ", ".join(map(_fmt_alpha, plan.options.alphas))
+    lines = [f"plan: {len(plan.tensors)} tensors, alpha {alphas}"]
+    for policy, count in sorted(plan.policy_counts().items()):
+        lines.append(f"  {count:6d}  {policy}")
+    if plan.dropped:
+        lines.append(f"  {len(plan.dropped):6d}  left out (not in cp): {listing(plan.dropped)}")
+    groups = plan.alpha_groups()
+    if len(groups) > 1 or (groups and next(iter(groups)) != tuple(plan.options.alphas)):
+        lines.append("alphas by tensor:")
+        for a, names in groups.items():
+            lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {len(names)} tensors ({listing(names)})")
+    for token, chat_row, cp_row in plan.options.special_rows:
+        lines.append(f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}")
+    for note in plan.notes:
+        lines.append(f"  note: {note}")
+    kind = "1 file" if plan.single_file else f"{len(plan.shards)} shards + index"
+    lines.append(f"output: {kind}, {format_bytes(plan.write_nbytes)} per output")
+    for shard in plan.shards:
+        lines.append(f"  {shard.filename}: {len(shard.tensors)} tensors, {format_bytes(shard.data_nbytes)}")
+    lines.append(f"reads {format_bytes(plan.read_nbytes)} from the inputs")
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""Runs a job: open and plan -> stream every chunk through the backends -> finish each output.
+
+Every command (merge, sweep, extract, apply) ends here. The outputs of one run share one pass over the
+inputs: K outputs cost one read of each input byte and K writes. Each output appears at its path only
+when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+from ..errors import OutputError
+from ..filenames import INEXACT_KEY
+from ..job import Job
+from ..plan import plan_job
+from ..plan.chunks import buffer_itemsize, plan_chunks
+from ..plan.layout import split_work
+from ..plan.types import Plan
+from ..progress import Progress
+from ..report import MergeReport, fingerprint, provenance, start_report, vector_metadata
+from ..units import format_bytes
+from ..write.output import ModelOutput
+from ..write.shard import CompletedFile
+from ..write.staging import check_output_path
+from .finish import aux_writer, index_document
+from .workers import Workers, run_pipelines
+
+
+@dataclass
+class _Output:
+    path: str
+    metadata: dict[str, str]  # each shard header's __metadata__
+    report: dict  # the start of chatvec_report.json
+    aux: object = None  # writes the config and tokenizer files (run/finish.py)
+
+
+@dataclass
+class _Result:
+    inexact: int = 0
+    reports: list[dict] = field(default_factory=list)
+    resumed: int = 0  # shard files an earlier run had completed (--resume)
+    shard_files: int = 0
+
+
+def run(job: Job) -> MergeReport:
+    """Plans the job and, unless it is a dry run, writes every output. Returns what was done."""
+    plan = plan_job(job)
+    if job.command == "apply":
+        inexact = vector_metadata(plan).get(INEXACT_KEY)
+        if inexact is not None and inexact.isdigit() and int(inexact) > 0:
+            plan.notes.append(
+                f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
+                "a merge of the three models there; extract with --dtype f64 to avoid it"
+            )
+    aux = aux_writer(job, plan)
+    workers = Workers.start(job.settings)
+    try:
+        outputs = [
+            _Output(path, provenance(job, plan, k, workers.math), start_report(job, plan, k), aux)
+            for k, path in enumerate(job.outputs)
+        ]
+        report = MergeReport(
+            command=job.command,
+            outputs=[os.path.abspath(o.path) for o in outputs],
+            alphas=list(plan.options.alphas),
+            backend=workers.describe(),
+            tensors=len(plan.tensors),
+            policy_counts=dict(plan.policy_counts()),
+            dropped=plan.dropped,
+            notes=plan.notes,
+            bytes_read=plan.read_nbytes,
+            bytes_written=plan.write_nbytes * len(outputs),
+            seconds=0.0,
+            dry_run=job.settings.dry_run,
+            plan=plan,
+            leader=workers.leader,
+        )
+        if job.settings.dry_run:
+            check_outputs(outputs, job.inputs, job.settings.overwrite)
+            return report
+        t0 = time.perf_counter()
+        result = _execute(plan, outputs, workers, job)
+        report.seconds = time.perf_counter() - t0
+    finally:
+        workers.close()
+    report.inexact, report.reports = result.inexact, result.reports
+    if job.settings.resume:
+        report.notes.append(f"resumed: {result.resumed} of {result.shard_files} shard files were already complete")
+    return report
+
+
+def check_outputs(outputs: list[_Output], inputs: dict[str, str], overwrite: bool):
+    for spec in outputs:
+        check_output_path(spec.path, inputs, overwrite)
+    if len({os.path.realpath(s.path) for s in outputs}) != len(outputs):
+        raise OutputError("two outputs share a path; give each alpha its own directory")
+
+
+def _check_free_space(directory: str, needed: int):
+    probe = directory
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise OutputError(
+            f"{directory}: the output needs {format_bytes(needed)} but only {format_bytes(free)} is free there; "
+            "free space or choose another --out"
+        )
+
+
+def _execute(plan: Plan, outputs: list[_Output], workers: Workers, job: Job) -> _Result:
+    """Writes every output of `plan` in one pass over the inputs; each appears only when complete.
+
+    Each backend writes a byte-balanced share of this rank's shards; under torchrun, rank 0 prepares the
+    staging directories, every rank writes its shards, and rank 0 finishes once all succeeded.
+    """
+    s, ranks, leader = job.settings, workers.ranks, workers.leader
+    check_outputs(outputs, job.inputs, s.overwrite)
+    if leader:
+        for spec in outputs:
+            _check_free_space(os.path.dirname(os.path.abspath(spec.path)), plan.write_nbytes + (1 << 20))
+    sizes = [sh.data_nbytes for sh in plan.shards]
+    world, rank = (ranks.world, ranks.rank) if ranks else (1, 0)
+    mine, groups = split_work(sizes, rank, world, len(workers.backends))
+    patch = job.command == "extract"  # the count of rounded elements is only known at the end
+    share = sum(plan.shards[i].data_nbytes for i in mine) / max(plan.write_nbytes, 1)
+    bar = Progress(int((plan.read_nbytes + plan.write_nbytes * len(outputs)) * share), enabled=s.progress and leader)
+    with contextlib.ExitStack() as stack:
+        staged = _enter_all(stack, plan, outputs, job, ranks)
+        files = [
+            [
+                out.shard_file(
+                    shard.filename, _entries(shard), spec.metadata, i in mine, INEXACT_KEY if patch else None
+                )
+                for i, shard in enumerate(plan.shards)
+            ]
+            for spec, out in zip(outputs, staged)
+        ]
+        # Shards complete in every output (--resume) need no reading at all.
+        todo = [[i for i in g if not all(isinstance(f[i], CompletedFile) for f in files)] for g in groups]
+        error, inexact = None, 0
+        try:
+            inexact = _stream(plan, files, todo, workers.backends, s, bar)
+            for shard_files in files:
+                for i in mine:
+                    shard_files[i].close(sync=True)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the ranks agree
+            error = exc
+        finally:
+            bar.close()
+            for shard_files in files:
+                for f in shard_files:
+                    f.close(sync=False)
+        if ranks is not None:
+            all_ok = ranks.all_succeeded(error is None)
+            if error is None and not all_ok:
+                error = OutputError("another rank failed (see its error); no output was written")
+        if error is not None:
+            raise error
+        if patch and leader:  # every shard's count, this run's or an earlier one's, from any rank
+            records = [staged[0].recorded(os.path.basename(f.path)) for f in files[0]]
+            inexact = sum(r.get("inexact", 0) for r in records if r)
+        result, finish_error = _Result(inexact), None
+        result.resumed = sum(isinstance(f, CompletedFile) for shard_files in files for f in shard_files)
+        result.shard_files = sum(len(shard_files) for shard_files in files)
+        if leader:
+            try:
+                index = index_document(plan, inexact if patch else None)
+                for spec, out, shard_files in zip(outputs, staged, files):
+                    done = out.finish(
+                        shard_files, index, spec.report, spec.aux, (INEXACT_KEY, inexact) if patch else None
+                    )
+                    result.reports.append(done)
+                for out in staged:
+                    out.commit()
+            except BaseException as exc:  # noqa: BLE001 - the other ranks must hear of it first
+                finish_error = exc
+    finished = ranks.all_succeeded(finish_error is None) if ranks is not None else finish_error is None
+    if finish_error is not None:
+        raise finish_error
+    if not finished:
+        raise OutputError("rank 0 could not finish the output (see its error); no output was written")
+    return result
+
+
+def _entries(shard) -> list:
+    return [(t.name, t.out_dtype, t.shape, t.out_nbytes) for t in shard.tensors]
+
+
+def _enter_all(stack, plan: Plan, outputs: list[_Output], job: Job, ranks) -> list[ModelOutput]:
+    """Rank 0 (or the only process) locks and creates the staging directories; other ranks join them."""
+    s = job.settings
+    staged, error = [], None
+    if ranks is None or ranks.leader:
+        try:
+            for spec in outputs:
+                out = stack.enter_context(ModelOutput(spec.path, job.inputs, s.overwrite, resume=s.resume))
+                out.claim(fingerprint(plan, spec.metadata, spec.report))
+                staged.append(out)
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+    ok = error is None
+    if ranks is not None:
+        ok = ranks.all_succeeded(ok)  # doubles as the barrier: staging exists before anyone writes
+        if not ranks.leader and ok:
+            staged = [stack.enter_context(ModelOutput(o.path, job.inputs, s.overwrite, join=True)) for o in outputs]
+    if error is not None:
+        raise error
+    if not ok:
+        raise OutputError("rank 0 could not prepare the output directory; see its error")
+    return staged
+
+
+def _stream(plan: Plan, files, groups, backends, settings, bar) -> int:
+    """One pipeline per backend, each over its group of shards; returns the extract count."""
+    itemsize = buffer_itemsize(plan.tensors)
+    jobs = []
+    for backend, group in zip(backends, groups):
+        if not group:
+            continue
+        tensors = [plan.shards[i].tensors for i in group]
+        group_files = [[shard_files[i] for i in group] for shard_files in files]
+        offsets = [[f.tensor_offsets for f in g] for g in group_files]
+        jobs.append((backend, plan_chunks(tensors, group_files, offsets, settings.chunk_elements, itemsize)))
+    if not jobs:
+        return 0
+    return run_pipelines(jobs, len(files), settings.chunk_elements, itemsize, bar)
