@@ -11,13 +11,11 @@ docstring lists the ones it takes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Union
 
 from .errors import ChatvecError
-from .filenames import staging_path
-from .job import DEFAULT_CHUNK_ELEMENTS, Job, Settings, alpha_dirname, parse_alphas
+from .job import DEFAULT_CHUNK_ELEMENTS, Job, Settings
 from .report import MergeReport
 
 Alphas = Union[Sequence[float], str]
@@ -35,8 +33,8 @@ def _documented(*names: str):
 
 _ENGINE = ("backend", "threads", "devices", "gpu_memory", "chunk_elements")
 _RUN = ("overwrite", "resume", "dry_run", "progress")
-_MERGE = ("skip", "vocab_mismatch", "alpha_for", "dtype", "max_shard_size")
-_TOKENIZER = ("special_tokens_from", "chat_template_from")
+_MERGE = ("skip", "allow_unmatched", "vocab_mismatch", "alpha_for", "dtype", "max_shard_size")
+_TOKENIZER = ("chat_template_from", "tokenizer_from")
 
 
 def _run(command: str, inputs: dict, out: str, alphas, sweep: bool, **options) -> MergeReport:
@@ -46,7 +44,7 @@ def _run(command: str, inputs: dict, out: str, alphas, sweep: bool, **options) -
     return run(Job.build(command, inputs, out, alphas, Settings(**options), sweep=sweep))
 
 
-@_documented(*_MERGE, *_TOKENIZER, *_RUN, *_ENGINE)
+@_documented(*_MERGE, "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
 def merge(
     base: str,
     chat: str,
@@ -55,12 +53,14 @@ def merge(
     alpha: float = 1.0,
     *,
     skip: Sequence[str] = (),
+    allow_unmatched: bool = False,
     vocab_mismatch: str = "shared-rows",
     alpha_for: Sequence = (),
     dtype: str | None = None,
     max_shard_size: str | int | None = None,
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
+    tokenizer_from: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -83,7 +83,7 @@ def merge(
     return _run("merge", {"base": base, "chat": chat, "cp": cp}, out, [alpha], False, **options)
 
 
-@_documented(*_MERGE, *_TOKENIZER, *_RUN, *_ENGINE)
+@_documented(*_MERGE, "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
 def sweep(
     base: str,
     chat: str,
@@ -92,12 +92,14 @@ def sweep(
     alphas: Alphas,
     *,
     skip: Sequence[str] = (),
+    allow_unmatched: bool = False,
     vocab_mismatch: str = "shared-rows",
     alpha_for: Sequence = (),
     dtype: str | None = None,
     max_shard_size: str | int | None = None,
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
+    tokenizer_from: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -119,7 +121,7 @@ def sweep(
     return _run("sweep", {"base": base, "chat": chat, "cp": cp}, out, alphas, True, **options)
 
 
-@_documented("skip", "max_shard_size", *_RUN, *_ENGINE)
+@_documented("skip", "allow_unmatched", "max_shard_size", *_RUN, *_ENGINE)
 def extract(
     base: str,
     chat: str,
@@ -127,6 +129,7 @@ def extract(
     *,
     dtype: str = "f32",
     skip: Sequence[str] = (),
+    allow_unmatched: bool = False,
     max_shard_size: str | int | None = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -138,7 +141,8 @@ def extract(
     gpu_memory: str | int | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> MergeReport:
-    """Saves the chat vector chat - base as a safetensors checkpoint (float32 by default).
+    """Saves the chat vector chat - base as a safetensors checkpoint (float32 by default), with chat's tokenizer
+    files in its chat/ folder (apply takes the chat template and eos from there, as merge does from chat).
 
     dtype: f32 (default), f64, bf16 or f16. float32 holds a bf16 or f16 difference exactly when the two
     values' exponents are close; the elements it had to round are counted (report.inexact, and the
@@ -149,7 +153,7 @@ def extract(
     return _run("extract", {"base": base, "chat": chat}, out, [1.0], False, **options)
 
 
-@_documented(*_MERGE, *_RUN, *_ENGINE)
+@_documented(*_MERGE, *_TOKENIZER, *_RUN, *_ENGINE)
 def apply(
     vector: str,
     cp: str,
@@ -158,10 +162,13 @@ def apply(
     *,
     alphas: Alphas | None = None,
     skip: Sequence[str] = (),
+    allow_unmatched: bool = False,
     vocab_mismatch: str = "shared-rows",
     alpha_for: Sequence = (),
     dtype: str | None = None,
     max_shard_size: str | int | None = None,
+    chat_template_from: str | None = None,
+    tokenizer_from: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -175,41 +182,42 @@ def apply(
     """Applies a saved chat vector: cp + alpha * vector. With `alphas`, a sweep into out/alpha-*/.
 
     With a vector extracted exactly (inexact count 0, or float64) the result is bit-identical to merge()
-    from the three models.
+    from the three models, and the output's other files are the same: the vector carries chat's tokenizer
+    files (its chat/ folder), so the chat template and eos come from chat as in merge().
     """
     options = {k: v for k, v in locals().items() if k not in ("vector", "cp", "out", "alpha", "alphas")}
     values, sweep = ([float(alpha)], False) if alphas is None else (alphas, True)
     return _run("apply", {"vector": vector, "cp": cp}, out, values, sweep, **options)
 
 
-def verify(output: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False) -> list:
+def verify(
+    output: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False, progress: bool = False
+) -> list:
     """Re-derives an output (or each output of a sweep's directory) from the inputs its report names, with
     the float64 reference, and compares. Returns one VerifyReport per output; `.ok` says whether it passed.
 
     every: check every element (default: the first and last elements and seeded random windows of every
     tensor). max_ulp: tolerated distance in ulps of the output dtype (0: bit-identical). checksums_only:
-    only compare every shard file with the sha256 in its report (fast).
+    only compare every file with the size and sha256 in its report (fast). progress: a progress line on stderr.
     """
     from .verification import verify_path
 
-    return verify_path(output, every=every, max_ulp=max_ulp, checksums_only=checksums_only)
+    return verify_path(output, every=every, max_ulp=max_ulp, checksums_only=checksums_only, progress=progress)
 
 
-def resume_hint(out: str, alphas: str | None = None) -> str:
-    """Where a failed or interrupted run left completed shards, and how to continue."""
-    outs = [out] if not alphas else [os.path.join(out, alpha_dirname(a)) for a in _alphas_or_none(alphas)]
-    kept = [staging_path(o) for o in outs if os.path.isdir(staging_path(o))]
-    if not kept:
-        return "no output was written"
-    return (f"the partial output is kept in {', '.join(kept)}; run the same command with --resume to continue "
-            "(completed shards are checked and kept), or without it to start over")  # fmt: skip
+def failure_hint(exc: BaseException) -> str:
+    """What a failed or interrupted run left behind (only what this run made), and how to go on."""
+    from .run import kept_outputs
+
+    kept = kept_outputs(exc)
+    finished = [path for path, why in kept if why == "finished"]
+    partial = [path for path, why in kept if why != "finished"]
+    if finished:
+        return f"the finished output is kept in {', '.join(finished)}; move it where you want it"
+    if partial:
+        return (f"the partial output is kept in {', '.join(partial)}; run the same command with --resume to "
+                "continue (completed shards are checked and kept), or without it to start over")  # fmt: skip
+    return "no output was written"
 
 
-def _alphas_or_none(text: str) -> list[float]:
-    try:
-        return parse_alphas(text)
-    except ValueError:
-        return []
-
-
-__all__ = ["merge", "sweep", "extract", "apply", "verify", "resume_hint", "MergeReport", "ChatvecError"]
+__all__ = ["merge", "sweep", "extract", "apply", "verify", "failure_hint", "MergeReport", "ChatvecError"]

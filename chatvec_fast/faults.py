@@ -4,8 +4,9 @@
     CHATVEC_FAULT=compute@rank1      rank 1's first kernel call raises
     CHATVEC_FAULT=read:EIO           the first input read fails with an I/O error
 
-Points: read, compute, write. Without an errno name the point raises RuntimeError. Unset, it costs a
-dictionary lookup per chunk. Tests use it to prove failures leave no output behind.
+Points: read, compute, and every site that writes (WRITE_POINTS). Without an errno name the point raises
+RuntimeError. Unset, it costs a dictionary lookup per chunk. Tests use it to prove failures leave no
+output behind: tests/test_faults.py runs every CLI command through every write site.
 
     CHATVEC_SLOW=write:0.01          sleep 10 ms at every shard write (gives kill tests a slow run to hit)
 """
@@ -16,6 +17,22 @@ import errno
 import os
 import threading
 import time
+
+# Every place the engine writes, by the name CHATVEC_FAULT uses (a test checks that each faults.check call
+# in the package names one of these or read/compute):
+WRITE_POINTS = (
+    "lock",  # the lock file beside the output
+    "staging",  # the staging directory and its marker
+    "fingerprint",  # the resume fingerprint in the staging directory
+    "write",  # tensor bytes into a shard file
+    "marker",  # a completed shard's record (resume)
+    "patch",  # a header value known only at the end (extract's inexact count)
+    "index",  # model.safetensors.index.json
+    "aux",  # config, tokenizer and chat template files
+    "report",  # chatvec_report.json
+    "commit",  # fsyncs and the rename into place
+)
+POINTS = ("read", "compute", *WRITE_POINTS)
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}

@@ -18,9 +18,35 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# The model's own files, which must match its weights: config, generation config, processors, and custom
+# modeling code for trust_remote_code models. An output always takes cp's.
+CONFIG_PATTERNS = ("config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json", "*.py")
+# The tokenizer (SentencePiece, BPE, WordPiece, tiktoken) and its chat templates.
+TOKENIZER_PATTERNS = (
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "*.tiktoken",
+    "chat_template*",
+)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
+# What a directory may hold and still be a model that --overwrite may replace (anything else is the user's).
+MODEL_FILE_PATTERNS = (
+    *WEIGHT_PATTERNS,
+    *CONFIG_PATTERNS,
+    *TOKENIZER_PATTERNS,
+    "README.md",
+    "LICENSE*",
+    ".gitattributes",
+)
 
 # What a run adds to its output.
 REPORT_NAME = "chatvec_report.json"
+VECTOR_CHAT_DIR = "chat"  # a saved vector's copy of chat's tokenizer files, for apply
 # A shard-header metadata key patched once the run knows its value (extract's count of elements the
 # vector's dtype rounded): written as 20 zeros, replaced in place by the same number of digits.
 INEXACT_KEY = "chatvec_fast.inexact_elements"
@@ -50,7 +76,8 @@ def set_aside_path(out: str) -> str:
     return os.path.join(parent, f".{name}.chatvec-old")
 
 
-# Inside the staging directory: the resume state.
+# Inside the staging directory: who made it, and the resume state.
+STAGING_MARKER = ".chatvec-staging"  # holds the output path: a directory without it is not ours to touch
 DONE_DIR = ".chatvec-done"  # one record per completed shard file
 PLAN_FILE = ".chatvec-plan"  # the fingerprint of the run that owns the staging directory
 

@@ -8,6 +8,7 @@ which `Job.from_report` rebuilds a job for `verify`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -18,6 +19,11 @@ from .units import parse_size
 
 VOCAB_POLICIES = ("shared-rows", "skip", "error")
 TOKEN_SOURCES = ("cp", "chat")
+TOKENIZER_SOURCES = ("cp", "chat", "base")
+# The paper uses alpha 0.5 to 1; a chat vector scaled past +-100 is a typo (1e300 makes every merged
+# element Inf, a model nobody asked for, that verify would call exact).
+MAX_ALPHA = 100.0
+MAX_OUTPUTS = 64  # a sweep's outputs are whole models: 64 of a 70B model are 9 TB
 COMMANDS = ("merge", "sweep", "extract", "apply")
 
 # 1M elements per chunk (2 MiB per bf16 input): big enough that the Python hand-offs (~30 us a chunk) are
@@ -57,6 +63,11 @@ class Settings:
                                        "from the chat model, matched by token string")  # fmt: skip
     chat_template_from: str | None = _option(None, "whose chat template and eos the output's tokenizer gets: chat "
                                              "or cp (default: chat's when it has one)")  # fmt: skip
+    tokenizer_from: str | None = _option(None, "whose tokenizer files the output gets: cp, chat or base (default: "
+                                         "cp's; a cp without tokenizer files gives an output without them, and a "
+                                         "warning)")  # fmt: skip
+    allow_unmatched: bool = _option(False, "accept --skip and --alpha-for rules that match no tensor (by default "
+                                    "they are errors: a rule that does nothing is usually a typo)")  # fmt: skip
     chunk_elements: int = _option(DEFAULT_CHUNK_ELEMENTS, "elements per pipeline chunk (tests use small values)")
     devices: str | tuple[str, ...] | None = _option(None, "triton: GPUs that share the output shards, e.g. "
                                                     "'cuda:0,cuda:1'")  # fmt: skip
@@ -85,6 +96,7 @@ class MergeOptions:
     alpha_for: tuple[tuple[str, float], ...] = ()  # (regex, alpha): first match sets the tensor's alpha
     # Rows copied from the chat model into every vocabulary tensor: (token, chat row, cp row).
     special_rows: tuple[tuple[str, int, int], ...] = ()
+    allow_unmatched: bool = False  # --skip / --alpha-for rules that change nothing are errors unless set
 
     def __post_init__(self):
         if not self.alphas:
@@ -128,13 +140,19 @@ class Job:
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         values = parse_alphas(alphas) if isinstance(alphas, str) else [float(a) for a in alphas]
-        if not values or len(set(values)) != len(values):
-            raise ValueError(f"alphas {alphas!r}: need at least one, and no repeats")
+        if not values or len(set(values)) != len(values) or len(values) > MAX_OUTPUTS:
+            raise ValueError(f"alphas {alphas!r}: need at least one, at most {MAX_OUTPUTS}, and no repeats")
         outputs = tuple(os.path.join(out, alpha_dirname(a)) for a in values) if sweep else (out,)
         if settings.special_tokens_from not in TOKEN_SOURCES:
             raise ValueError(f"special_tokens_from must be 'cp' or 'chat', got {settings.special_tokens_from!r}")
         if settings.chat_template_from not in (None, *TOKEN_SOURCES):
             raise ValueError(f"chat_template_from must be 'cp' or 'chat', got {settings.chat_template_from!r}")
+        if settings.tokenizer_from not in (None, *TOKENIZER_SOURCES):
+            raise ValueError(f"tokenizer_from must be 'cp', 'chat' or 'base', got {settings.tokenizer_from!r}")
+        for a in values:
+            check_alpha(a, "alpha")
+        _check_count(settings.threads, "threads", allow_none=True)
+        _check_count(settings.chunk_elements, "chunk_elements")
         job = cls(command, dict(inputs), outputs, tuple(values), settings)
         job.merge_options()  # validates the regexes, sizes and policies now, before any input is opened
         return job
@@ -150,6 +168,7 @@ class Job:
             max_shard_size=parse_size(s.max_shard_size),
             alpha_for=parse_alpha_for(s.alpha_for),
             special_rows=tuple(special_rows),
+            allow_unmatched=s.allow_unmatched,
         )
 
     @classmethod
@@ -164,10 +183,29 @@ class Job:
             dtype=o["dtype"],
             max_shard_size=o["max_shard_size"],
             alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]),
+            allow_unmatched=True,  # the run that wrote the output checked its rules
         )
         rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
         alphas = (float(report.get("alpha", 1.0)),)
         return cls(command, dict(report["inputs"]), (out,), alphas, settings, special_rows=rows)
+
+
+def check_alpha(value: float, what: str) -> float:
+    """A finite alpha within +-MAX_ALPHA; ValueError naming the option otherwise."""
+    if not math.isfinite(value) or abs(value) > MAX_ALPHA:
+        raise ValueError(
+            f"{what} {value!r}: an alpha must be a finite number within +-{MAX_ALPHA:g} (the paper uses 0.5 to 1); "
+            f"{'NaN or Inf' if not math.isfinite(value) else 'this one'} would make every merged element "
+            "NaN or Inf, or meaningless"
+        )
+    return value
+
+
+def _check_count(value, what: str, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} {value!r}: expected a whole number of at least 1")
 
 
 def alpha_dirname(alpha: float) -> str:
@@ -182,12 +220,22 @@ def parse_alphas(text: str) -> list[float]:
             parts = [Decimal(p) for p in text.split(":")]
             if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
                 raise ValueError
+            if not all(p.is_finite() for p in parts):
+                raise ValueError
             start, stop, step = parts
             count = int((stop - start) / step) + 1
+            if count > MAX_OUTPUTS:
+                raise ValueError(f"alphas {text!r} make {count} outputs, each a whole model; at most {MAX_OUTPUTS}")
             values = [float(start + i * step) for i in range(count)]
         else:
             values = [float(Decimal(p)) for p in text.split(",") if p.strip()]
-    except (InvalidOperation, ValueError):
+    except ValueError as exc:
+        if str(exc).startswith("alphas"):
+            raise
+        raise ValueError(
+            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
+        ) from None
+    except (InvalidOperation, OverflowError):
         raise ValueError(
             f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
         ) from None
@@ -201,6 +249,8 @@ def parse_alpha_for(rules) -> tuple[tuple[str, float], ...]:
     out = []
     for rule in rules or ():
         if isinstance(rule, (tuple, list)):
+            if len(rule) != 2:
+                raise ValueError(f"alpha_for {rule!r}: expected (regex, alpha) pairs")
             out.append((str(rule[0]), float(rule[1])))
             continue
         pattern, sep, value = str(rule).rpartition("=")
@@ -210,4 +260,6 @@ def parse_alpha_for(rules) -> tuple[tuple[str, float], ...]:
             sep = ""
         if not sep or not pattern:
             raise ValueError(f"--alpha-for {rule!r}: expected REGEX=VALUE, e.g. 'embed_tokens|lm_head=0'")
+    for pattern, alpha in out:
+        check_alpha(alpha, f"--alpha-for {pattern!r}=")
     return tuple(out)

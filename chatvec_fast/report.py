@@ -12,10 +12,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .filenames import INEXACT_KEY
+from .filenames import INEXACT_KEY, REPORT_NAME
 from .job import Job
 from .plan.types import Plan
 from .units import format_bytes
+
+# 2: "files" lists every file of the output (1: the shards only), "fingerprint" identifies the run.
+REPORT_FORMAT = 2
 
 FORMULAS = {
     "merge": "cp + alpha * (chat - base)",
@@ -71,6 +74,7 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
     command = _recorded_command(job)
     report = {
         "tool": "chatvec-fast",
+        "report_format": REPORT_FORMAT,
         "version": _version(),
         "command": command,
         "formula": FORMULAS[command],
@@ -79,6 +83,7 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
         "tensors": dict(sorted(plan.policy_counts().items())),
         "dropped": plan.dropped,
         "notes": plan.notes,
+        "warnings": plan.warnings,
     }
     if command == "extract":
         report["vector_dtype"] = plan.options.dtype
@@ -96,16 +101,37 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
 
 
 def fingerprint(plan: Plan, metadata: dict, report: dict) -> str:
-    """Identifies a run's output: its inputs (paths, sizes, modification times), everything the output's
-    metadata and report record, and the shard layout. --resume continues only a run with the same one."""
+    """Identifies a run's output: its inputs (paths and the identities their headers were read from: device,
+    inode, size, modification time), everything the output's metadata and report record, and the shard
+    layout. --resume continues only a run with the same one."""
     files = {}
     for ckpt in plan.inputs.values():
         for f in ckpt.files:
-            st = os.stat(f.path)
-            files[f.path] = [st.st_size, st.st_mtime_ns]
+            identity = f.identity
+            files[os.path.abspath(f.path)] = [identity.device, identity.inode, identity.size, identity.mtime_ns] if identity else None
     shards = [[s.filename, s.data_nbytes, [t.name for t in s.tensors]] for s in plan.shards]
     doc = {"metadata": metadata, "report": report, "inputs": files, "shards": shards}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def already_complete(out: str, fingerprint_: str) -> bool:
+    """Whether `out` is the finished output of a run with this fingerprint (--resume after the end): its
+    report says so and every file it lists is there with its recorded size."""
+    try:
+        with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict) or report.get("fingerprint") != fingerprint_:
+        return False
+    files = report.get("files")
+    if not isinstance(files, dict):
+        return False
+    for name, record in files.items():
+        path = os.path.join(out, name)
+        if not os.path.isfile(path) or not isinstance(record, dict) or os.path.getsize(path) != record.get("bytes"):
+            return False
+    return True
 
 
 @dataclass
@@ -128,6 +154,7 @@ class MergeReport:
     plan: Plan | None = field(default=None, repr=False)
     reports: list[dict] = field(default_factory=list, repr=False)  # each output's chatvec_report.json
     leader: bool = True  # False on torchrun ranks other than 0, which leave the speaking to rank 0
+    warnings: list[str] = field(default_factory=list)  # inputs that look wrong (also logged before the run)
 
     @property
     def gbps(self) -> float:

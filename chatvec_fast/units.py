@@ -18,7 +18,11 @@ _UNITS = {
 
 def parse_size(text: str | int | None) -> int | None:
     """'5GB' -> 5_000_000_000, '2GiB' -> 2 * 2**30, 1000 -> 1000 (GB = 10^9, as in save_pretrained)."""
-    if text is None or isinstance(text, int):
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError(f"size {text}: expected a positive number of bytes")
         return text
     s = text.strip().upper()
     number = s.rstrip("KMGTIB")
@@ -27,8 +31,11 @@ def parse_size(text: str | int | None) -> int | None:
         value = float(number)
     except ValueError:
         value = -1.0
-    if unit not in _UNITS or value <= 0:
-        raise ValueError(f"cannot read size {text!r}: expected a number with a unit such as 5GB, 500MB or 2GiB")
+    # inf and nan read as floats; 2^63 bytes is past any disk (and int(inf) raises OverflowError).
+    if unit not in _UNITS or not 0 < value * _UNITS.get(unit, 1) < 2**63:
+        raise ValueError(
+            f"cannot read size {text!r}: expected a positive number with a unit such as 5GB, 500MB or 2GiB"
+        )
     return int(value * _UNITS[unit])
 
 

@@ -204,13 +204,14 @@ def test_non_empty_output_needs_overwrite(triple, tmp_path):
     paths = triple()
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("user data")
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"old weights")
     r = run_merge(paths, out)
     assert r.returncode != 0 and "--overwrite" in r.stderr
-    assert (out / "keep.txt").read_text() == "user data"
-    r = run_merge(paths, out, "--overwrite")
+    assert (out / "model.safetensors").read_bytes() == b"old weights"
+    r = run_merge(paths, out, "--overwrite")  # a directory of model files: replaced
     assert r.returncode == 0, r.stderr
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors.index.json").exists()
+    assert not (out / "model.safetensors").exists() and (out / "model.safetensors.index.json").exists()
 
 
 def test_missing_input_directory(triple, tmp_path):

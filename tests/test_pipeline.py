@@ -91,15 +91,15 @@ def test_input_truncated_during_the_run_is_an_error(triple, tmp_path, monkeypatc
     from chatvec_fast.read import chunks
 
     victim = os.path.join(paths["chat"], sorted(f for f in os.listdir(paths["chat"]) if f.endswith(".safetensors"))[-1])
-    original = chunks.InputFiles.fd
+    original = chunks.InputFiles._acquire
 
-    def fd_then_truncate(self, path):
-        fd = original(self, path)
-        if path == victim and os.path.getsize(victim) > 1000:
+    def open_then_truncate(self, info):
+        entry = original(self, info)
+        if info.path == victim and os.path.getsize(victim) > 1000:
             os.truncate(victim, 1000)
-        return fd
+        return entry
 
-    monkeypatch.setattr(chunks.InputFiles, "fd", fd_then_truncate)
+    monkeypatch.setattr(chunks.InputFiles, "_acquire", open_then_truncate)
     with pytest.raises(InputError, match="truncated|changed"):
         merge_with(paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -6,20 +6,53 @@ Reads headers and tokenizer files only: never tensor data, never a kernel, never
 
 from __future__ import annotations
 
+from ..errors import InputError
+from ..filenames import INEXACT_KEY
 from ..job import Job
 from ..read.checkpoint import open_checkpoint
-from ..read.model_files import special_rows
+from ..read.model_files import chat_template, special_rows
 from .pairing import make_extract_plan, make_plan
+from .quantized import refuse_quantized
 from .types import Plan
 
 
 def plan_job(job: Job) -> Plan:
     """Opens the job's inputs (headers only, all validated) and plans every output tensor."""
     ckpts = {role: open_checkpoint(path) for role, path in job.inputs.items()}
+    refuse_quantized(ckpts)
+    warnings = [w for ckpt in ckpts.values() for w in ckpt.warnings]
     if job.command == "extract":
-        return make_extract_plan(ckpts["base"], ckpts["chat"], job.merge_options())
-    if job.command == "apply":
-        return make_plan(None, ckpts["vector"], ckpts["cp"], job.merge_options())
+        plan = make_extract_plan(ckpts["base"], ckpts["chat"], job.merge_options())
+    elif job.command == "apply":
+        check_vector(ckpts["vector"])
+        plan = make_plan(None, ckpts["vector"], ckpts["cp"], job.merge_options())
+        inexact = ckpts["vector"].files[0].metadata.get(INEXACT_KEY, "0") if ckpts["vector"].files else "0"
+        if inexact.isdigit() and int(inexact) > 0:
+            plan.notes.append(
+                f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
+                "a merge of the three models there; extract with --dtype f64 to avoid it"
+            )
+    else:
+        plan = _plan_merge(job, ckpts)
+        warnings += _swapped_roles(job, ckpts)
+    plan.warnings[:0] = warnings
+    return plan
+
+
+def check_vector(vector):
+    """A vector is what `extract` wrote (every shard's metadata says so): a model directory given as --vector
+    would add the model's weights themselves to cp."""
+    for f in vector.files:
+        if f.metadata.get("chatvec_fast.command") != "extract":
+            raise InputError(
+                f"--vector {vector.path}: {f.path} was not written by `chatvec extract` (its metadata lacks "
+                "chatvec_fast.command=extract), so it is not a chat vector: apply would add the weights "
+                "themselves to cp. Save the vector first with `chatvec extract --base BASE --chat CHAT --out "
+                "VECTOR`, or merge the three models with `chatvec merge`"
+            )
+
+
+def _plan_merge(job: Job, ckpts) -> Plan:
     rows, notes = job.special_rows, []
     if rows is None and job.settings.special_tokens_from == "chat":
         found, missing = special_rows(ckpts["chat"].directory, ckpts["cp"].directory)
@@ -29,3 +62,14 @@ def plan_job(job: Job) -> Plan:
     plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], job.merge_options(rows or ()))
     plan.notes.extend(notes)
     return plan
+
+
+def _swapped_roles(job: Job, ckpts) -> list[str]:
+    """Chat templates that suggest --base and --chat were given the other way round."""
+    base, chat = ckpts["base"], ckpts["chat"]
+    if chat_template(base.directory)[0] is not None and chat_template(chat.directory)[0] is None:
+        return [
+            f"base {base.path} has a chat template and chat {chat.path} has none: are --base and --chat swapped? "
+            "(the chat vector is chat - base; swapped, the merge removes chat skills instead of adding them)"
+        ]
+    return []

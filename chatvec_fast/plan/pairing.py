@@ -7,12 +7,14 @@ segments of the output tensor; problems are collected over all tensors and raise
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from ..dtypes import MERGEABLE, VECTOR_DTYPES
+from ..errors import PlanError
 from ..job import MergeOptions
 from ..read.checkpoint import Checkpoint
 from .layout import layout
-from .problems import Problems, listing
+from .problems import Problems, listing, raise_unmatched, unmatched_rules
 from .types import (
     COPY_NOT_FLOAT,
     COPY_ONLY_IN_CP,
@@ -28,10 +30,14 @@ from .types import (
 from .vocab import is_expanded_vocab, slice_segments, transplant_rows, vocab_sizes
 
 
-def _alphas_for(name: str, options: MergeOptions, rules) -> tuple[float, ...]:
-    for pattern, alpha in rules:
-        if pattern.search(name):
-            return (float(alpha),) * len(options.alphas)
+def _alpha_rule(name: str, rules) -> int | None:
+    """Index of the first --alpha-for rule matching name, or None."""
+    return next((i for i, (pattern, _) in enumerate(rules) if pattern.search(name)), None)
+
+
+def _alphas_for(rule: int | None, options: MergeOptions, rules) -> tuple[float, ...]:
+    if rule is not None:
+        return (float(rules[rule][1]),) * len(options.alphas)
     return tuple(float(a) for a in options.alphas)
 
 
@@ -54,18 +60,22 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     delta_dtypes = VECTOR_DTYPES if apply else MERGEABLE
     problems = Problems()
     plans: dict[str, TensorPlan] = {}
+    set_by: dict[str, int | None] = {}  # merged tensor -> the --alpha-for rule that set its alpha
 
     for name, c in cp.tensors.items():
         b = None if apply else base.tensors.get(name)
         h = chat.tensors.get(name)
         out_dtype = options.dtype if (options.dtype and c.dtype in MERGEABLE) else c.dtype
-        alphas = _alphas_for(name, options, rules)
-        whole_cp = [Segment("copy", 0, c.numel, c, 0)]
+        rule = _alpha_rule(name, rules)
+        alphas = _alphas_for(rule, options, rules)
 
-        def plan(policy, merged=0, name=name, c=c, b=b, h=h, out_dtype=out_dtype, alphas=alphas, whole_cp=whole_cp):
-            segments = (
-                whole_cp if merged == 0 else [Segment("merge", 0, merged)] + slice_segments(whole_cp, merged, c.numel)
-            )
+        def plan(policy, merged=0, name=name, c=c, b=b, h=h, out_dtype=out_dtype, alphas=alphas, rule=rule):
+            """Records the tensor's policy; its first `merged` elements come from the formula, the rest from cp."""
+            whole_cp = [Segment("copy", 0, c.numel, c, 0)]
+            segments = whole_cp
+            if merged:
+                segments = [Segment("merge", 0, merged), *slice_segments(whole_cp, merged, c.numel)]
+                set_by[name] = rule
             plans[name] = TensorPlan(name, policy, c.shape, out_dtype, c, b, h, alphas, segments)
 
         if _matches(skip, name):
@@ -98,6 +108,9 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     if special:
         transplant_rows(plans, special, chat, cp_vocab, skip, problems, notes)
     problems.raise_if_any()
+    if not options.allow_unmatched:
+        names = {*cp.tensors, *chat.tensors, *(() if apply else base.tensors)}
+        raise_unmatched(unmatched_rules(skip, rules, names, set_by))
     delta_names = chat.tensors if apply else [n for n in base.tensors if n in chat.tensors]
     dropped = [n for n in delta_names if n not in cp.tensors and not _matches(skip, n)]
     if not apply:
@@ -113,9 +126,20 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     lm_head = plans.get("lm_head.weight")
     if lm_head is not None and lm_head.policy == COPY_ONLY_IN_CP:
         notes.append(f"lm_head.weight: {delta_roles} tie it to the input embedding; cp's is copied unchanged")
+    if not set_by:
+        _nothing_merged(plans)
     shards, single = layout(cp, plans, options.max_shard_size)
     inputs = {"vector": chat, "cp": cp} if apply else {"base": base, "chat": chat, "cp": cp}
     return Plan(options, inputs, shards, single, dropped, notes)
+
+
+def _nothing_merged(plans: dict[str, TensorPlan]):
+    counts = Counter(t.policy for t in plans.values())
+    why = ", ".join(f"{n} {policy}" for policy, n in counts.most_common()) or "cp has no tensors"
+    raise PlanError(
+        f"nothing to merge: every output tensor would be copied from cp ({why}); the output would be cp "
+        "itself. Check that --base, --chat and --cp are the models you mean, and the --skip rules"
+    )
 
 
 def _dtypes(b, h, c, apply) -> str:
@@ -149,6 +173,10 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
     for name in (n for n in base.tensors if n not in chat.tensors and not _matches(skip, n)):
         problems.add("only-one", f"{name}: in base, missing from chat")
     problems.raise_if_any()
+    if not options.allow_unmatched:
+        raise_unmatched(unmatched_rules(skip, [], {*chat.tensors, *base.tensors}, {}))
+    if not plans:
+        raise PlanError(f"nothing to extract: no float tensor is in both base and chat ({len(not_float)} non-float)")
     if not_float:
         notes.append(f"{len(not_float)} non-float tensors have no chat vector and are left out: {listing(not_float)}")
     shards, single = layout(chat, plans, options.max_shard_size)

@@ -3,6 +3,8 @@ text."""
 
 from __future__ import annotations
 
+import difflib
+
 from ..errors import PlanError
 from ..units import format_bytes
 
@@ -88,3 +90,37 @@ def describe_plan(plan) -> str:
         lines.append(f"  {shard.filename}: {len(shard.tensors)} tensors, {format_bytes(shard.data_nbytes)}")
     lines.append(f"reads {format_bytes(plan.read_nbytes)} from the inputs")
     return "\n".join(lines)
+
+
+def unmatched_rules(skip, alpha_for, skip_names, alpha_names) -> list[str]:
+    """One line per --skip rule that matches none of skip_names and per --alpha-for rule that sets the alpha of
+    none of alpha_names (tensor name -> index of the rule that set it), with the nearest names."""
+    lines = []
+    for pattern in skip:
+        if not any(pattern.search(n) for n in skip_names):
+            lines.append(f"--skip {pattern.pattern!r} matches no tensor{_nearest(pattern.pattern, skip_names)}")
+    used = set(alpha_names.values())
+    for i, (pattern, value) in enumerate(alpha_for):
+        if i not in used:
+            shadowed = any(pattern.search(n) for n in alpha_names)
+            why = "only tensors an earlier rule already set" if shadowed else "no merged tensor"
+            lines.append(f"--alpha-for '{pattern.pattern}={value:g}' matches {why}"
+                         f"{_nearest(pattern.pattern, list(alpha_names))}")  # fmt: skip
+    return lines
+
+
+def _nearest(pattern: str, names) -> str:
+    hint = ""
+    if "\\|" in pattern:
+        hint = " ('\\|' is a literal '|' in a regular expression; for either side write 'a|b' without the backslash)"
+    close = difflib.get_close_matches(pattern.replace("\\", ""), list(names), n=3, cutoff=0.3)
+    return hint + (f"; nearest names: {', '.join(close)}" if close else "")
+
+
+def raise_unmatched(lines: list[str]):
+    if lines:
+        raise PlanError(
+            "rules that change nothing:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+            + "\n  fix: correct the rules (tensor names are matched with re.search), or pass --allow-unmatched"
+        )

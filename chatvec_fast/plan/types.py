@@ -105,6 +105,7 @@ class Plan:
     single_file: bool  # True: write model.safetensors with no index
     dropped: list[str] = field(default_factory=list)  # in base and chat (or the vector) but not in cp
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # inputs that look wrong: said before any work
 
     @property
     def tensors(self) -> list[TensorPlan]:

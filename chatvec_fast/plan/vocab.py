@@ -76,7 +76,7 @@ def transplant_rows(plans, special: dict[int, int], chat: Checkpoint, cp_vocab, 
         if source is None or source.dtype not in MERGEABLE or source.shape[1:] != t.shape[1:]:
             problems.add("special", f"{name}: the chat model has no matching tensor to take token rows from")
             continue
-        bad = [r for r in special.items() if r[0] >= t.shape[0] or r[1] >= source.shape[0]]
+        bad = [r for r in special.items() if not (0 <= r[0] < t.shape[0] and 0 <= r[1] < source.shape[0])]
         if bad:
             problems.add("special", f"{name}: token row {bad[0]} is outside cp's or chat's {t.shape[0]} rows")
             continue

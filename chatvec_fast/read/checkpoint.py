@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..filenames import CONFIG_NAME, INDEX_NAME, SHARD_NAME, SINGLE_NAME
@@ -24,6 +24,7 @@ class Checkpoint:
     files: list[SafetensorsHeader]  # in index order (sorted shard names)
     tensors: dict[str, TensorInfo]
     config: dict  # config.json, or {} when absent
+    warnings: list[str] = field(default_factory=list)  # odd but usable layouts, said before any work
 
     @property
     def directory(self) -> str:
@@ -57,20 +58,14 @@ def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str],
                 "in the checkpoint directory"
             )
     shards = sorted(set(weight_map.values()))
-    # save_pretrained names shards PREFIX-00001-of-0000N; a sibling of that
-    # series on disk that the index never mentions means the index is stale.
-    for shard in shards:
-        m = SHARD_NAME.fullmatch(shard)
-        if m:
-            count = int(m["count"])
-            for i in range(1, count + 1):
-                sibling = f"{m['prefix']}-{i:0{len(m['index'])}d}-of-{m['count']}.safetensors"
-                if sibling not in weight_map.values() and os.path.isfile(os.path.join(directory, sibling)):
-                    raise InputError(
-                        f"{index_path}: shard {sibling} is in the directory but the index maps no tensor to it; "
-                        "the index and the shards disagree (re-download the checkpoint)"
-                    )
-            break
+    if not shards:
+        on_disk = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
+        raise InputError(
+            f"{index_path}: the index maps no tensor to any shard (empty weight_map)"
+            + (f", while {len(on_disk)} .safetensors files are in the directory" if on_disk else "")
+            + "; the index is broken (re-download the checkpoint)"
+        )
+    _check_no_stale_sibling(directory, index_path, set(shards))
     for shard in shards:
         if not os.path.isfile(os.path.join(directory, shard)):
             first = next(n for n, s in weight_map.items() if s == shard)
@@ -81,23 +76,44 @@ def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str],
     return shards, weight_map
 
 
+def _check_no_stale_sibling(directory: str, index_path: str, listed: set[str]):
+    """save_pretrained names shards PREFIX-00001-of-0000N; a file of the index's series on disk that the
+    index never mentions means the index is stale. One directory listing: the work must not grow with the
+    N written in a file name (model-00001-of-10000000.safetensors)."""
+    series = {(m["prefix"], m["count"]) for m in map(SHARD_NAME.fullmatch, listed) if m}
+    for name in sorted(os.listdir(directory)):
+        m = SHARD_NAME.fullmatch(name)
+        if m and (m["prefix"], m["count"]) in series and name not in listed:
+            raise InputError(
+                f"{index_path}: shard {name} is in the directory but the index maps no tensor to it; "
+                "the index and the shards disagree (re-download the checkpoint)"
+            )
+
+
 def open_checkpoint(path: str) -> Checkpoint:
     """Opens a checkpoint directory (or a single .safetensors file) and validates all its headers."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
     config: dict = {}
+    warnings: list[str] = []
     if os.path.isfile(path):
         files = [read_header(path)]
         weight_map = None
     else:
         index_path = os.path.join(path, INDEX_NAME)
         single_path = os.path.join(path, SINGLE_NAME)
-        if os.path.isfile(index_path):
-            shard_names, weight_map = _shard_files_from_index(path, index_path)
-            files = [read_header(os.path.join(path, s)) for s in shard_names]
-        elif os.path.isfile(single_path):
+        # transformers loads model.safetensors when it exists, else the index: read what it would load.
+        if os.path.isfile(single_path):
             files = [read_header(single_path)]
             weight_map = None
+            if os.path.isfile(index_path):
+                warnings.append(
+                    f"{path} holds both {SINGLE_NAME} and {INDEX_NAME}; reading {SINGLE_NAME}, as transformers "
+                    f"does (remove the one that is not the model)"
+                )
+        elif os.path.isfile(index_path):
+            shard_names, weight_map = _shard_files_from_index(path, index_path)
+            files = [read_header(os.path.join(path, s)) for s in shard_names]
         else:
             found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
             hint = (
@@ -132,4 +148,4 @@ def open_checkpoint(path: str) -> Checkpoint:
                 f"{index_path}: tensor {extra[0]!r} is in shard {os.path.basename(tensors[extra[0]].path)} but not "
                 f"in the index ({len(extra)} such tensors); the index and the shards disagree"
             )
-    return Checkpoint(path, files, tensors, config)
+    return Checkpoint(path, files, tensors, config, warnings)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..dtypes import BITS, nbytes
 from ..errors import InputError
+from .identity import FileIdentity
 
 # The safetensors library refuses headers above 100 MB; a 405B model's largest
 # shard header is about 100 KB.
@@ -33,6 +34,7 @@ class TensorInfo:
     path: str  # the file
     offset: int  # absolute byte offset of the data in the file
     nbytes: int
+    identity: FileIdentity | None = None  # the file when its header was read
 
     @property
     def numel(self) -> int:
@@ -46,6 +48,7 @@ class SafetensorsHeader:
     data_start: int  # 8 + N
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo] = field(default_factory=dict)  # in data-offset order
+    identity: FileIdentity | None = None
 
 
 def _reject_duplicates(pairs):
@@ -61,11 +64,38 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _encodable(text: str) -> bool:
+    """JSON may hold lone surrogates ("\\ud800") that no UTF-8 file can: such a name passes json.loads and
+    fails when we write it, after the whole merge."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+U64_MAX = 2**64 - 1
+
+
+def _shape_problem(shape: list, dtype: str) -> str | None:
+    """What the safetensors library would refuse in a shape: the element count overflows 64 bits at any
+    step, left to right (even when a later dimension is 0), or a sub-byte dtype does not end on a byte."""
+    count = 1
+    for d in shape:
+        count *= d
+        if count > U64_MAX:
+            return f"shape {tuple(shape)}: the element count overflows 64 bits"
+    if (count * BITS[dtype]) % 8:
+        return f"shape {tuple(shape)} of {dtype} does not fill whole bytes ({count} x {BITS[dtype]} bits)"
+    return None
+
+
 def read_header(path: str) -> SafetensorsHeader:
     """Parses and validates `path`'s header. Raises InputError naming what is wrong."""
     try:
         with open(path, "rb") as f:
-            file_size = os.fstat(f.fileno()).st_size
+            identity = FileIdentity.of(os.fstat(f.fileno()))
+            file_size = identity.size
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise InputError(
@@ -103,10 +133,14 @@ def read_header(path: str) -> SafetensorsHeader:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InputError(f"{path}: __metadata__ must map strings to strings")
+    if not all(_encodable(k) and _encodable(v) for k, v in metadata.items()):
+        raise InputError(f"{path}: __metadata__ holds text that is not valid Unicode (a lone surrogate)")
 
     entries = []
     for name, spec in doc.items():
         where = f"{path}: tensor {name!r}"
+        if not _encodable(name):
+            raise InputError(f"{where}: the name is not valid Unicode (a lone surrogate); the header is corrupt")
         if not isinstance(spec, dict):
             raise InputError(f"{where}: entry is a JSON {type(spec).__name__}, expected an object")
         dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
@@ -115,6 +149,9 @@ def read_header(path: str) -> SafetensorsHeader:
             raise InputError(f"{where}: unknown dtype {dtype!r} (known: {known})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise InputError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        problem = _shape_problem(shape, dtype)
+        if problem:
+            raise InputError(f"{where}: {problem}; the safetensors format cannot hold it, the file is corrupt")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -137,7 +174,7 @@ def read_header(path: str) -> SafetensorsHeader:
         entries.append((begin, end, name, dtype, tuple(shape)))
 
     entries.sort()
-    header = SafetensorsHeader(path, file_size, data_start, metadata)
+    header = SafetensorsHeader(path, file_size, data_start, metadata, identity=identity)
     previous_end, previous_name = 0, None
     for begin, end, name, dtype, shape in entries:
         if begin < previous_end:
@@ -145,6 +182,6 @@ def read_header(path: str) -> SafetensorsHeader:
                 f"{path}: tensor {name!r} (bytes {begin}-{end}) overlaps tensor {previous_name!r} "
                 f"(which ends at {previous_end}); the header is corrupt"
             )
-        header.tensors[name] = TensorInfo(name, dtype, shape, path, data_start + begin, end - begin)
+        header.tensors[name] = TensorInfo(name, dtype, shape, path, data_start + begin, end - begin, identity)
         previous_end, previous_name = max(previous_end, end), name
     return header

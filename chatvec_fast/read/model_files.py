@@ -17,35 +17,29 @@ import os
 from ..errors import InputError
 from ..filenames import CHAT_TEMPLATE_FILES, TOKENIZER_CONFIG, TOKENIZER_JSON
 
-# Config, generation config, tokenizer (SentencePiece, BPE, tiktoken), chat
-# templates, processors, and custom modeling code for trust_remote_code models.
-AUX_PATTERNS = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer*",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "*.tiktoken",
-    "chat_template*",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "*.py",
-)
+# A tokenizer loads only with one of these (a tokenizer_config.json alone does not).
+_VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "*.tiktoken")
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
-def aux_files(model_dir: str) -> list[str]:
-    """Names of the files in model_dir to carry into the output."""
+def model_files(model_dir: str, patterns, exclude=()) -> list[str]:
+    """Names of the regular files in model_dir matching `patterns`, minus `exclude` (a checkpoint's own weight
+    files: a shard may be named like anything, tokenizer.json included)."""
     if not os.path.isdir(model_dir):
         return []
     names = []
     for name in sorted(os.listdir(model_dir)):
-        if os.path.isfile(os.path.join(model_dir, name)) and any(fnmatch.fnmatch(name, p) for p in AUX_PATTERNS):
+        path = os.path.join(model_dir, name)
+        if name in exclude or os.path.islink(path) and not os.path.isfile(path):
+            continue
+        if os.path.isfile(path) and any(fnmatch.fnmatch(name, p) for p in patterns):
             names.append(name)
     return names
+
+
+def has_tokenizer(model_dir: str, exclude=()) -> bool:
+    """Whether model_dir holds a tokenizer that can load (not just a tokenizer_config.json)."""
+    return bool(model_files(model_dir, _VOCABULARY_FILES, exclude))
 
 
 def read_json(path: str) -> dict:
@@ -78,6 +72,17 @@ def has_vocab(model_dir: str) -> bool:
     return os.path.isfile(os.path.join(model_dir, TOKENIZER_JSON))
 
 
+def _token_id(path: str, token, value, where: str) -> int:
+    """A token id from a tokenizer file, which is input like any other: a non-negative integer, else an error
+    naming the file and the token (a negative id would otherwise address the bytes before a tensor)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InputError(
+            f"{path}: {where} gives token {token!r} the id {value!r}; token ids are non-negative integers. "
+            "The tokenizer file is corrupt: re-download it, or save it again with transformers"
+        )
+    return value
+
+
 def load_vocab(model_dir: str) -> dict[str, int]:
     """Token string -> id, from tokenizer.json (BPE, WordPiece, WordLevel or Unigram) and its added tokens."""
     path = os.path.join(model_dir, TOKENIZER_JSON)
@@ -87,16 +92,25 @@ def load_vocab(model_dir: str) -> dict[str, int]:
             "(save one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir))"
         )
     doc = read_json(path)
-    vocab = (doc.get("model") or {}).get("vocab")
+    model = doc.get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
     if isinstance(vocab, dict):
-        tokens = {str(k): int(v) for k, v in vocab.items()}
+        tokens = {str(k): _token_id(path, k, v, "model.vocab") for k, v in vocab.items()}
     elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
-        tokens = {entry[0]: i for i, entry in enumerate(vocab) if isinstance(entry, list) and entry}
+        tokens = {}
+        for i, entry in enumerate(vocab):
+            if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
+                raise InputError(f"{path}: model.vocab[{i}] is {entry!r}; a Unigram entry is [piece, score]")
+            tokens[entry[0]] = i
     else:
         raise InputError(f"{path}: model.vocab is missing or not a map or list")
-    for added in doc.get("added_tokens") or []:
-        if isinstance(added, dict) and isinstance(added.get("content"), str) and isinstance(added.get("id"), int):
-            tokens[added["content"]] = added["id"]
+    added = doc.get("added_tokens") or []
+    if not isinstance(added, list):
+        raise InputError(f"{path}: added_tokens is a {type(added).__name__}; expected a list")
+    for i, entry in enumerate(added):
+        if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+            raise InputError(f"{path}: added_tokens[{i}] is {entry!r}; expected an object with a string 'content'")
+        tokens[entry["content"]] = _token_id(path, entry["content"], entry.get("id"), f"added_tokens[{i}]")
     return tokens
 
 
@@ -120,17 +134,28 @@ def eos_token(model_dir: str):
     return optional_json(model_dir, TOKENIZER_CONFIG).get("eos_token")
 
 
+def _special_entry(path: str, key: str, value):
+    """A special-token entry: a string, an AddedToken object, or null; anything else is an error."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    raise InputError(f"{path}: {key} is {value!r}; expected a token string or an object with a string 'content'")
+
+
 def special_tokens(model_dir: str) -> list[str]:
     """The model's special tokens: bos, eos, pad, unk, additional ones, added tokens marked special, and
     added tokens its chat template uses. In a stable order, without repeats."""
-    config = optional_json(model_dir, TOKENIZER_CONFIG)
-    token_map = optional_json(model_dir, "special_tokens_map.json")
     found: list[str] = []
-    for source in (config, token_map):
+    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+        source, path = optional_json(model_dir, name), os.path.join(model_dir, name)
         for key in _SPECIAL_KEYS:
-            found.append(token_text(source.get(key)))
-        for extra in source.get("additional_special_tokens") or []:
-            found.append(token_text(extra))
+            found.append(_special_entry(path, key, source.get(key)))
+        extra = source.get("additional_special_tokens") or []
+        if not isinstance(extra, list):
+            raise InputError(f"{path}: additional_special_tokens is {extra!r}; expected a list of tokens")
+        for i, entry in enumerate(extra):
+            found.append(_special_entry(path, f"additional_special_tokens[{i}]", entry))
     tokenizer = optional_json(model_dir, TOKENIZER_JSON)
     template, _ = chat_template(model_dir)
     template_text = json.dumps(template) if template is not None else ""

@@ -8,6 +8,7 @@ when complete.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -21,13 +22,17 @@ from ..plan.chunks import buffer_itemsize, plan_chunks
 from ..plan.layout import split_work
 from ..plan.types import Plan
 from ..progress import Progress
-from ..report import MergeReport, fingerprint, provenance, start_report, vector_metadata
+from ..report import MergeReport, already_complete, fingerprint, provenance, start_report
 from ..units import format_bytes
 from ..write.output import ModelOutput
+from ..write.paths import check_output_path
 from ..write.shard import CompletedFile
-from ..write.staging import check_output_path
+from ..write.staging import kept_outputs
 from .finish import aux_writer, index_document
 from .workers import Workers, run_pipelines
+
+log = logging.getLogger("chatvec_fast")
+__all__ = ["run", "kept_outputs"]
 
 
 @dataclass
@@ -49,20 +54,14 @@ class _Result:
 def run(job: Job) -> MergeReport:
     """Plans the job and, unless it is a dry run, writes every output. Returns what was done."""
     plan = plan_job(job)
-    if job.command == "apply":
-        inexact = vector_metadata(plan).get(INEXACT_KEY)
-        if inexact is not None and inexact.isdigit() and int(inexact) > 0:
-            plan.notes.append(
-                f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
-                "a merge of the three models there; extract with --dtype f64 to avoid it"
-            )
     aux = aux_writer(job, plan)
     workers = Workers.start(job.settings)
     try:
-        outputs = [
-            _Output(path, provenance(job, plan, k, workers.math), start_report(job, plan, k), aux)
-            for k, path in enumerate(job.outputs)
-        ]
+        outputs = []
+        for k, path in enumerate(job.outputs):
+            metadata, report = provenance(job, plan, k, workers.math), start_report(job, plan, k)
+            report["fingerprint"] = fingerprint(plan, metadata, report)
+            outputs.append(_Output(path, metadata, report, aux))
         report = MergeReport(
             command=job.command,
             outputs=[os.path.abspath(o.path) for o in outputs],
@@ -78,9 +77,16 @@ def run(job: Job) -> MergeReport:
             dry_run=job.settings.dry_run,
             plan=plan,
             leader=workers.leader,
+            warnings=plan.warnings,
         )
+        if workers.leader:
+            for warning in plan.warnings:  # before any work: a wrong input costs nothing yet
+                log.warning(warning)
         if job.settings.dry_run:
             check_outputs(outputs, job.inputs, job.settings.overwrite)
+            return report
+        if job.settings.resume and all(already_complete(o.path, o.report["fingerprint"]) for o in outputs):
+            report.notes.append("already complete: the same command finished this output before; nothing to do")
             return report
         t0 = time.perf_counter()
         result = _execute(plan, outputs, workers, job)
@@ -199,7 +205,7 @@ def _enter_all(stack, plan: Plan, outputs: list[_Output], job: Job, ranks) -> li
         try:
             for spec in outputs:
                 out = stack.enter_context(ModelOutput(spec.path, job.inputs, s.overwrite, resume=s.resume))
-                out.claim(fingerprint(plan, spec.metadata, spec.report))
+                out.claim(spec.report["fingerprint"])
                 staged.append(out)
         except BaseException as exc:  # noqa: BLE001
             error = exc

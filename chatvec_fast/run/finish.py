@@ -1,17 +1,31 @@
-"""What an output gets besides its tensors: the index, and cp's config and tokenizer files with the chat
-model's chat template and eos where the job takes them from chat.
+"""What an output gets besides its tensors: the index, cp's config files, a tokenizer (run/tokenizer.py),
+and, for a saved vector, chat's tokenizer files in its chat/ folder (so that `apply` writes the same files
+as `merge`).
 
-Every choice is made (and every file it needs is read) before the merge starts, so a tokenizer problem
-stops the run before any work; the files are written into the staging directory at the end.
+Every choice is made, and every JSON file to edit is read and checked, before the merge starts; the
+files are written into the staging directory at the end, each exactly once.
 """
 
 from __future__ import annotations
 
-from ..filenames import INEXACT_KEY
+import os
+
+from ..dtypes import TORCH_NAMES
+from ..filenames import (
+    CONFIG_NAME,
+    CONFIG_PATTERNS,
+    GENERATION_CONFIG_NAME,
+    INEXACT_KEY,
+    TOKENIZER_CONFIG,
+    TOKENIZER_PATTERNS,
+    VECTOR_CHAT_DIR,
+)
 from ..job import Job
 from ..plan.types import Plan
-from ..read.model_files import aux_files, chat_template, eos_token, has_vocab, load_vocab, token_text
-from ..write.aux_files import copy_aux_files, set_chat_template
+from ..read.checkpoint import Checkpoint
+from ..read.model_files import model_files, read_json
+from ..write.aux_files import write_files
+from .tokenizer import choose_tokenizer
 
 
 def index_document(plan: Plan, inexact: int | None) -> dict | None:
@@ -25,48 +39,58 @@ def index_document(plan: Plan, inexact: int | None) -> dict | None:
     return {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
 
 
+def _weight_files(ckpt: Checkpoint) -> set[str]:
+    """A checkpoint's weight files and indexes: never carried as config or tokenizer files, whatever their
+    names (a shard may be called tokenizer.json)."""
+    names = {os.path.basename(f.path) for f in ckpt.files}
+    return names | {n for n in os.listdir(ckpt.directory) if n.endswith(".index.json")}
+
+
 def aux_writer(job: Job, plan: Plan):
-    """A function that writes the output's config and tokenizer files into a staging directory and returns
-    what it did for the report; None when the output has none (a saved vector)."""
+    """A function that writes the output's other files into a staging directory and returns what it did,
+    for the report. Appends to plan.warnings what the user should hear before the run starts."""
     if job.command == "extract":
-        return None
-    cp_dir = plan.inputs["cp"].directory
-    names = aux_files(cp_dir)
-    template = _template_choice(job, plan, cp_dir) if job.command in ("merge", "sweep") else None
+        chat = plan.inputs["chat"]
+        names = model_files(chat.directory, TOKENIZER_PATTERNS, _weight_files(chat))
+        sources = [(os.path.join(chat.directory, n), f"{VECTOR_CHAT_DIR}/{n}", None) for n in names]
+        return lambda staging: {"chat_files": write_files(sources, staging)}
+    cp = plan.inputs["cp"]
+    edits = {}
+    if plan.options.dtype is not None:
+        edits[CONFIG_NAME] = lambda config: {**config, **_dtype_keys(config, plan.options.dtype)}
+    tokenizer = choose_tokenizer(job, plan)
+    sources = [
+        (os.path.join(cp.directory, n), n) for n in model_files(cp.directory, CONFIG_PATTERNS, _weight_files(cp))
+    ]
+    if tokenizer.directory is not None:
+        exclude = set(tokenizer.replaces_template_files)
+        if tokenizer.role in plan.inputs:
+            exclude |= _weight_files(plan.inputs[tokenizer.role])
+        names = model_files(tokenizer.directory, TOKENIZER_PATTERNS, exclude)
+        sources += [(os.path.join(tokenizer.directory, n), n) for n in names]
+    if tokenizer.template is not None:
+        edits[TOKENIZER_CONFIG] = tokenizer.edit_tokenizer_config
+        if not any(name == TOKENIZER_CONFIG for _, name in sources):
+            sources.append((None, TOKENIZER_CONFIG))  # a tokenizer without one still gets the template
+        if tokenizer.eos_id is not None:
+            edits[GENERATION_CONFIG_NAME] = tokenizer.edit_generation_config
+    for src, name in sources:
+        if name in edits and src is not None:
+            read_json(src)  # a malformed file stops the run now, not after the merge
+    plan_files = [(src, name, edits.get(name)) for src, name in sources]
 
     def write(staging: str) -> dict:
-        entries = {"copied_files": copy_aux_files(cp_dir, names, staging, plan.options.dtype)}
-        if template is None:
-            entries["chat_template"] = {"from": "cp"}
-        elif "template" not in template:
-            entries["chat_template"] = template
-        else:
-            entries["chat_template"] = set_chat_template(staging, **template)
+        entries = {"copied_files": write_files(plan_files, staging)}
+        entries["tokenizer_from"] = tokenizer.role if tokenizer.directory else None
+        entries["chat_template"] = tokenizer.record
         return entries
 
     return write
 
 
-def _template_choice(job: Job, plan: Plan, cp_dir: str) -> dict | None:
-    """None: cp's template stays. A dict with 'template': set_chat_template's arguments. Else the report
-    entry saying why cp's stays although chat's was asked for."""
-    chat_dir = plan.inputs["chat"].directory
-    found, where = chat_template(chat_dir)
-    source = job.settings.chat_template_from
-    if source is None:  # default: the chat model's template when it has one
-        source = "chat" if found is not None else "cp"
-    if source != "chat":
-        return None
-    if found is None:
-        return {"from": "cp", "reason": "the chat model has no chat template"}
-    eos = eos_token(chat_dir)
-    text = token_text(eos)
-    choice = {"template": found, "found_in": where, "eos": None, "eos_id": None, "eos_reason": None}
-    if text is not None:
-        cp_vocab = load_vocab(cp_dir) if has_vocab(cp_dir) else {}
-        choice["eos"] = eos
-        if text in cp_vocab:
-            choice["eos_id"] = cp_vocab[text]
-        else:
-            choice["eos_reason"] = "cp's vocabulary lacks it"
-    return choice
+def _dtype_keys(config: dict, dtype: str) -> dict:
+    """config.json's dtype follows the output's (--dtype): torch_dtype, and dtype where the config has it."""
+    keys = {"torch_dtype": TORCH_NAMES[dtype]}
+    if "dtype" in config:
+        keys["dtype"] = TORCH_NAMES[dtype]
+    return keys

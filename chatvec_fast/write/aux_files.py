@@ -1,6 +1,8 @@
-"""The output's non-weight files: cp's config and tokenizer files, copied, then edited as the run chose.
+"""The output's non-weight files: config, tokenizer and chat-template files, each written exactly once.
 
-The reader (read/model_files.py) decides what to carry and what to change; this module only writes.
+The run decides what each file is (run/finish.py): copied as it is, or a JSON file with an edit applied
+(config.json's dtype, tokenizer_config.json's chat template and eos, generation_config.json's eos id).
+Files are created exclusively: a second write of one name is a bug caught here, not a silent overwrite.
 """
 
 from __future__ import annotations
@@ -8,77 +10,48 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 
-from ..dtypes import TORCH_NAMES
-from ..filenames import CHAT_TEMPLATE_FILES, CONFIG_NAME, GENERATION_CONFIG_NAME, TOKENIZER_CONFIG
-from .durable import write_json
+from ..errors import OutputError
+from .durable import writing
 
-
-def copy_aux_files(model_dir: str, names: list[str], dest: str, out_dtype: str | None) -> list[str]:
-    """Copies model_dir's files `names` into dest; with --dtype, config.json's dtype follows the output."""
-    copied = []
-    for name in names:
-        src, dst = os.path.join(model_dir, name), os.path.join(dest, name)
-        if name == CONFIG_NAME and out_dtype is not None:
-            with open(src, encoding="utf-8") as f:
-                config = json.load(f)
-            for key in ("torch_dtype", "dtype"):
-                if key in config or key == "torch_dtype":
-                    config[key] = TORCH_NAMES[out_dtype]
-            with open(dst, "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-        else:
-            shutil.copyfile(src, dst)
-        with open(dst, "rb") as f:
-            os.fsync(f.fileno())
-        copied.append(name)
-    return copied
+Edit = Callable[[dict], dict]
 
 
-def set_chat_template(out_dir: str, template, found_in: str, eos, eos_id: int | None, eos_reason: str | None) -> dict:
-    """Puts a chat template (and, given eos_id, its eos token) into the staged tokenizer files.
+def write_files(sources: list[tuple[str | None, str, Edit | None]], dest: str) -> list[str]:
+    """Writes each (source path, name, edit) as dest/name (name may hold one folder, e.g. chat/tokenizer.json):
+    a copy of the source, or, with an edit, the source's JSON object (or {} without a source) edited. Returns
+    the names, in order."""
+    written = []
+    for src, name, edit in sources:
+        dst = os.path.join(dest, name)
+        try:
+            with writing(dst, "aux"):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                if edit is None:
+                    with open(src, "rb") as f, open(dst, "xb") as g:
+                        shutil.copyfileobj(f, g, 16 << 20)
+                        g.flush()
+                        os.fsync(g.fileno())
+                else:
+                    doc = edit(_read_object(src) if src else {})
+                    with open(dst, "x", encoding="utf-8") as g:
+                        json.dump(doc, g, indent=2, ensure_ascii=False)
+                        g.write("\n")
+                        g.flush()
+                        os.fsync(g.fileno())
+        except OutputError as exc:
+            if isinstance(exc.__cause__, FileExistsError):
+                raise OutputError(f"{dst}: written twice in one output; this is a bug, please report it") from exc
+            raise
+        written.append(name)
+    return written
 
-    template: a string or a list of named templates. eos: the eos entry to write (a string or an
-    AddedToken dict), or None to keep cp's. eos_id: its id in the output's vocabulary, or None with
-    eos_reason saying why cp's eos stays. Returns what was done, for the report.
-    """
-    done: dict = {"from": "chat", "found_in": found_in}
-    config_path = os.path.join(out_dir, TOKENIZER_CONFIG)
-    config = _read(config_path)
-    config["chat_template"] = template
-    for name in CHAT_TEMPLATE_FILES:  # cp's own template files would compete with the new one
-        stale = os.path.join(out_dir, name)
-        if os.path.isfile(stale):
-            os.unlink(stale)
-            done.setdefault("removed", []).append(name)
-    if eos is not None:
-        text = eos if isinstance(eos, str) else eos.get("content")
-        if eos_id is not None:
-            config["eos_token"] = eos
-            done["eos_token"] = {"token": text, "id": eos_id}
-            _set_generation_eos(out_dir, eos_id, done)
-        else:
-            done["eos_token"] = {"token": text, "kept_cp": True, "reason": eos_reason}
-    write_json(config_path, config)
-    return done
 
-
-def _read(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
+def _read_object(path: str) -> dict:
+    """A JSON object from an input (checked when the run planned; read again here to edit it)."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _set_generation_eos(out_dir: str, eos_id: int, done: dict):
-    path = os.path.join(out_dir, GENERATION_CONFIG_NAME)
-    if not os.path.isfile(path):
-        return
-    config = _read(path)
-    current = config.get("eos_token_id")
-    ids = current if isinstance(current, list) else ([current] if current is not None else [])
-    if eos_id not in ids:
-        config["eos_token_id"] = [*ids, eos_id] if ids else eos_id
-        write_json(path, config)
-        done["generation_eos_token_id"] = config["eos_token_id"]
+        doc = json.load(f)
+    if not isinstance(doc, dict):
+        raise OutputError(f"{path}: expected a JSON object")
+    return doc

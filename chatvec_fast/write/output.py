@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 
 from ..errors import OutputError
-from ..filenames import INDEX_NAME, REPORT_NAME
-from .durable import write_json
+from ..filenames import DONE_DIR, INDEX_NAME, PLAN_FILE, REPORT_NAME, STAGING_MARKER
+from .durable import write_json, writing
 from .shard import CompletedFile, ShardFile, build_header
 from .staging import OutputDirectory, sha256_file
+
+_INTERNAL = {DONE_DIR, PLAN_FILE, STAGING_MARKER}  # the staging directory's own records, never in the output
 
 # A patched header value (see filenames.INEXACT_KEY) is written as this placeholder first.
 PLACEHOLDER = "0" * 20
@@ -29,6 +31,7 @@ class ModelOutput:
         """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it.
         resume=True: keep a staging directory left by an interrupted run of the same command."""
         self.staging = OutputDirectory(path, inputs, overwrite, join=join, resume=resume)
+        self._shards: set[str] = set()
 
     def __enter__(self) -> ModelOutput:
         self.staging.__enter__()
@@ -50,6 +53,9 @@ class ModelOutput:
         finished it intact (--resume). entries: (name, dtype, shape, nbytes) in file order; patch_key: a
         metadata key whose value is only known at the end (see patch). The result's tensor_offsets gives
         each tensor's absolute offset."""
+        if filename in self._shards or filename in _INTERNAL | {INDEX_NAME, REPORT_NAME}:
+            raise OutputError(f"{filename}: two shards of one output share a name; this is a bug, please report it")
+        self._shards.add(filename)
         metadata = dict(metadata)
         if patch_key is not None:
             metadata[patch_key] = PLACEHOLDER
@@ -72,27 +78,50 @@ class ModelOutput:
     def finish(self, files, index: dict | None, report: dict, aux=None, patch: tuple[str, int] | None = None) -> dict:
         """Completes the staged output: patches headers, writes the index (None: a single file needs none),
         calls aux(staging path) for the config and tokenizer files (it returns report entries), and writes
-        chatvec_report.json with every shard's size and sha256. Returns the report."""
+        chatvec_report.json listing every file of the output with its size and sha256. Returns the report."""
         if patch is not None:
             key, value = patch
             for f in files:
-                if _patch_value(f.path, key, value):  # the header changed, and with it the checksum
+                with writing(f.path, "patch"):
+                    changed = _patch_value(f.path, key, value)
+                if changed:  # the header changed, and with it the checksum
                     name = os.path.basename(f.path)
                     inexact = self.staging.recorded(name).get("inexact", 0)
                     self.staging.mark_done(name, f.size, sha256_file(f.path), inexact)
         if index is not None:
-            write_json(self.staging.file(INDEX_NAME), index)
+            write_json(self._new_file(INDEX_NAME), index, point="index")
         report = dict(report)
         if aux is not None:
             report.update(aux(self.staging.path))
         if patch is not None:
             report["inexact_elements"] = patch[1]
-        report["files"] = {}
-        for f in files:
-            name = os.path.basename(f.path)
-            report["files"][name] = {"bytes": f.size, "sha256": self.staging.recorded(name)["sha256"]}
-        write_json(self.staging.file(REPORT_NAME), report)
+        report["files"] = self._file_records(files)
+        write_json(self._new_file(REPORT_NAME), report, point="report")
         return report
+
+    def _new_file(self, name: str) -> str:
+        path = self.staging.file(name)
+        if os.path.lexists(path):
+            raise OutputError(f"{path}: written twice in one output; this is a bug, please report it")
+        return path
+
+    def _file_records(self, shard_files) -> dict:
+        """{name: {"bytes", "sha256"}} for every file of the output (sub-folders as 'chat/x'), the report
+        itself excepted; shards from their records, the small files hashed now."""
+        shards = {os.path.basename(f.path): f.size for f in shard_files}
+        records = {}
+        for root, dirs, names in os.walk(self.staging.path):
+            dirs[:] = sorted(d for d in dirs if d not in _INTERNAL)
+            for name in sorted(names):
+                rel = os.path.relpath(os.path.join(root, name), self.staging.path).replace(os.sep, "/")
+                if rel in _INTERNAL or rel == REPORT_NAME:
+                    continue
+                path = os.path.join(root, name)
+                if rel in shards:
+                    records[rel] = {"bytes": shards[rel], "sha256": self.staging.recorded(rel)["sha256"]}
+                else:
+                    records[rel] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+        return dict(sorted(records.items()))
 
     def commit(self):
         self.staging.commit()

@@ -1,17 +1,17 @@
-"""The output directory: checked before work starts, staged, renamed into place when complete.
+"""The staging directory: checked before work starts, locked, renamed into place when complete.
 
-Work happens in a hidden sibling directory (".NAME.chatvec-partial"). Only a
-finished, fsynced output is renamed to NAME, so a crash or an error never
-leaves a directory at NAME that looks complete. A lock file beside it stops a
-second run from writing the same output at the same time; the lock is an
-flock, which the kernel releases when a process dies.
+Work happens in a hidden sibling directory (".NAME.chatvec-partial") that this run creates with a marker
+file naming the output. Only a finished, fsynced output is renamed to NAME, so a crash or an error never
+leaves a directory at NAME that looks complete. A lock file beside it stops a second run from writing
+the same output at the same time; the lock is an flock, which the kernel releases when a process dies.
 
-Resuming: the staging directory records the run's fingerprint (inputs, with
-their sizes and times; options; layout) and, for every shard file once it is
-complete and fsynced, its size and sha256 (one small file each, so torchrun
-ranks never write the same file). `--resume` keeps a matching staging
-directory and skips the shards whose checksums still match; anything else is
-redone.
+Nothing this run did not write is ever deleted: a staging directory without our marker (or a symlink) is
+refused, never removed; --out is replaced only if it is still the model directory it was at the start.
+
+Resuming: the staging directory records the run's fingerprint (inputs, with their identities; options;
+layout) and, for every shard file once it is complete and fsynced, its size and sha256 (one small file
+each, so torchrun ranks never write the same file). `--resume` keeps a matching staging directory and
+skips the shards whose checksums still match; anything else is redone.
 """
 
 from __future__ import annotations
@@ -23,34 +23,9 @@ import os
 import shutil
 
 from ..errors import OutputError
-from ..filenames import DONE_DIR, PLAN_FILE, lock_path, set_aside_path, staging_path
-from .durable import fsync_dir, write_atomic
-
-
-def _real(path: str) -> str:
-    return os.path.realpath(os.path.abspath(path))
-
-
-def _inside(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
-
-
-def check_output_path(out: str, inputs: dict[str, str], overwrite: bool):
-    """Refuses an output that is, contains or lies inside an input, or that would clobber data."""
-    real_out = _real(out)
-    for role, path in inputs.items():
-        real_in = _real(path)
-        if os.path.isfile(real_in):
-            real_in = os.path.dirname(real_in)
-        if _inside(real_out, real_in):
-            raise OutputError(f"--out {out} is inside (or is) the {role} checkpoint {path}; choose a path outside it")
-        if _inside(real_in, real_out):
-            raise OutputError(f"--out {out} contains the {role} checkpoint {path}; choose a path that does not")
-    if os.path.lexists(out):
-        if not os.path.isdir(out) or os.path.islink(out):
-            raise OutputError(f"--out {out} exists and is not a directory; remove it or choose another path")
-        if os.listdir(out) and not overwrite:
-            raise OutputError(f"--out {out} is not empty; pass --overwrite to replace it, or choose another path")
+from ..filenames import DONE_DIR, PLAN_FILE, STAGING_MARKER, lock_path, set_aside_path, staging_path
+from .durable import fsync_dir, write_atomic, writing
+from .paths import OutState, check_output_path, check_unchanged
 
 
 class OutputDirectory:
@@ -65,7 +40,8 @@ class OutputDirectory:
                  resume: bool = False):  # fmt: skip
         """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it.
         resume=True: keep a staging directory left by an interrupted run of the same command."""
-        check_output_path(out, inputs, overwrite)
+        self.inputs = inputs
+        self.state: OutState = check_output_path(out, inputs, overwrite)
         self.join = join
         self.resume = resume
         self.final = os.path.abspath(out)
@@ -76,25 +52,50 @@ class OutputDirectory:
         self.overwrite = overwrite
         self._lock_fd = -1
         self.committed = False
+        self.kept = None  # why the staging directory stays after exit, if it does
 
     def __enter__(self) -> OutputDirectory:
         if self.join:
-            if not os.path.isdir(self.path):
+            if not self._is_ours():
                 raise OutputError(f"{self.path}: the staging directory rank 0 should have made is missing")
             return self
-        try:
+        with writing(self.parent, "staging"):
             os.makedirs(self.parent, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {self.parent}: {exc.strerror}") from exc
         self._lock()
         try:
-            if os.path.lexists(self.path) and not self.resume:  # left by an earlier run
-                shutil.rmtree(self.path)
-            os.makedirs(self._done_dir, exist_ok=True)
-        except OSError as exc:
+            # Again, under the lock: a run that held it may have finished this output meanwhile.
+            self.state = check_output_path(self.final, self.inputs, self.overwrite)
+            self._prepare_staging()
+        except BaseException:
             self._unlock()
-            raise OutputError(f"cannot create the staging directory {self.path}: {exc.strerror}") from exc
+            raise
         return self
+
+    def _is_ours(self) -> bool:
+        if os.path.islink(self.path) or not os.path.isdir(self.path):
+            return False
+        try:
+            with open(os.path.join(self.path, STAGING_MARKER), encoding="utf-8") as f:
+                return f.read() == self.final
+        except OSError:
+            return False
+
+    def _prepare_staging(self):
+        if os.path.lexists(self.path):
+            if not self._is_ours():
+                raise OutputError(
+                    f"{self.path} exists but was not made by chatvec for {self.final} (no {STAGING_MARKER} naming "
+                    "it); it is left alone. Remove it or choose another --out"
+                )
+            if not self.resume:  # left by an earlier run of ours
+                with writing(self.path, "staging"):
+                    shutil.rmtree(self.path)
+        if not os.path.isdir(self.path):
+            with writing(self.path, "staging"):
+                os.mkdir(self.path)
+                write_atomic(os.path.join(self.path, STAGING_MARKER), self.final, point="staging")
+        with writing(self._done_dir, "staging"):
+            os.makedirs(self._done_dir, exist_ok=True)
 
     # -- resume state ---------------------------------------------------------
 
@@ -110,7 +111,7 @@ class OutputDirectory:
                     "input files changed since); run without --resume to start over"
                 )
         else:
-            write_atomic(path, fingerprint)
+            write_atomic(path, fingerprint, point="fingerprint")
             fsync_dir(self.path)
 
     def completed(self, name: str, size: int) -> dict | None:
@@ -118,46 +119,53 @@ class OutputDirectory:
         it is intact, else None (and any partial file is removed, so it is written again)."""
         record = self.recorded(name)
         target = self.file(name)
-        if record is not None:
-            if record.get("bytes") == size and os.path.isfile(target) and os.path.getsize(target) == size:
-                if sha256_file(target) == record.get("sha256"):
-                    return record
-            os.unlink(os.path.join(self._done_dir, name + ".json"))
-        if os.path.lexists(target):
-            os.unlink(target)
+        with writing(target, "staging"):
+            if record is not None:
+                if record.get("bytes") == size and os.path.isfile(target) and os.path.getsize(target) == size:
+                    if sha256_file(target) == record.get("sha256"):
+                        return record
+                os.unlink(os.path.join(self._done_dir, name + ".json"))
+            if os.path.lexists(target):
+                os.unlink(target)
         return None
 
     def mark_done(self, name: str, size: int, sha256: str, inexact: int = 0):
         """Records a complete, fsynced shard file."""
         record = {"bytes": size, "sha256": sha256, "inexact": inexact}
-        write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record))
+        write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record), point="marker")
 
     def recorded(self, name: str) -> dict | None:
         """The record of a completed shard file (by any rank), without re-reading the file."""
         marker = os.path.join(self._done_dir, name + ".json")
-        if not os.path.exists(marker):
+        try:
+            with open(marker, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
             return None
-        with open(marker, encoding="utf-8") as f:
-            return json.load(f)
+        return record if isinstance(record, dict) else None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def commit(self):
-        """Makes the staged output durable and moves it to its final path."""
-        shutil.rmtree(self._done_dir, ignore_errors=True)
-        plan = os.path.join(self.path, PLAN_FILE)
-        if os.path.exists(plan):
-            os.unlink(plan)
+        """Makes the staged output durable and moves it to its final path, if --out is as the run found it."""
+        with writing(self.path, "commit"):
+            shutil.rmtree(self._done_dir, ignore_errors=True)
+            for name in (PLAN_FILE, STAGING_MARKER):
+                if os.path.exists(os.path.join(self.path, name)):
+                    os.unlink(os.path.join(self.path, name))
         fsync_dir(self.path)
+        try:
+            check_unchanged(self.final, self.state, self.path)
+        except OutputError:
+            self.kept = "finished"
+            raise
         old = None
-        if os.path.lexists(self.final):
-            # Checked empty or --overwrite at start; move it aside, then swap.
-            old = set_aside_path(self.final)
-            if os.path.lexists(old):
-                shutil.rmtree(old)
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
+        with writing(self.final, "commit"):
+            if self.state.kind == "model":  # checked at the start and just now: a model output to replace
+                old = set_aside_path(self.final)
+                os.rename(self.final, old)
+            os.rename(self.path, self.final)  # onto an empty directory: rename(2) replaces it
         fsync_dir(self.parent)
         self.committed = True
         if old is not None:
@@ -167,12 +175,15 @@ class OutputDirectory:
         if self.join:
             return False
         try:
-            if not self.committed:
-                # Interrupted (Ctrl-C, SIGTERM), or failed with --resume: keep the completed shards for
-                # the next run. Any other failure leaves nothing behind.
-                interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-                if not ((interrupted or self.resume) and exc_type is not None):
+            if not self.committed and exc_type is not None:
+                # Interrupted (Ctrl-C, SIGTERM), or failed with --resume: keep the completed shards for the next
+                # run; a finished output that could not be put in place stays too. Else nothing stays behind.
+                if issubclass(exc_type, KeyboardInterrupt) or self.resume:
+                    self.kept = self.kept or "partial"
+                if self.kept is None:
                     shutil.rmtree(self.path, ignore_errors=True)
+                else:
+                    _record_kept(exc, self.path, self.kept)
         finally:
             self._unlock()
         return False
@@ -180,11 +191,10 @@ class OutputDirectory:
     def _lock(self):
         # Retry until the locked file is still the one at the path: a run that
         # finishes unlinks it, and a locked-but-unlinked file protects nothing.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         while True:
-            try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-            except OSError as exc:
-                raise OutputError(f"cannot create {self._lock_path}: {exc.strerror}") from exc
+            with writing(self._lock_path, "lock"):
+                fd = os.open(self._lock_path, flags, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -194,7 +204,7 @@ class OutputDirectory:
                     "wait for it to finish or choose another --out"
                 ) from None
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self._lock_path))
+                same = os.path.samestat(os.fstat(fd), os.stat(self._lock_path, follow_symlinks=False))
             except FileNotFoundError:
                 same = False
             if same:
@@ -210,6 +220,19 @@ class OutputDirectory:
                 pass
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def _record_kept(exc, path: str, why: str):
+    """Tells the caller (the CLI's hint) which staging directories this run left, and why."""
+    try:
+        exc.chatvec_kept = [*getattr(exc, "chatvec_kept", []), (path, why)]
+    except AttributeError:  # an exception type without a __dict__
+        pass
+
+
+def kept_outputs(exc) -> list[tuple[str, str]]:
+    """(staging directory, "partial" or "finished") for each staging directory the failed run kept."""
+    return list(getattr(exc, "chatvec_kept", []))
 
 
 def sha256_file(path: str) -> str:

@@ -1,0 +1,135 @@
+"""Which tokenizer an output gets, and whether the chat model's chat template and eos go into it.
+
+The Chat Vector paper keeps cp's tokenizer (cp speaks the new language) with the chat model's chat template
+and eos. Decided before any work, from the files alone; never a tokenizer that cannot load (a
+tokenizer_config.json holding only a chat template is not one), never one whose ids run past the
+embedding's rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from ..filenames import CHAT_TEMPLATE_FILES, VECTOR_CHAT_DIR
+from ..job import Job
+from ..plan.types import Plan
+from ..plan.vocab import EMBED_NAME
+from ..read.model_files import chat_template, eos_token, has_tokenizer, has_vocab, load_vocab, token_text
+
+
+@dataclass
+class TokenizerChoice:
+    directory: str | None  # where the output's tokenizer files come from; None: the output gets none
+    role: str  # cp, chat or base
+    template: object = None  # the chat model's chat template to write, or None to keep the tokenizer's own
+    found_in: str | None = None
+    eos: object = None  # chat's eos entry to write (a string or an AddedToken object), or None
+    eos_id: int | None = None  # its id in the output's vocabulary
+    record: dict = field(default_factory=dict)  # the report's "chat_template" entry
+
+    def edit_tokenizer_config(self, config: dict) -> dict:
+        config = dict(config)
+        config["chat_template"] = self.template
+        if self.eos_id is not None:
+            config["eos_token"] = self.eos
+        return config
+
+    def edit_generation_config(self, config: dict) -> dict:
+        """Adds the eos id to generation_config.json's eos_token_id (generation stops at chat's eos)."""
+        config = dict(config)
+        current = config.get("eos_token_id")
+        ids = current if isinstance(current, list) else ([current] if current is not None else [])
+        if self.eos_id not in ids:
+            config["eos_token_id"] = [*ids, self.eos_id] if ids else self.eos_id
+            self.record["generation_eos_token_id"] = config["eos_token_id"]
+        return config
+
+    @property
+    def replaces_template_files(self) -> tuple[str, ...]:
+        """The tokenizer's own template files, left out: they would compete with the one written."""
+        return CHAT_TEMPLATE_FILES if self.template is not None else ()
+
+
+def chat_files_dir(job: Job, plan: Plan) -> str | None:
+    """Where chat's tokenizer files are: the chat model (merge), or the vector's chat/ folder (apply)."""
+    if job.command == "apply":
+        carried = os.path.join(plan.inputs["vector"].directory, VECTOR_CHAT_DIR)
+        return carried if os.path.isdir(carried) else None
+    return plan.inputs["chat"].directory
+
+
+def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
+    """The output's tokenizer and chat template; appends to plan.warnings what the user should hear first."""
+    directory, role = _tokenizer_source(job, plan)
+    choice = TokenizerChoice(directory, role, record={"from": role if directory else None})
+    chat_dir = chat_files_dir(job, plan)
+    found, where = chat_template(chat_dir) if chat_dir else (None, None)
+    source = job.settings.chat_template_from or ("chat" if found is not None else "cp")
+    if source != "chat":
+        return choice
+    if found is None:
+        plan.warnings.append("--chat-template-from chat: the chat model has no chat template; the output keeps cp's")
+        choice.record = {"from": "cp", "reason": "the chat model has no chat template"}
+        return choice
+    if directory is None:
+        plan.warnings.append("the chat model's chat template is left out: the output has no tokenizer to carry it")
+        choice.record = {"from": None, "reason": "the output has no tokenizer"}
+        return choice
+    choice.template, choice.found_in = found, where
+    choice.record = {"from": "chat", "found_in": where}
+    removed = [n for n in CHAT_TEMPLATE_FILES if os.path.isfile(os.path.join(directory, n))]
+    if removed:
+        choice.record["removed"] = removed
+    eos = eos_token(chat_dir)
+    text = token_text(eos)
+    if text is not None:
+        vocab = load_vocab(directory) if has_vocab(directory) else {}
+        if text in vocab:
+            choice.eos, choice.eos_id = eos, vocab[text]
+            choice.record["eos_token"] = {"token": text, "id": vocab[text]}
+        else:
+            choice.record["eos_token"] = {"token": text, "kept_cp": True, "reason": "the output's vocabulary lacks it"}
+    return choice
+
+
+def _tokenizer_source(job: Job, plan: Plan) -> tuple[str | None, str]:
+    """(directory, role) of the tokenizer the output gets; directory None when there is none to take."""
+    chosen = job.settings.tokenizer_from
+    role = chosen or "cp"
+    if role == "chat":
+        directory = chat_files_dir(job, plan)
+    elif role == "base":
+        if "base" not in plan.inputs:
+            raise InputError("--tokenizer-from base needs a base model; apply has a vector and cp (use cp or chat)")
+        directory = plan.inputs["base"].directory
+    else:
+        directory = plan.inputs["cp"].directory
+    if directory is not None and has_tokenizer(directory):
+        _check_vocabulary_fits(directory, role, plan)
+        return directory, role
+    if chosen is not None:
+        where = directory or f"the vector {plan.inputs['vector'].path} (it has no {VECTOR_CHAT_DIR}/ folder)"
+        raise InputError(
+            f"--tokenizer-from {role}: {where} has no tokenizer files (tokenizer.json, tokenizer.model or vocabulary "
+            "files); choose another source"
+        )
+    plan.warnings.append(
+        f"cp {plan.inputs['cp'].path} has no tokenizer files: the output gets none (a tokenizer_config.json alone "
+        "would not load). Pass --tokenizer-from base or chat to take theirs when their vocabulary is cp's"
+    )
+    return None, role
+
+
+def _check_vocabulary_fits(directory: str, role: str, plan: Plan):
+    """A tokenizer whose ids go past the output's embedding rows would index rows that do not exist."""
+    if role == "cp" or not has_vocab(directory):
+        return
+    rows = [t.shape[0] for t in plan.tensors if EMBED_NAME.search(t.name) and t.shape]
+    largest = max(load_vocab(directory).values(), default=-1)
+    if rows and largest >= min(rows):
+        raise InputError(
+            f"--tokenizer-from {role}: its tokenizer has ids up to {largest}, but the output's embedding has "
+            f"{min(rows)} rows (cp's); that tokenizer does not fit cp's vocabulary. Use cp's tokenizer"
+        )
