@@ -6,6 +6,8 @@ Reads headers and tokenizer files only: never tensor data, never a kernel, never
 
 from __future__ import annotations
 
+import os
+
 from ..errors import InputError
 from ..filenames import INEXACT_KEY
 from ..job import Job
@@ -18,7 +20,8 @@ from .types import Plan
 
 def plan_job(job: Job) -> Plan:
     """Opens the job's inputs (headers only, all validated) and plans every output tensor."""
-    ckpts = {role: open_checkpoint(path) for role, path in job.inputs.items()}
+    # Absolute paths: messages, the report and the resume fingerprint then say the same whatever the cwd.
+    ckpts = {role: open_checkpoint(os.path.abspath(path)) for role, path in job.inputs.items()}
     refuse_quantized(ckpts)
     warnings = [w for ckpt in ckpts.values() for w in ckpt.warnings]
     if job.command == "extract":
