@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 
 import pytest
@@ -101,3 +102,75 @@ def triple(tmp_path):
         return make_triple(str(tmp_path / name), "tiny", **kwargs)
 
     return make
+
+
+def cli(*args, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m chatvec_fast ARGS...` in a subprocess, text output captured."""
+    return subprocess.run([sys.executable, "-m", "chatvec_fast", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)  # fmt: skip
+
+
+def model_args(paths: dict) -> list[str]:
+    """['--base', B, '--chat', C, '--cp', P] for the roles in paths."""
+    return [arg for role in ("base", "chat", "cp", "vector") if role in paths for arg in (f"--{role}", paths[role])]
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str):
+    """A failed command: non-zero exit, no traceback, one 'error:' message (a planning error may list its
+    problems on the lines below) containing every needle."""
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    message = r.stderr[r.stderr.index("error:") :]
+    for needle in needles:
+        assert needle in message, (needle, r.stderr)
+
+
+CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+
+
+def write_tokenizer(directory, tokens: list[str], specials: list[str], eos: str, template=None):
+    """A WordLevel tokenizer.json (via the tokenizers library) and a tokenizer_config.json."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.add_special_tokens(specials)
+    tk.save(os.path.join(directory, "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": eos, "unk_token": "<unk>"}
+    if template:
+        config["chat_template"] = template
+    json.dump(config, open(os.path.join(directory, "tokenizer_config.json"), "w"))
+    json.dump({"bos_token_id": 1, "eos_token_id": 2}, open(os.path.join(directory, "generation_config.json"), "w"))
+
+
+def open_every_output(directory):
+    """Every .safetensors file under directory opens with the safetensors library, every tensor loads."""
+    from safetensors import safe_open
+
+    count = 0
+    for root, _, files in os.walk(directory):
+        for f in files:
+            if f.endswith(".safetensors"):
+                with safe_open(os.path.join(root, f), framework="pt") as g:
+                    for key in g.keys():
+                        g.get_tensor(key)
+                count += 1
+    return count
+
+
+@pytest.fixture
+def tokenized_triple(triple):
+    """base and chat share a 512-token vocabulary; cp extends it to 600 and puts <|im_end|> at a new id."""
+    paths = triple(cp_vocab=600)
+    shared = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"] + [f"tok{i}" for i in range(5, 512)]
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    write_tokenizer(paths["base"], shared, specials, "</s>")
+    write_tokenizer(paths["chat"], shared, specials, "<|im_end|>", CHAT_TEMPLATE)
+    cp_tokens = shared[:4] + ["tok4-cp"] + shared[5:] + [f"ext{i}" for i in range(512, 599)] + ["<|im_end|>"]
+    write_tokenizer(paths["cp"], cp_tokens, ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], "</s>")
+    return paths

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_bits_equal, chatvec_command
+from conftest import CHAT_TEMPLATE, assert_bits_equal, chatvec_command
 from safetensors.torch import load_file, save_file
 
 from chatvec_fast import apply, extract, merge, sweep
@@ -188,36 +188,6 @@ def test_alpha_for_patterns(triple, tmp_path):
 
 
 # -- special tokens from the chat model -----------------------------------------------------
-
-CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-
-
-def write_tokenizer(directory, tokens: list[str], specials: list[str], eos: str, template=None):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {t: i for i, t in enumerate(tokens)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.add_special_tokens(specials)
-    tk.save(os.path.join(directory, "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": eos, "unk_token": "<unk>"}
-    if template:
-        config["chat_template"] = template
-    json.dump(config, open(os.path.join(directory, "tokenizer_config.json"), "w"))
-    json.dump({"bos_token_id": 1, "eos_token_id": 2}, open(os.path.join(directory, "generation_config.json"), "w"))
-
-
-@pytest.fixture
-def tokenized_triple(triple):
-    """base and chat share a 512-token vocabulary; cp extends it to 600 and puts <|im_end|> at a new id."""
-    paths = triple(cp_vocab=600)
-    shared = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"] + [f"tok{i}" for i in range(5, 512)]
-    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    write_tokenizer(paths["base"], shared, specials, "</s>")
-    write_tokenizer(paths["chat"], shared, specials, "<|im_end|>", CHAT_TEMPLATE)
-    cp_tokens = shared[:4] + ["tok4-cp"] + shared[5:] + [f"ext{i}" for i in range(512, 599)] + ["<|im_end|>"]
-    write_tokenizer(paths["cp"], cp_tokens, ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], "</s>")
-    return paths
 
 
 def test_special_tokens_and_chat_template_from_chat(tokenized_triple, tmp_path):

@@ -6,8 +6,6 @@ output shards. The files are the same bytes whoever writes them.
 
 from __future__ import annotations
 
-import os
-
 from ..filenames import SINGLE_NAME, shard_name
 from ..read.checkpoint import Checkpoint
 from .types import OutputShard, TensorPlan
@@ -18,14 +16,13 @@ def layout(source: Checkpoint, plans: dict[str, TensorPlan], max_shard_size: int
     Returns (shards, single_file)."""
     if max_shard_size is not None:
         return _pack(list(plans.values()), max_shard_size)
-    groups = [[plans[n] for n in f.tensors if n in plans] for f in source.files]
-    names = [os.path.basename(f.path) for f in source.files]
-    if not all(groups):  # a shard lost all its tensors (extract leaves non-float ones out): renumber
-        groups = [g for g in groups if g]
-        names = [shard_name(i + 1, len(groups)) for i in range(len(groups))]
+    # The source's grouping, under our own names: an input's shard may be called anything (tokenizer.json,
+    # chatvec_report.json, a staging name), and an output file named like that would collide. Shards that
+    # lost all their tensors (extract leaves non-float ones out) are dropped and the rest renumbered.
+    groups = [g for g in ([plans[n] for n in f.tensors if n in plans] for f in source.files) if g]
     if len(groups) <= 1:
         return [OutputShard(SINGLE_NAME, groups[0] if groups else [])], True
-    return [OutputShard(n, g) for n, g in zip(names, groups)], False
+    return [OutputShard(shard_name(i + 1, len(groups)), g) for i, g in enumerate(groups)], False
 
 
 def _pack(tensors: list[TensorPlan], max_shard_size: int):

@@ -7,12 +7,13 @@ tensor missing from the index, none in two shards).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..filenames import CONFIG_NAME, INDEX_NAME, SHARD_NAME, SINGLE_NAME
+from ..filenames import CONFIG_NAME, CONFIG_PATTERNS, INDEX_NAME, SHARD_NAME, SINGLE_NAME, TOKENIZER_PATTERNS
 from .header import SafetensorsHeader, TensorInfo, read_header
 
 
@@ -90,6 +91,18 @@ def _check_no_stale_sibling(directory: str, index_path: str, listed: set[str]):
             )
 
 
+def _refuse_misnamed_shards(directory: str, files: list[SafetensorsHeader]):
+    """A weight shard named like a config or tokenizer file would be read as one (here, by transformers, by
+    every tool): refuse it rather than guess which the file is."""
+    for f in files:
+        name = os.path.basename(f.path)
+        if any(fnmatch.fnmatch(name, p) for p in (*CONFIG_PATTERNS, *TOKENIZER_PATTERNS)):
+            raise InputError(
+                f"{f.path}: a weight shard named {name!r}, the name of a model's config or tokenizer file; rename "
+                f"the shard (and its entries in {INDEX_NAME}) so that the two cannot be confused"
+            )
+
+
 def open_checkpoint(path: str) -> Checkpoint:
     """Opens a checkpoint directory (or a single .safetensors file) and validates all its headers."""
     if not os.path.exists(path):
@@ -123,6 +136,7 @@ def open_checkpoint(path: str) -> Checkpoint:
                 else ""
             )
             raise InputError(f"{path}: neither {SINGLE_NAME} nor {INDEX_NAME} found{hint}")
+        _refuse_misnamed_shards(path, files)
         config_path = os.path.join(path, CONFIG_NAME)
         if os.path.isfile(config_path):
             config = _load_json(config_path, CONFIG_NAME)

@@ -82,6 +82,8 @@ def _shape_problem(shape: list, dtype: str) -> str | None:
     step, left to right (even when a later dimension is 0), or a sub-byte dtype does not end on a byte."""
     count = 1
     for d in shape:
+        if d > U64_MAX:
+            return f"shape {tuple(shape)}: dimension {d} does not fit in 64 bits"
         count *= d
         if count > U64_MAX:
             return f"shape {tuple(shape)}: the element count overflows 64 bits"

@@ -185,11 +185,11 @@ def _execute(plan: Plan, outputs: list[_Output], workers: Workers, job: Job) -> 
                     out.commit()
             except BaseException as exc:  # noqa: BLE001 - the other ranks must hear of it first
                 finish_error = exc
-    finished = ranks.all_succeeded(finish_error is None) if ranks is not None else finish_error is None
-    if finish_error is not None:
-        raise finish_error
-    if not finished:
-        raise OutputError("rank 0 could not finish the output (see its error); no output was written")
+        finished = ranks.all_succeeded(finish_error is None) if ranks is not None else finish_error is None
+        if finish_error is not None:
+            raise finish_error  # inside the `with`: the staging directories decide what stays
+        if not finished:
+            raise OutputError("rank 0 could not finish the output (see its error); no output was written")
     return result
 
 

@@ -157,8 +157,9 @@ class OutputDirectory:
         fsync_dir(self.path)
         try:
             check_unchanged(self.final, self.state, self.path)
-        except OutputError:
+        except OutputError as exc:
             self.kept = "finished"
+            _record_kept(exc, self.path, self.kept)
             raise
         old = None
         with writing(self.final, "commit"):
@@ -175,15 +176,15 @@ class OutputDirectory:
         if self.join:
             return False
         try:
-            if not self.committed and exc_type is not None:
+            if not self.committed:
                 # Interrupted (Ctrl-C, SIGTERM), or failed with --resume: keep the completed shards for the next
                 # run; a finished output that could not be put in place stays too. Else nothing stays behind.
-                if issubclass(exc_type, KeyboardInterrupt) or self.resume:
-                    self.kept = self.kept or "partial"
+                failed = exc_type is not None
+                if failed and self.kept is None and (issubclass(exc_type, KeyboardInterrupt) or self.resume):
+                    self.kept = "partial"
+                    _record_kept(exc, self.path, self.kept)
                 if self.kept is None:
                     shutil.rmtree(self.path, ignore_errors=True)
-                else:
-                    _record_kept(exc, self.path, self.kept)
         finally:
             self._unlock()
         return False
