@@ -108,7 +108,9 @@ def fingerprint(plan: Plan, metadata: dict, report: dict) -> str:
     for ckpt in plan.inputs.values():
         for f in ckpt.files:
             identity = f.identity
-            files[os.path.abspath(f.path)] = [identity.device, identity.inode, identity.size, identity.mtime_ns] if identity else None
+            files[os.path.abspath(f.path)] = (
+                [identity.device, identity.inode, identity.size, identity.mtime_ns] if identity else None
+            )
     shards = [[s.filename, s.data_nbytes, [t.name for t in s.tensors]] for s in plan.shards]
     doc = {"metadata": metadata, "report": report, "inputs": files, "shards": shards}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

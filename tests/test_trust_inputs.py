@@ -228,8 +228,11 @@ def quantize_layout(model_dir, kind):
             rows, cols = spec["shape"]
             if kind == "fp8":  # a bf16 weight's bytes hold an F8 weight of twice the columns ... and its scales
                 h[name] = {"dtype": "F8_E4M3", "shape": [rows, cols], "data_offsets": [begin, begin + rows * cols]}
-                h[name + "_scale_inv"] = {"dtype": "F32", "shape": [1, 1], "data_offsets": [begin + rows * cols,
-                                                                                            begin + rows * cols + 4]}
+                h[name + "_scale_inv"] = {
+                    "dtype": "F32",
+                    "shape": [1, 1],
+                    "data_offsets": [begin + rows * cols, begin + rows * cols + 4],
+                }
             else:
                 base = name[: -len(".weight")]
                 h[base + ".qweight"] = {"dtype": "I32", "shape": [rows // 2, cols], "data_offsets": [begin, end]}

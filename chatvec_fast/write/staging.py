@@ -87,15 +87,30 @@ class OutputDirectory:
                     f"{self.path} exists but was not made by chatvec for {self.final} (no {STAGING_MARKER} naming "
                     "it); it is left alone. Remove it or choose another --out"
                 )
-            if not self.resume:  # left by an earlier run of ours
-                with writing(self.path, "staging"):
+            with writing(self.path, "staging"):
+                if not self.resume:  # left by an earlier run of ours
                     shutil.rmtree(self.path)
+                else:
+                    self._keep_only_completed_shards()
         if not os.path.isdir(self.path):
             with writing(self.path, "staging"):
                 os.mkdir(self.path)
                 write_atomic(os.path.join(self.path, STAGING_MARKER), self.final, point="staging")
         with writing(self._done_dir, "staging"):
             os.makedirs(self._done_dir, exist_ok=True)
+
+    def _keep_only_completed_shards(self):
+        """--resume keeps the shards an earlier run completed; everything written after them (index, config
+        and tokenizer files, the report) is written again at the end, exactly once."""
+        keep = {DONE_DIR, PLAN_FILE, STAGING_MARKER}
+        for name in os.listdir(self.path):
+            path = os.path.join(self.path, name)
+            if name in keep or (self.recorded(name) is not None and os.path.isfile(path)):
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
 
     # -- resume state ---------------------------------------------------------
 
