@@ -26,6 +26,9 @@ def merged(tokenized_triple, tmp_path):
     return out
 
 
+NEGATIVE_ROW = {"token": "x", "chat_row": -1, "cp_row": 2}
+
+
 def edit_report(out, edit):
     path = out / "chatvec_report.json"
     report = json.load(open(path))
@@ -71,8 +74,7 @@ def test_every_file_is_checked_against_the_report(merged, change, needle, mode):
         (lambda p: edit_report(p.parent, lambda r: r.update(inputs={"base": 3})), "inputs"),
         (lambda p: edit_report(p.parent, lambda r: r.update(alpha="0.5")), "alpha"),
         (lambda p: edit_report(p.parent, lambda r: r["options"].pop("skip")), "options"),
-        (lambda p: edit_report(p.parent, lambda r: r.update(special_token_rows=[{"token": "x", "chat_row": -1,
-                                                                                  "cp_row": 2}])), "special_token_rows"),
+        (lambda p: edit_report(p.parent, lambda r: r.update(special_token_rows=[NEGATIVE_ROW])), "special_token_rows"),
     ],
     ids=["not-json", "not-an-object", "older-format", "command", "inputs", "alpha", "options", "negative-row"],
 )  # fmt: skip
