@@ -193,7 +193,7 @@ def _print_report(report, dry_run: bool) -> int:
 def _run(args) -> int:
     from . import api
 
-    common = {**_options(args, _COMMON), "progress": not args.quiet}
+    common = {**_options(args, _COMMON), "progress": not getattr(args, "quiet", False)}
     if args.command == "merge":
         r = api.merge(args.base, args.chat, args.cp, args.out, args.alpha, **common, **_options(args, _POLICIES))
     elif args.command == "sweep":

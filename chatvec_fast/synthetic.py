@@ -159,7 +159,35 @@ def write_llama(
         json.dump(config, fh, indent=2)
     with open(os.path.join(directory, "generation_config.json"), "w") as fh:
         json.dump({"bos_token_id": 1, "eos_token_id": 2}, fh, indent=2)
+    write_tokenizer(directory, vocab, chat=role == "chat")
     return directory
+
+
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
+)
+
+
+def write_tokenizer(directory: str, vocab: int, chat: bool = False):
+    """A word-level tokenizer of `vocab` tokens (the special tokens, then tok5, tok6, ...), as the tokenizers
+    library writes one; the chat model's also has a ChatML chat template and <|im_end|> as its eos."""
+    tokens = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    tokens.update({f"tok{i}": i for i in range(len(SPECIAL_TOKENS), vocab)})
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, t in enumerate(SPECIAL_TOKENS)]  # fmt: skip
+    doc = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+           "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
+           "model": {"type": "WordLevel", "vocab": tokens, "unk_token": "<unk>"}}  # fmt: skip
+    with open(os.path.join(directory, "tokenizer.json"), "w") as fh:
+        json.dump(doc, fh, ensure_ascii=False)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "model_max_length": 2048}  # fmt: skip
+    if chat:
+        config.update(eos_token="<|im_end|>", chat_template=CHAT_TEMPLATE)
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as fh:
+        json.dump(config, fh, indent=2)
 
 
 def make_triple(
