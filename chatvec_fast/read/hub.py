@@ -17,20 +17,20 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..filenames import CONFIG_NAME, INDEX_NAME, SINGLE_NAME
-from .model_files import AUX_PATTERNS
+from ..filenames import CONFIG_NAME, CONFIG_PATTERNS, INDEX_NAME, SINGLE_NAME, TOKENIZER_PATTERNS
 
-# Besides its weights, a merge needs the files its output carries (model_files.AUX_PATTERNS: config.json,
-# generation_config.json, tokenizer files of every kind (tokenizer*, vocab.json/.txt, merges.txt, *.tiktoken,
-# special_tokens_map.json, added_tokens.json), chat templates, processor configs, *.py custom modeling code) and
-# README.md, the model card the output's card starts from. Only top-level files: subfolders hold other formats
-# or copies (original/, onnx/, gguf/). README.md alone may be missing from a cached snapshot.
-HUB_PATTERNS = (*AUX_PATTERNS, "README.md")
+# Besides its weights, a merge needs the files its output carries (filenames.CONFIG_PATTERNS and
+# TOKENIZER_PATTERNS: config and generation config, tokenizer files of every kind, chat templates, processor
+# configs, *.py custom modeling code) and README.md, the model card the output's card starts from. Only
+# top-level files: subfolders hold other formats or copies (original/, onnx/, gguf/). README.md alone may be
+# missing from a cached snapshot.
+HUB_PATTERNS = (*CONFIG_PATTERNS, *TOKENIZER_PATTERNS, "README.md")
 OPTIONAL_FILES = ("README.md",)
-# The weights: one format, (index, single file), in the order read/checkpoint.py reads them. With an index only
+# The weights: one format, (single file, index), in the order transformers (and read/checkpoint.py) reads them:
+# a single file wins over an index. With an index only
 # the shards it names are fetched, so never consolidated*.safetensors, variants (model.fp16.safetensors), *.gguf,
 # *.onnx, *.msgpack, *.h5 or original/*; PyTorch .bin only when the repo has no safetensors weights.
-WEIGHT_FILES = ((INDEX_NAME, SINGLE_NAME), ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+WEIGHT_FILES = ((INDEX_NAME, SINGLE_NAME), ("pytorch_model.bin.index.json", "pytorch_model.bin"))  # (index, single)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
@@ -196,6 +196,8 @@ class _Hub:
         top = sorted(f for f in files if "/" not in f)
         wanted = [f for f in top if any(fnmatch.fnmatch(f, p) for p in HUB_PATTERNS)]
         for index, single in WEIGHT_FILES:
+            if single in files:
+                return [*wanted, single]
             if index in files:
                 shards = index_shards(index)
                 absent = [s for s in shards if s not in files]
@@ -203,8 +205,6 @@ class _Hub:
                     raise self.fail(f"{index} of commit {commit} names shard {absent[0]}, which the repo does not "
                                     "have", "pick another revision, or tell the model's authors")  # fmt: skip
                 return [*wanted, index, *shards]
-            if single in files:
-                return [*wanted, single]
         if snapshot is not None:
             raise self._incomplete(snapshot, commit, f"no {SINGLE_NAME}, {INDEX_NAME} or PyTorch weights")
         found = ", ".join(f for f in top if not f.startswith(".")) or "no files"
