@@ -32,9 +32,9 @@ def _documented(*names: str):
 
 
 _ENGINE = ("backend", "threads", "devices", "gpu_memory", "chunk_elements")
-_RUN = ("overwrite", "resume", "dry_run", "progress")
+_RUN = ("revision", "overwrite", "resume", "dry_run", "progress")
 _MERGE = ("skip", "allow_unmatched", "vocab_mismatch", "alpha_for", "dtype", "max_shard_size")
-_TOKENIZER = ("chat_template_from", "tokenizer_from")
+_TOKENIZER = ("chat_template_from", "tokenizer_from", "model_card")
 
 
 def _run(command: str, inputs: dict, out: str, alphas, sweep: bool, **options) -> MergeReport:
@@ -61,6 +61,8 @@ def merge(
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
     tokenizer_from: str | None = None,
+    model_card: bool = True,
+    revision: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -100,6 +102,8 @@ def sweep(
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
     tokenizer_from: str | None = None,
+    model_card: bool = True,
+    revision: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -131,6 +135,7 @@ def extract(
     skip: Sequence[str] = (),
     allow_unmatched: bool = False,
     max_shard_size: str | int | None = None,
+    revision: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,
@@ -169,6 +174,8 @@ def apply(
     max_shard_size: str | int | None = None,
     chat_template_from: str | None = None,
     tokenizer_from: str | None = None,
+    model_card: bool = True,
+    revision: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     dry_run: bool = False,

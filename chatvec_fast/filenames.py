@@ -12,7 +12,9 @@ import re
 # Hugging Face model directories.
 SINGLE_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-SHARD_NAME = re.compile(r"(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.safetensors")
+BIN_SINGLE_NAME = "pytorch_model.bin"  # PyTorch's format (transformers 4 and earlier)
+BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+SHARD_NAME = re.compile(r"(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.(?P<ext>safetensors|bin)")
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -47,6 +49,8 @@ MODEL_FILE_PATTERNS = (
 # What a run adds to its output.
 REPORT_NAME = "chatvec_report.json"
 VECTOR_CHAT_DIR = "chat"  # a saved vector's copy of chat's tokenizer files, for apply
+CARD_NAME = "README.md"  # the model card (Hugging Face format)
+CP_CARD_NAME = "README.cp.md"  # cp's own card, kept beside ours
 # A shard-header metadata key patched once the run knows its value (extract's count of elements the
 # vector's dtype rounded): written as 20 zeros, replaced in place by the same number of digits.
 INEXACT_KEY = "chatvec_fast.inexact_elements"

@@ -66,6 +66,10 @@ class Settings:
     tokenizer_from: str | None = _option(None, "whose tokenizer files the output gets: cp, chat or base (default: "
                                          "cp's; a cp without tokenizer files gives an output without them, and a "
                                          "warning)")  # fmt: skip
+    revision: str | None = _option(None, "the revision (branch, tag or commit) of every Hugging Face Hub id given "
+                                   "without one ('org/name@rev' sets an input's own)")  # fmt: skip
+    model_card: bool = _option(True, "write a README.md model card (Hugging Face format) into the output; cp's own "
+                               "card is kept as README.cp.md")  # fmt: skip
     allow_unmatched: bool = _option(False, "accept --skip and --alpha-for rules that match no tensor (by default "
                                     "they are errors: a rule that does nothing is usually a typo)")  # fmt: skip
     chunk_elements: int = _option(DEFAULT_CHUNK_ELEMENTS, "elements per pipeline chunk (tests use small values)")
@@ -133,6 +137,13 @@ class Job:
     alphas: tuple[float, ...]
     settings: Settings
     special_rows: tuple[tuple[str, int, int], ...] | None = None  # None: found through the tokenizers
+    # Inputs given as Hugging Face Hub ids, once resolved to local snapshots: role -> {"id", "revision", "commit"}
+    sources: dict = field(default_factory=dict)
+    given_inputs: dict = field(default_factory=dict)  # the inputs as given, before resolution (ids stay ids)
+
+    @property
+    def given(self) -> dict[str, str]:
+        return self.given_inputs or self.inputs
 
     @classmethod
     def build(cls, command: str, inputs: dict[str, str], out: str, alphas, settings: Settings, *, sweep: bool):

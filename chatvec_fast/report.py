@@ -79,6 +79,7 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
         "command": command,
         "formula": FORMULAS[command],
         "inputs": {role: os.path.abspath(p) for role, p in job.inputs.items()},
+        **({"sources": job.sources} if job.sources else {}),
         "options": plan.options.record(),
         "tensors": dict(sorted(plan.policy_counts().items())),
         "dropped": plan.dropped,

@@ -432,3 +432,41 @@ def test_does_not_look_like_hub_id(ref):
     if "/" in ref.strip("/") and ref[0] != "/" and ref.isascii():  # huggingface_hub agrees, bar its no-namespace ids
         with pytest.raises(HFValidationError):
             validate_repo_id(ref)
+
+
+# --- the commands take Hub ids ----------------------------------------------------------------------------------
+
+
+def test_merge_from_hub_ids_in_the_cache_records_their_commits(offline, tmp_path):
+    """--base/--chat/--cp as Hub ids (offline, from the cache): the same model as from local directories, and
+    the report records each input's id, revision and commit."""
+    from conftest import cli, model_args
+
+    snapshots, local = {}, {}
+    for role in ("base", "chat", "cp"):
+        files = llama_files(tmp_path, role=role, shard_bytes=60_000 if role == "cp" else 100_000)
+        snapshots[role] = write_cache(offline, f"org/{role}", files, refs=("main", "v1"))
+        local[role] = snapshots[role]
+    env = {"HF_HUB_CACHE": str(offline), "HF_HUB_OFFLINE": "1"}
+    ids = {"base": "org/base", "chat": "org/chat@v1", "cp": "org/cp"}
+    r = cli("merge", *model_args(ids), "--out", tmp_path / "hub", "--revision", "main", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    r = cli("merge", *model_args(local), "--out", tmp_path / "local", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.load(open(tmp_path / "hub" / "chatvec_report.json"))
+    assert report["sources"]["chat"] == {"id": "org/chat", "revision": "v1", "commit": os.path.basename(
+        snapshots["chat"])}  # fmt: skip
+    assert report["sources"]["base"]["revision"] == "main"
+    card = open(tmp_path / "hub" / "README.md").read()
+    assert "base_model:\n- org/cp\n- org/chat\n- org/base\n" in card and "| v1 (" in card
+    assert "--chat org/chat@v1" in card
+    for name in sorted(os.listdir(tmp_path / "local")):
+        if name.endswith(".safetensors"):
+            import torch
+            from safetensors.torch import load_file
+
+            a, b = load_file(str(tmp_path / "hub" / name)), load_file(str(tmp_path / "local" / name))
+            assert a.keys() == b.keys() and all(a[k].view(-1).view(torch.int16).equal(b[k].view(-1).view(torch.int16))
+                                                for k in a)  # fmt: skip
+    r = cli("merge", "--base", "org/nope", "--chat", "org/chat", "--cp", "org/cp", "--out", tmp_path / "x", env=env)
+    assert r.returncode == 1 and "org/nope" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -507,3 +507,23 @@ def test_mergekit_output_is_within_its_rounding_error(e2e, name):
         ulp = torch.ldexp(torch.ones_like(largest), torch.frexp(largest)[1] - 8)  # bfloat16: 8 significant bits
         worst = max(worst, float(((mk[k].double() - got[k].double()).abs() / ulp).max()))
     assert worst <= bound, f"{name}: mergekit differs from chatvec by {worst} ulps of the {unit} (allowed {bound})"
+
+
+def test_cli_merge_with_a_mergekit_config(e2e, tmp_path):
+    """`chatvec merge --mergekit-config cfg.yml --out DIR` writes what the API wrote from the translation, and
+    refuses options the config already gives."""
+    from conftest import assert_one_line_error, cli
+
+    paths, runs = e2e
+    cfg, m, api_out, _ = runs["task_arithmetic_bf16"]
+    out = tmp_path / "cli"
+    r = cli("merge", "--mergekit-config", cfg, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "note:" in r.stderr  # what was interpreted, and how
+    got, want = load_dir(out), load_dir(api_out)
+    assert got.keys() == want.keys() and all(torch.equal(got[k].view(torch.int16), want[k].view(torch.int16))
+                                             for k in got)  # fmt: skip
+    r = cli("merge", "--mergekit-config", cfg, "--out", tmp_path / "x", "--alpha", "0.3")
+    assert_one_line_error(r, "--alpha")
+    r = cli("merge", "--out", tmp_path / "y")
+    assert_one_line_error(r, "--base", "--mergekit-config")

@@ -46,7 +46,7 @@ def test_cp_shards_named_like_our_files_are_renamed_not_clobbered(tokenized_trip
     count = len(set(json.load(open(out / "model.safetensors.index.json"))["weight_map"].values()))
     shard_files = sorted(f for f in os.listdir(out) if f.endswith(".safetensors"))
     assert shard_files == [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
-    assert sorted(os.listdir(out)) == sorted([*shard_files, "chatvec_report.json", "config.json",
+    assert sorted(os.listdir(out)) == sorted([*shard_files, "README.md", "chatvec_report.json", "config.json",
                                               "generation_config.json", "model.safetensors.index.json",
                                               "tokenizer.json", "tokenizer_config.json"])  # fmt: skip
     assert open_every_output(out) == count

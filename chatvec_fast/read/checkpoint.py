@@ -1,4 +1,4 @@
-"""A Hugging Face checkpoint: one model.safetensors, or shards plus model.safetensors.index.json.
+"""A Hugging Face checkpoint: one weight file, or shards plus an index; safetensors or PyTorch .bin.
 
 Only headers are read. Every shard header is validated, and the index must
 agree with the shards exactly (each listed tensor in its listed shard, no
@@ -8,13 +8,23 @@ tensor missing from the index, none in two shards).
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..filenames import CONFIG_NAME, CONFIG_PATTERNS, INDEX_NAME, SHARD_NAME, SINGLE_NAME, TOKENIZER_PATTERNS
-from .header import SafetensorsHeader, TensorInfo, read_header
+from ..filenames import (
+    BIN_INDEX_NAME,
+    BIN_SINGLE_NAME,
+    CONFIG_NAME,
+    CONFIG_PATTERNS,
+    INDEX_NAME,
+    SINGLE_NAME,
+    TOKENIZER_PATTERNS,
+)
+from .header import SafetensorsHeader, TensorInfo, read_header, tensor_problem
+from .identity import FileIdentity, check_identity
+from .index import load_json, shard_files_from_index
+from .torch_zip import is_torch_zip, read_torch_zip
 
 
 @dataclass
@@ -32,65 +42,6 @@ class Checkpoint:
         return self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
 
 
-def _load_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: {what} is a JSON {type(doc).__name__}, expected an object")
-    return doc
-
-
-def _shard_files_from_index(directory: str, index_path: str) -> tuple[list[str], dict[str, str]]:
-    index = _load_json(index_path, "index")
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
-    ):
-        raise InputError(f"{index_path}: 'weight_map' must map tensor names to shard file names")
-    for name, shard in weight_map.items():
-        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
-            raise InputError(
-                f"{index_path}: tensor {name!r} maps to {shard!r}; shard names must be plain file names "
-                "in the checkpoint directory"
-            )
-    shards = sorted(set(weight_map.values()))
-    if not shards:
-        on_disk = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
-        raise InputError(
-            f"{index_path}: the index maps no tensor to any shard (empty weight_map)"
-            + (f", while {len(on_disk)} .safetensors files are in the directory" if on_disk else "")
-            + "; the index is broken (re-download the checkpoint)"
-        )
-    _check_no_stale_sibling(directory, index_path, set(shards))
-    for shard in shards:
-        if not os.path.isfile(os.path.join(directory, shard)):
-            first = next(n for n, s in weight_map.items() if s == shard)
-            raise InputError(
-                f"{index_path}: names shard {shard!r} (for tensor {first!r}) but {os.path.join(directory, shard)} "
-                "does not exist; the download is incomplete"
-            )
-    return shards, weight_map
-
-
-def _check_no_stale_sibling(directory: str, index_path: str, listed: set[str]):
-    """save_pretrained names shards PREFIX-00001-of-0000N; a file of the index's series on disk that the
-    index never mentions means the index is stale. One directory listing: the work must not grow with the
-    N written in a file name (model-00001-of-10000000.safetensors)."""
-    series = {(m["prefix"], m["count"]) for m in map(SHARD_NAME.fullmatch, listed) if m}
-    for name in sorted(os.listdir(directory)):
-        m = SHARD_NAME.fullmatch(name)
-        if m and (m["prefix"], m["count"]) in series and name not in listed:
-            raise InputError(
-                f"{index_path}: shard {name} is in the directory but the index maps no tensor to it; "
-                "the index and the shards disagree (re-download the checkpoint)"
-            )
-
-
 def _refuse_misnamed_shards(directory: str, files: list[SafetensorsHeader]):
     """A weight shard named like a config or tokenizer file would be read as one (here, by transformers, by
     every tool): refuse it rather than guess which the file is."""
@@ -103,43 +54,62 @@ def _refuse_misnamed_shards(directory: str, files: list[SafetensorsHeader]):
             )
 
 
+# The weight files a directory may hold, in the order transformers (modeling_utils) tries them: the first
+# that exists is the model. (index name or None, file name)
+_LAYOUTS = ((None, SINGLE_NAME), (INDEX_NAME, None), (None, BIN_SINGLE_NAME), (BIN_INDEX_NAME, None))
+
+
+def read_weight_file(path: str) -> SafetensorsHeader:
+    """The validated tensor table of one weight file: safetensors, or a PyTorch .bin (torch's zip format)."""
+    if path.endswith(".safetensors"):
+        return read_header(path)
+    if path.endswith((".bin", ".pt", ".pth")) or is_torch_zip(path):
+        return read_torch_file(path)
+    return read_header(path)
+
+
+def _choose_layout(path: str, warnings: list[str]) -> tuple[str | None, list[str], dict | None]:
+    """(index path or None, weight file names, the index's weight_map or None) of the model in `path`."""
+    present = [(index, single) for index, single in _LAYOUTS if os.path.isfile(os.path.join(path, index or single))]
+    if not present:
+        found = sorted(f for f in os.listdir(path) if f.endswith((".safetensors", ".bin")))
+        hint = (f"; it has {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no index to say which are "
+                "the model's shards" if found else "")  # fmt: skip
+        raise InputError(
+            f"{path}: no weights found: none of {SINGLE_NAME}, {INDEX_NAME}, {BIN_SINGLE_NAME} or {BIN_INDEX_NAME}"
+            f"{hint}"
+        )
+    index, single = present[0]
+    chosen = index or single
+    same_format = [n for i, s in present[1:] for n in (i or s,) if n.split(".")[1] == chosen.split(".")[1]]
+    if same_format:
+        warnings.append(f"{path} holds both {chosen} and {same_format[0]}; reading {chosen}, as transformers does "
+                        "(remove the one that is not the model)")  # fmt: skip
+    if single is not None:
+        return None, [single], None
+    index_path = os.path.join(path, index)
+    shards, weight_map = shard_files_from_index(path, index_path)
+    return index_path, shards, weight_map
+
+
 def open_checkpoint(path: str) -> Checkpoint:
-    """Opens a checkpoint directory (or a single .safetensors file) and validates all its headers."""
+    """Opens a checkpoint directory (or a single weight file) and validates all its headers: safetensors
+    (model.safetensors, or an index and its shards) or PyTorch .bin (pytorch_model.bin, or an index and its
+    shards), whichever transformers would load."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
     config: dict = {}
     warnings: list[str] = []
+    index_path = weight_map = None
     if os.path.isfile(path):
-        files = [read_header(path)]
-        weight_map = None
+        files = [read_weight_file(path)]
     else:
-        index_path = os.path.join(path, INDEX_NAME)
-        single_path = os.path.join(path, SINGLE_NAME)
-        # transformers loads model.safetensors when it exists, else the index: read what it would load.
-        if os.path.isfile(single_path):
-            files = [read_header(single_path)]
-            weight_map = None
-            if os.path.isfile(index_path):
-                warnings.append(
-                    f"{path} holds both {SINGLE_NAME} and {INDEX_NAME}; reading {SINGLE_NAME}, as transformers "
-                    f"does (remove the one that is not the model)"
-                )
-        elif os.path.isfile(index_path):
-            shard_names, weight_map = _shard_files_from_index(path, index_path)
-            files = [read_header(os.path.join(path, s)) for s in shard_names]
-        else:
-            found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-            hint = (
-                f"; it has {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no {INDEX_NAME} to say "
-                "which are the model's shards"
-                if found
-                else ""
-            )
-            raise InputError(f"{path}: neither {SINGLE_NAME} nor {INDEX_NAME} found{hint}")
+        index_path, names, weight_map = _choose_layout(path, warnings)
+        files = [read_weight_file(os.path.join(path, n)) for n in names]
         _refuse_misnamed_shards(path, files)
         config_path = os.path.join(path, CONFIG_NAME)
         if os.path.isfile(config_path):
-            config = _load_json(config_path, CONFIG_NAME)
+            config = load_json(config_path, CONFIG_NAME)
 
     tensors: dict[str, TensorInfo] = {}
     for header in files:
@@ -147,19 +117,40 @@ def open_checkpoint(path: str) -> Checkpoint:
             if name in tensors:
                 raise InputError(f"{path}: tensor {name!r} is stored twice, in {tensors[name].path} and {header.path}")
             tensors[name] = info
-    if weight_map is not None:
-        index_path = os.path.join(path, INDEX_NAME)
-        for name, shard in weight_map.items():
-            info = tensors.get(name)
-            if info is None or os.path.basename(info.path) != shard:
-                raise InputError(
-                    f"{index_path}: lists tensor {name!r} in {shard!r}, but that shard's header does not have it; "
-                    "the index and the shards disagree (re-download the checkpoint)"
-                )
-        extra = [n for n in tensors if n not in weight_map]
-        if extra:
-            raise InputError(
-                f"{index_path}: tensor {extra[0]!r} is in shard {os.path.basename(tensors[extra[0]].path)} but not "
-                f"in the index ({len(extra)} such tensors); the index and the shards disagree"
-            )
+    if index_path is not None:
+        _check_index(index_path, weight_map, tensors)
     return Checkpoint(path, files, tensors, config, warnings)
+
+
+def _check_index(index_path: str, weight_map: dict[str, str], tensors: dict[str, TensorInfo]):
+    for name, shard in weight_map.items():
+        info = tensors.get(name)
+        if info is None or os.path.basename(info.path) != shard:
+            raise InputError(
+                f"{index_path}: lists tensor {name!r} in {shard!r}, but that shard's header does not have it; "
+                "the index and the shards disagree (re-download the checkpoint)"
+            )
+    extra = [n for n in tensors if n not in weight_map]
+    if extra:
+        raise InputError(
+            f"{index_path}: tensor {extra[0]!r} is in shard {os.path.basename(tensors[extra[0]].path)} but not "
+            f"in the index ({len(extra)} such tensors); the index and the shards disagree"
+        )
+
+
+def read_torch_file(path: str) -> SafetensorsHeader:
+    """A PyTorch .bin file's tensors as a tensor table (no torch.load: see torch_zip.py), with the identity of
+    the file they were found in."""
+    try:
+        before = FileIdentity.of(os.stat(path))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    found = read_torch_zip(path)
+    check_identity(path, before, FileIdentity.of(os.stat(path)), "while its tensors were being listed")
+    table = SafetensorsHeader(path, before.size, 0, {}, identity=before)
+    for t in found:
+        problem = tensor_problem(t.name, list(t.shape), t.dtype)
+        if problem:
+            raise InputError(f"{path}: tensor {t.name!r}: {problem}")
+        table.tensors[t.name] = TensorInfo(t.name, t.dtype, t.shape, path, t.offset, t.nbytes, before)
+    return table

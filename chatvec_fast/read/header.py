@@ -77,6 +77,13 @@ def _encodable(text: str) -> bool:
 U64_MAX = 2**64 - 1
 
 
+def tensor_problem(name: str, shape: list, dtype: str) -> str | None:
+    """What the safetensors format could not hold about a tensor found elsewhere (a .bin file)."""
+    if not _encodable(name):
+        return "the name is not valid Unicode (a lone surrogate)"
+    return _shape_problem(shape, dtype)
+
+
 def _shape_problem(shape: list, dtype: str) -> str | None:
     """What the safetensors library would refuse in a shape: the element count overflows 64 bits at any
     step, left to right (even when a later dimension is 0), or a sub-byte dtype does not end on a byte."""

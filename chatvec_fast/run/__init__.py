@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 from ..errors import OutputError
 from ..filenames import INEXACT_KEY
@@ -22,6 +23,7 @@ from ..plan.chunks import buffer_itemsize, plan_chunks
 from ..plan.layout import split_work
 from ..plan.types import Plan
 from ..progress import Progress
+from ..read.hub import resolve
 from ..report import MergeReport, already_complete, fingerprint, provenance, start_report
 from ..units import format_bytes
 from ..write.output import ModelOutput
@@ -51,8 +53,23 @@ class _Result:
     shard_files: int = 0
 
 
+def resolve_inputs(job: Job) -> Job:
+    """The job with every input a local directory: Hugging Face Hub ids resolved (the cache first, then a
+    download of what the merge needs), their commits recorded in job.sources. Local paths always win."""
+    sources, inputs = {}, {}
+    for role, ref in job.inputs.items():
+        # --revision is for ids given without their own '@REV'; a local path has none
+        revision = None if os.path.exists(ref) or "@" in ref else job.settings.revision
+        found = resolve(ref, revision, role=role)
+        inputs[role] = found.path
+        if found.repo_id is not None:
+            sources[role] = {"id": found.repo_id, "revision": found.revision, "commit": found.commit}
+    return replace(job, inputs=inputs, sources=sources, given_inputs=dict(job.inputs))
+
+
 def run(job: Job) -> MergeReport:
     """Plans the job and, unless it is a dry run, writes every output. Returns what was done."""
+    job = resolve_inputs(job)
     plan = plan_job(job)
     aux = aux_writer(job, plan)
     workers = Workers.start(job.settings)
@@ -61,7 +78,7 @@ def run(job: Job) -> MergeReport:
         for k, path in enumerate(job.outputs):
             metadata, report = provenance(job, plan, k, workers.math), start_report(job, plan, k)
             report["fingerprint"] = fingerprint(plan, metadata, report)
-            outputs.append(_Output(path, metadata, report, aux))
+            outputs.append(_Output(path, metadata, report, aux and partial(aux, output=k)))
         report = MergeReport(
             command=job.command,
             outputs=[os.path.abspath(o.path) for o in outputs],

@@ -12,8 +12,10 @@ import os
 
 from ..dtypes import TORCH_NAMES
 from ..filenames import (
+    CARD_NAME,
     CONFIG_NAME,
     CONFIG_PATTERNS,
+    CP_CARD_NAME,
     GENERATION_CONFIG_NAME,
     INEXACT_KEY,
     TOKENIZER_CONFIG,
@@ -21,6 +23,7 @@ from ..filenames import (
     VECTOR_CHAT_DIR,
 )
 from ..job import Job
+from ..model_card import model_card
 from ..plan.types import Plan
 from ..read.checkpoint import Checkpoint
 from ..read.model_files import model_files, read_json
@@ -53,7 +56,7 @@ def aux_writer(job: Job, plan: Plan):
         chat = plan.inputs["chat"]
         names = model_files(chat.directory, TOKENIZER_PATTERNS, _weight_files(chat))
         sources = [(os.path.join(chat.directory, n), f"{VECTOR_CHAT_DIR}/{n}", None) for n in names]
-        return lambda staging: {"chat_files": write_files(sources, staging)}
+        return lambda staging, output: {"chat_files": write_files(sources, staging)}
     cp = plan.inputs["cp"]
     edits = {}
     if plan.options.dtype is not None:
@@ -78,14 +81,27 @@ def aux_writer(job: Job, plan: Plan):
         if name in edits and src is not None:
             read_json(src)  # a malformed file stops the run now, not after the merge
     plan_files = [(src, name, edits.get(name)) for src, name in sources]
+    cp_card = _cp_card(cp)
+    if job.settings.model_card and cp_card is not None:
+        plan_files.append((cp_card, CP_CARD_NAME, None))
 
-    def write(staging: str) -> dict:
-        entries = {"copied_files": write_files(plan_files, staging)}
+    def write(staging: str, output: int) -> dict:
+        files = plan_files
+        if job.settings.model_card:
+            card = model_card(job, plan, output, cp_card is not None)
+            files = [*plan_files, (None, CARD_NAME, lambda _: card)]
+        entries = {"copied_files": write_files(files, staging)}
         entries["tokenizer_from"] = tokenizer.role if tokenizer.directory else None
         entries["chat_template"] = tokenizer.record
         return entries
 
     return write
+
+
+def _cp_card(cp: Checkpoint) -> str | None:
+    """cp's README.md (its model card), to keep beside ours; never one of its weight files."""
+    path = os.path.join(cp.directory, CARD_NAME)
+    return path if os.path.isfile(path) and CARD_NAME not in _weight_files(cp) else None
 
 
 def _dtype_keys(config: dict, dtype: str) -> dict:

@@ -20,8 +20,8 @@ Edit = Callable[[dict], dict]
 
 def write_files(sources: list[tuple[str | None, str, Edit | None]], dest: str) -> list[str]:
     """Writes each (source path, name, edit) as dest/name (name may hold one folder, e.g. chat/tokenizer.json):
-    a copy of the source, or, with an edit, the source's JSON object (or {} without a source) edited. Returns
-    the names, in order."""
+    a copy of the source, or, with an edit, the source's JSON object (or {} without a source) edited (an edit
+    may also return the whole text of the file). Returns the names, in order."""
     written = []
     for src, name, edit in sources:
         dst = os.path.join(dest, name)
@@ -36,8 +36,11 @@ def write_files(sources: list[tuple[str | None, str, Edit | None]], dest: str) -
                 else:
                     doc = edit(_read_object(src) if src else {})
                     with open(dst, "x", encoding="utf-8") as g:
-                        json.dump(doc, g, indent=2, ensure_ascii=False)
-                        g.write("\n")
+                        if isinstance(doc, str):  # a text file made whole (the model card)
+                            g.write(doc)
+                        else:
+                            json.dump(doc, g, indent=2, ensure_ascii=False)
+                            g.write("\n")
                         g.flush()
                         os.fsync(g.fileno())
         except OutputError as exc:
