@@ -44,7 +44,7 @@ def _run(command: str, inputs: dict, out: str, alphas, sweep: bool, **options) -
     return run(Job.build(command, inputs, out, alphas, Settings(**options), sweep=sweep))
 
 
-@_documented(*_MERGE, "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
+@_documented(*_MERGE, "added_tokens", "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
 def merge(
     base: str,
     chat: str,
@@ -58,6 +58,7 @@ def merge(
     alpha_for: Sequence = (),
     dtype: str | None = None,
     max_shard_size: str | int | None = None,
+    added_tokens: str = "append",
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
     tokenizer_from: str | None = None,
@@ -85,7 +86,7 @@ def merge(
     return _run("merge", {"base": base, "chat": chat, "cp": cp}, out, [alpha], False, **options)
 
 
-@_documented(*_MERGE, "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
+@_documented(*_MERGE, "added_tokens", "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
 def sweep(
     base: str,
     chat: str,
@@ -99,6 +100,7 @@ def sweep(
     alpha_for: Sequence = (),
     dtype: str | None = None,
     max_shard_size: str | int | None = None,
+    added_tokens: str = "append",
     special_tokens_from: str = "cp",
     chat_template_from: str | None = None,
     tokenizer_from: str | None = None,

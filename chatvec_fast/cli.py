@@ -16,7 +16,7 @@ from .errors import ChatvecError
 _COMMON = ("backend", "threads", "skip", "allow_unmatched", "max_shard_size", "overwrite", "dry_run", "devices",
            "gpu_memory", "resume", "revision")  # fmt: skip
 _POLICIES = ("vocab_mismatch", "dtype", "alpha_for", "special_tokens_from", "chat_template_from", "tokenizer_from",
-             "model_card")  # fmt: skip
+             "model_card", "added_tokens")  # fmt: skip
 
 
 def _options(args, names) -> dict:

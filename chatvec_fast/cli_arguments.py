@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .backends import NAMES as BACKEND_NAMES
-from .job import TOKEN_SOURCES, TOKENIZER_SOURCES, VOCAB_POLICIES
+from .job import ADDED_TOKEN_POLICIES, TOKEN_SOURCES, TOKENIZER_SOURCES, VOCAB_POLICIES
 
 
 def _inputs(p: argparse.ArgumentParser, cp=True, required=True):
@@ -93,6 +93,9 @@ def _merge_policies(p: argparse.ArgumentParser, special_tokens=True):
             help="chat: the rows of the special tokens (bos, eos, pad, chat-template tokens) in the "
             "vocabulary tensors come from the chat model, matched by token string",
         )
+        p.add_argument("--added-tokens", default="append", choices=ADDED_TOKEN_POLICIES,
+                       help="tokens chat added (rows base lacks, e.g. ChatML's): append chat's rows and tokens to "
+                       "cp's (default), drop them, or stop")  # fmt: skip
     p.add_argument(
         "--chat-template-from",
         default=None,

@@ -18,6 +18,7 @@ from .dtypes import parse_user_dtype
 from .units import parse_size
 
 VOCAB_POLICIES = ("shared-rows", "skip", "error")
+ADDED_TOKEN_POLICIES = ("append", "drop", "error")
 TOKEN_SOURCES = ("cp", "chat")
 TOKENIZER_SOURCES = ("cp", "chat", "base")
 # The paper uses alpha 0.5 to 1; a chat vector scaled past +-100 is a typo (1e300 makes every merged
@@ -59,6 +60,9 @@ class Settings:
     progress: bool = _option(False, "a progress line on stderr")
     alpha_for: tuple = _option((), "per-tensor alphas, 'REGEX=VALUE' strings or (regex, value) pairs; the first "
                                "match sets a tensor's alpha")  # fmt: skip
+    added_tokens: str = _option("append", "a chat model with tokens its base lacks (ChatML tokens added to a "
+                                "32,000-row model): append chat's rows and tokens to cp where cp lacks them "
+                                "(append), leave them out (drop), or stop (error)")  # fmt: skip
     special_tokens_from: str = _option("cp", "chat: the rows of the special tokens in the vocabulary tensors come "
                                        "from the chat model, matched by token string")  # fmt: skip
     chat_template_from: str | None = _option(None, "whose chat template and eos the output's tokenizer gets: chat "
@@ -101,10 +105,14 @@ class MergeOptions:
     # Rows copied from the chat model into every vocabulary tensor: (token, chat row, cp row).
     special_rows: tuple[tuple[str, int, int], ...] = ()
     allow_unmatched: bool = False  # --skip / --alpha-for rules that change nothing are errors unless set
+    added_tokens: str = "append"  # chat's rows beyond base's: append, drop or error
+    appended: tuple = ()  # the plan's AddedTokens (found through the tokenizers) with --added-tokens append
 
     def __post_init__(self):
         if not self.alphas:
             raise ValueError("need at least one alpha")
+        if self.added_tokens not in ADDED_TOKEN_POLICIES:
+            raise ValueError(f"added_tokens must be one of {ADDED_TOKEN_POLICIES}, got {self.added_tokens!r}")
         if self.vocab_mismatch not in VOCAB_POLICIES:
             raise ValueError(f"vocab_mismatch must be one of {VOCAB_POLICIES}, got {self.vocab_mismatch!r}")
         if self.max_shard_size is not None and self.max_shard_size <= 0:
@@ -123,6 +131,7 @@ class MergeOptions:
             "dtype": self.dtype,
             "max_shard_size": self.max_shard_size,
             "alpha_for": [[p, a] for p, a in self.alpha_for],
+            "added_tokens": self.added_tokens,
         }
 
 
@@ -168,7 +177,7 @@ class Job:
         job.merge_options()  # validates the regexes, sizes and policies now, before any input is opened
         return job
 
-    def merge_options(self, special_rows=()) -> MergeOptions:
+    def merge_options(self, special_rows=(), appended=()) -> MergeOptions:
         s = self.settings
         dtype = s.dtype if s.dtype is not None else ("f32" if self.command == "extract" else None)
         return MergeOptions(
@@ -180,6 +189,8 @@ class Job:
             alpha_for=parse_alpha_for(s.alpha_for),
             special_rows=tuple(special_rows),
             allow_unmatched=s.allow_unmatched,
+            added_tokens=s.added_tokens,
+            appended=tuple(appended),
         )
 
     @classmethod
@@ -194,6 +205,7 @@ class Job:
             dtype=o["dtype"],
             max_shard_size=o["max_shard_size"],
             alpha_for=tuple((p, float(a)) for p, a in o["alpha_for"]),
+            added_tokens=o.get("added_tokens", "append"),
             allow_unmatched=True,  # the run that wrote the output checked its rules
         )
         rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))

@@ -94,6 +94,10 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
     groups = plan.alpha_groups(output)
     if any(a != alpha for a in groups):  # --alpha-for changed some tensors
         report["alpha_by_tensor"] = {repr(a): names for a, names in groups.items()}
+    if plan.options.appended:
+        report["added_tokens"] = [
+            {"token": t.token, "chat_row": t.chat_row, "row": t.row} for t in plan.options.appended
+        ]
     if plan.options.special_rows:
         report["special_token_rows"] = [
             {"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.options.special_rows

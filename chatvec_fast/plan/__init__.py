@@ -13,6 +13,7 @@ from ..filenames import INEXACT_KEY
 from ..job import Job
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import chat_template, special_rows
+from .added_tokens import embedding_rows, find_added_tokens
 from .pairing import make_extract_plan, make_plan
 from .quantized import refuse_quantized
 from .types import Plan
@@ -62,8 +63,20 @@ def _plan_merge(job: Job, ckpts) -> Plan:
         rows = tuple(found)
         if missing:
             notes.append(f"special tokens of chat that cp's tokenizer lacks (left as merged): {', '.join(missing)}")
-    plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], job.merge_options(rows or ()))
+    appended = ()
+    extra = (embedding_rows(ckpts["chat"]) or 0) - (embedding_rows(ckpts["base"]) or 0)
+    if job.settings.added_tokens == "drop" and extra > 0:
+        notes.append(f"chat's {extra} rows beyond base's (tokens it added) are left out (--added-tokens drop); "
+                     "cp's tokenizer cannot encode those tokens")  # fmt: skip
+    if job.settings.added_tokens == "append":
+        appended, present = find_added_tokens(ckpts["base"], ckpts["chat"], ckpts["cp"])
+        if present:
+            notes.append(f"chat's added tokens cp's tokenizer already has (cp's rows kept): {', '.join(present)}")
+    plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], job.merge_options(rows or (), appended))
     plan.notes.extend(notes)
+    if appended:
+        plan.notes.append(f"{len(appended)} tokens chat added (base has no rows for them) are appended to cp's "
+                          f"vocabulary: {', '.join(t.token for t in appended)}")  # fmt: skip
     return plan
 
 

@@ -13,9 +13,11 @@ from ..dtypes import MERGEABLE, VECTOR_DTYPES
 from ..errors import PlanError
 from ..job import MergeOptions
 from ..read.checkpoint import Checkpoint
+from .added_tokens import added_rows_problem
 from .layout import layout
 from .problems import Problems, listing, raise_unmatched, unmatched_rules
 from .types import (
+    ADDED_ROWS,
     COPY_NOT_FLOAT,
     COPY_ONLY_IN_CP,
     COPY_SKIPPED,
@@ -27,7 +29,7 @@ from .types import (
     Segment,
     TensorPlan,
 )
-from .vocab import is_expanded_vocab, slice_segments, transplant_rows, vocab_sizes
+from .vocab import append_rows, is_added_rows, is_expanded_vocab, slice_segments, transplant_rows, vocab_sizes
 
 
 def _alpha_rule(name: str, rules) -> int | None:
@@ -85,6 +87,12 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
         elif not apply and (b is None or h is None):
             have, lack = ("chat", "base") if b is None else ("base", "chat")
             problems.add("only-one", f"{name}: in {have} and cp, missing from {lack}")
+        elif not apply and b.shape != h.shape and is_added_rows(name, b, h, c):
+            if options.added_tokens == "error":
+                problems.add("added", added_rows_problem(name, h.shape[0] - b.shape[0]))
+            else:
+                plan(ADDED_ROWS if options.appended else SHARED_ROWS, b.numel)
+                append_rows(plans[name], options.appended)
         elif not apply and b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
         elif c.dtype not in MERGEABLE or h.dtype not in delta_dtypes or (b is not None and b.dtype not in MERGEABLE):

@@ -20,6 +20,7 @@ _FIXES = {
     "vocab": "cp's vocabulary is expanded; choose --vocab-mismatch shared-rows (merge the shared rows, keep cp's "
     "extra rows) or skip (copy these tensors from cp)",
     "special": "check that --chat is the chat model whose tokenizer was read, or drop --special-tokens-from",
+    "added": "pass --added-tokens append (chat's rows and tokens are appended to cp's) or drop (left out)",
 }
 
 _TITLES = {
@@ -28,6 +29,7 @@ _TITLES = {
     "dtype": "tensors whose dtypes cannot be merged",
     "vocab": "vocabulary tensors with more rows in cp (--vocab-mismatch error)",
     "special": "vocabulary tensors that cannot take special-token rows from chat",
+    "added": "vocabulary tensors where chat has rows base lacks (--added-tokens error)",
 }
 
 
@@ -82,6 +84,9 @@ def describe_plan(plan) -> str:
             lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {len(names)} tensors ({listing(names)})")
     for token, chat_row, cp_row in plan.options.special_rows:
         lines.append(f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}")
+    for t in plan.options.appended:
+        lines.append(f"  added token {t.token!r}: appended as row {t.row} of the vocabulary tensors, chat's row "
+                     f"{t.chat_row} as it is")  # fmt: skip
     for note in plan.notes:
         lines.append(f"  note: {note}")
     kind = "1 file" if plan.single_file else f"{len(plan.shards)} shards + index"

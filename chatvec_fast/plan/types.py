@@ -20,6 +20,7 @@ from ..read.header import TensorInfo
 # What happens to a tensor (the plan's policy names).
 MERGE = "merge"  # every element
 SHARED_ROWS = "merge-shared-rows"  # cp has an expanded vocabulary: merge the shared rows, keep cp's extra rows
+ADDED_ROWS = "merge-shared-rows + chat's added tokens"  # and append chat's rows of tokens base lacks
 COPY_SKIPPED = "copy (--skip)"
 COPY_VOCAB_SKIPPED = "copy (--vocab-mismatch skip)"
 COPY_ONLY_IN_CP = "copy (not in base/chat)"

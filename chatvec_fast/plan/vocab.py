@@ -65,23 +65,44 @@ def transplant_rows(plans, special: dict[int, int], chat: Checkpoint, cp_vocab, 
     """--special-tokens-from chat: rows of the vocabulary tensors come from the chat model."""
     touched = []
     for name, t in plans.items():
-        if (
-            not VOCAB_NAME.search(name)
-            or not t.shape
-            or t.shape[0] not in cp_vocab
-            or any(p.search(name) for p in skip)
-        ):
+        rows = t.cp.shape[0] if t.cp is not None and t.cp.shape else None  # cp's rows (appended ones come after)
+        if not VOCAB_NAME.search(name) or rows not in cp_vocab or any(p.search(name) for p in skip):
             continue
         source = chat.tensors.get(name)
         if source is None or source.dtype not in MERGEABLE or source.shape[1:] != t.shape[1:]:
             problems.add("special", f"{name}: the chat model has no matching tensor to take token rows from")
             continue
-        bad = [r for r in special.items() if not (0 <= r[0] < t.shape[0] and 0 <= r[1] < source.shape[0])]
+        bad = [r for r in special.items() if not (0 <= r[0] < rows and 0 <= r[1] < source.shape[0])]
         if bad:
-            problems.add("special", f"{name}: token row {bad[0]} is outside cp's or chat's {t.shape[0]} rows")
+            problems.add("special", f"{name}: token row {bad[0]} is outside cp's or chat's {rows} rows")
             continue
         row_size = t.numel // t.shape[0]
         t.segments = _with_rows(t.segments, special, row_size, source)
         touched.append(name)
     if not touched and not problems.has("special"):
         notes.append("--special-tokens-from chat found no vocabulary tensor to change")
+
+
+def is_added_rows(name: str, base: TensorInfo, chat: TensorInfo, cp: TensorInfo) -> bool:
+    """A vocabulary tensor where chat has rows base lacks (added tokens), and cp has at least base's rows."""
+    return (
+        bool(VOCAB_NAME.search(name))
+        and len(base.shape) >= 1
+        and base.shape[1:] == chat.shape[1:] == cp.shape[1:]
+        and chat.shape[0] > base.shape[0]
+        and cp.shape[0] >= base.shape[0]
+    )
+
+
+def append_rows(t, appended):
+    """Grows a vocabulary tensor's plan by chat's rows of the appended tokens, copied as they are."""
+    if not appended:
+        return
+    rows = t.shape[0]
+    row_size = t.numel // rows if rows else 0
+    if appended[0].row != rows:  # the tokens' ids start right after cp's embedding rows
+        raise ValueError(f"{t.name}: cp's vocabulary tensors disagree on their rows ({rows} against the embedding's "
+                         f"{appended[0].row}); cannot append the chat model's added tokens")  # fmt: skip
+    t.shape = (rows + len(appended), *t.shape[1:])
+    for i, token in enumerate(appended):
+        t.segments.append(Segment("copy", (rows + i) * row_size, row_size, t.chat, token.chat_row * row_size))

@@ -19,6 +19,7 @@ from ..filenames import (
     GENERATION_CONFIG_NAME,
     INEXACT_KEY,
     TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
     TOKENIZER_PATTERNS,
     VECTOR_CHAT_DIR,
 )
@@ -59,8 +60,9 @@ def aux_writer(job: Job, plan: Plan):
         return lambda staging, output: {"chat_files": write_files(sources, staging)}
     cp = plan.inputs["cp"]
     edits = {}
-    if plan.options.dtype is not None:
-        edits[CONFIG_NAME] = lambda config: {**config, **_dtype_keys(config, plan.options.dtype)}
+    appended = plan.options.appended
+    if plan.options.dtype is not None or appended:
+        edits[CONFIG_NAME] = lambda config: _edit_config(config, plan.options.dtype, appended)
     tokenizer = choose_tokenizer(job, plan)
     sources = [
         (os.path.join(cp.directory, n), n) for n in model_files(cp.directory, CONFIG_PATTERNS, _weight_files(cp))
@@ -71,12 +73,14 @@ def aux_writer(job: Job, plan: Plan):
             exclude |= _weight_files(plan.inputs[tokenizer.role])
         names = model_files(tokenizer.directory, TOKENIZER_PATTERNS, exclude)
         sources += [(os.path.join(tokenizer.directory, n), n) for n in names]
-    if tokenizer.template is not None:
-        edits[TOKENIZER_CONFIG] = tokenizer.edit_tokenizer_config
+    if tokenizer.template is not None or appended:
+        edits[TOKENIZER_CONFIG] = lambda config: tokenizer.edit_tokenizer_config_for(config, appended)
         if not any(name == TOKENIZER_CONFIG for _, name in sources):
             sources.append((None, TOKENIZER_CONFIG))  # a tokenizer without one still gets the template
-        if tokenizer.eos_id is not None:
-            edits[GENERATION_CONFIG_NAME] = tokenizer.edit_generation_config
+    if tokenizer.eos_id is not None:
+        edits[GENERATION_CONFIG_NAME] = tokenizer.edit_generation_config
+    if appended:
+        edits[TOKENIZER_JSON] = lambda doc: tokenizer.edit_tokenizer_json(doc, appended)
     for src, name in sources:
         if name in edits and src is not None:
             read_json(src)  # a malformed file stops the run now, not after the merge
@@ -104,9 +108,17 @@ def _cp_card(cp: Checkpoint) -> str | None:
     return path if os.path.isfile(path) and CARD_NAME not in _weight_files(cp) else None
 
 
-def _dtype_keys(config: dict, dtype: str) -> dict:
-    """config.json's dtype follows the output's (--dtype): torch_dtype, and dtype where the config has it."""
-    keys = {"torch_dtype": TORCH_NAMES[dtype]}
-    if "dtype" in config:
-        keys["dtype"] = TORCH_NAMES[dtype]
-    return keys
+def _edit_config(config: dict, dtype: str | None, appended) -> dict:
+    """config.json follows the output: its dtype (--dtype: torch_dtype, and dtype where the config has it), and
+    its vocab_size when tokens were appended (also a multimodal model's text_config)."""
+    config = dict(config)
+    if dtype is not None:
+        config["torch_dtype"] = TORCH_NAMES[dtype]
+        if "dtype" in config:
+            config["dtype"] = TORCH_NAMES[dtype]
+    if appended:
+        rows = appended[-1].row + 1
+        config["vocab_size"] = rows
+        if isinstance(config.get("text_config"), dict) and "vocab_size" in config["text_config"]:
+            config["text_config"] = {**config["text_config"], "vocab_size": rows}
+    return config

@@ -46,6 +46,21 @@ class TokenizerChoice:
             self.record["generation_eos_token_id"] = config["eos_token_id"]
         return config
 
+    def edit_tokenizer_json(self, doc: dict, appended) -> dict:
+        """Chat's added tokens, appended to the tokenizer with the ids of their appended rows."""
+        doc = dict(doc)
+        doc["added_tokens"] = [*(doc.get("added_tokens") or []),
+                               *({"id": t.row, "content": t.token, **_flags(t)} for t in appended)]  # fmt: skip
+        return doc
+
+    def edit_tokenizer_config_for(self, config: dict, appended) -> dict:
+        config = self.edit_tokenizer_config(config) if self.template is not None else dict(config)
+        if appended:
+            decoder = dict(config.get("added_tokens_decoder") or {})
+            decoder.update({str(t.row): {"content": t.token, **_flags(t)} for t in appended})
+            config["added_tokens_decoder"] = decoder
+        return config
+
     @property
     def replaces_template_files(self) -> tuple[str, ...]:
         """The tokenizer's own template files, left out: they would compete with the one written."""
@@ -63,6 +78,12 @@ def chat_files_dir(job: Job, plan: Plan) -> str | None:
 def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
     """The output's tokenizer and chat template; appends to plan.warnings what the user should hear first."""
     directory, role = _tokenizer_source(job, plan)
+    if plan.options.appended and (role != "cp" or directory is None or not has_vocab(directory)):
+        raise InputError(
+            "--added-tokens append adds chat's tokens to cp's tokenizer.json, and "
+            + ("the output's tokenizer is not cp's" if role != "cp" else "cp has none")
+            + "; pass --added-tokens drop (or give cp a tokenizer.json: save its tokenizer with transformers)"
+        )
     choice = TokenizerChoice(directory, role, record={"from": role if directory else None})
     chat_dir = chat_files_dir(job, plan)
     found, where = chat_template(chat_dir) if chat_dir else (None, None)
@@ -86,6 +107,7 @@ def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
     text = token_text(eos)
     if text is not None:
         vocab = load_vocab(directory) if has_vocab(directory) else {}
+        vocab.update({t.token: t.row for t in plan.options.appended})
         if text in vocab:
             choice.eos, choice.eos_id = eos, vocab[text]
             choice.record["eos_token"] = {"token": text, "id": vocab[text]}
@@ -133,3 +155,11 @@ def _check_vocabulary_fits(directory: str, role: str, plan: Plan):
             f"--tokenizer-from {role}: its tokenizer has ids up to {largest}, but the output's embedding has "
             f"{min(rows)} rows (cp's); that tokenizer does not fit cp's vocabulary. Use cp's tokenizer"
         )
+
+
+_DEFAULT_FLAGS = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+
+
+def _flags(token) -> dict:
+    """An added token's flags as chat's tokenizer.json gives them (special unless it says otherwise)."""
+    return {**_DEFAULT_FLAGS, **dict(token.entry)}

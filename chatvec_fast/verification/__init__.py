@@ -20,6 +20,7 @@ from ..backends.reference import ulp_distance
 from ..dtypes import itemsize
 from ..errors import InputError
 from ..filenames import REPORT_NAME
+from ..plan.added_tokens import find_added_tokens
 from ..progress import Progress
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import special_rows
@@ -102,13 +103,17 @@ def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int
 
 
 def _special_rows_problem(report: dict, ckpts) -> str | None:
-    """The recorded special-token rows must be what chat's and cp's tokenizers give now."""
+    """The recorded special-token rows and added tokens must be what chat's and cp's tokenizers give now."""
     recorded = [(r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", [])]
-    if not recorded:
-        return None
-    found, _ = special_rows(ckpts["chat"].directory, ckpts["cp"].directory)
-    if sorted(found) != sorted(recorded):
-        return "the report's special-token rows are not those chat's and cp's tokenizers give"
+    if recorded:
+        found, _ = special_rows(ckpts["chat"].directory, ckpts["cp"].directory)
+        if sorted(found) != sorted(recorded):
+            return "the report's special-token rows are not those chat's and cp's tokenizers give"
+    added = [(r["token"], r["chat_row"], r["row"]) for r in report.get("added_tokens", [])]
+    if added:
+        found, _ = find_added_tokens(ckpts["base"], ckpts["chat"], ckpts["cp"])
+        if [(t.token, t.chat_row, t.row) for t in found] != added:
+            return "the report's added tokens are not those chat's and cp's tokenizers give"
     return None
 
 
@@ -150,7 +155,7 @@ def _planned_bytes(rule: Rule, info, every: bool, windows: int) -> int:
 
 def _check_tensor(rule: Rule, info, expect: Expectation, every: bool, windows: int, bar) -> TensorCheck:
     check = TensorCheck(rule.name)
-    shape = rule.cp.shape if rule.cp is not None else rule.chat.shape
+    shape = rule.shape
     if info is None:
         check.problem = "missing from the output"
         return check

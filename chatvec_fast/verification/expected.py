@@ -8,6 +8,7 @@ each window of elements is computed with the float64 reference (backends/referen
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +38,15 @@ class Rule:
     rows: dict[int, int] = field(default_factory=dict)
     row_source: TensorInfo | None = None
     row_size: int = 0
+    shape: tuple[int, ...] | None = None  # None: cp's (chat's for extract); appended rows make it longer
+
+    def __post_init__(self):
+        if self.shape is None:
+            self.shape = (self.cp or self.chat).shape
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 def rules_for(report: dict, ckpts: dict[str, Checkpoint]) -> dict[str, Rule]:
@@ -56,6 +66,7 @@ def rules_for(report: dict, ckpts: dict[str, Checkpoint]) -> dict[str, Rule]:
     cp = ckpts["cp"]
     delta = ckpts.get("vector") or ckpts["chat"]
     special = {r["cp_row"]: r["chat_row"] for r in report.get("special_token_rows", [])}
+    appended = {r["row"]: r["chat_row"] for r in report.get("added_tokens", [])}
     cp_vocab = vocab_sizes(cp)
     rules = {}
     for name, c in cp.tensors.items():
@@ -70,17 +81,17 @@ def rules_for(report: dict, ckpts: dict[str, Checkpoint]) -> dict[str, Rule]:
             continue
         rule.base, rule.chat = b, h
         rule.alpha = next((a for p, a in alpha_for if p.search(name)), float(report["alpha"]))
-        if h.shape == c.shape:
+        d = b if b is not None else h  # the rows the chat vector has: base's (chat's extra rows have no base)
+        if d.shape == c.shape:
             rule.merged = c.numel
-        elif (
-            c.shape
-            and c.shape[1:] == h.shape[1:]
-            and c.shape[0] > h.shape[0]
-            and options["vocab_mismatch"] == "shared-rows"
-        ):
-            rule.merged = h.numel  # the rows both have; cp's extra rows stay cp's
-        if special and "chat" in ckpts and VOCAB_NAME.search(name) and c.shape and c.shape[0] in cp_vocab:
-            rule.rows, rule.row_source, rule.row_size = special, ckpts["chat"].tensors[name], c.numel // c.shape[0]
+        elif c.shape and c.shape[1:] == d.shape[1:] and c.shape[0] > d.shape[0]:
+            rule.merged = d.numel if options["vocab_mismatch"] == "shared-rows" else 0  # cp's extra rows stay cp's
+        if "chat" in ckpts and VOCAB_NAME.search(name) and c.shape and c.shape[0] in cp_vocab:
+            rows = {**special, **appended}
+            if rows:
+                rule.rows, rule.row_source = rows, ckpts["chat"].tensors[name]
+                rule.row_size = c.numel // c.shape[0]
+                rule.shape = (c.shape[0] + len(appended), *c.shape[1:])
     return rules
 
 
@@ -118,10 +129,12 @@ class Expectation:
             else:
                 cp = self.elements(rule.cp, start, n)
                 parts.append(merge_reference(base, chat, cp, [rule.alpha], out)[0])
-        copy_start = max(start, rule.merged)
-        if copy_start < end:
-            cp = self.elements(rule.cp, copy_start, end - copy_start)
+        copy_start, copy_end = max(start, rule.merged), min(end, rule.cp.numel if rule.cp is not None else 0)
+        if copy_start < copy_end:
+            cp = self.elements(rule.cp, copy_start, copy_end - copy_start)
             parts.append(merge_reference(None, None, cp, [0.0], out)[0])
+        if max(start, copy_end) < end:  # appended rows: filled from chat's rows below
+            parts.append(torch.full((end - max(start, copy_end),), float("nan"), dtype=out))
         want = torch.cat(parts) if parts else torch.empty(0, dtype=out)
         for cp_row, chat_row in rule.rows.items():
             lo, hi = max(start, cp_row * rule.row_size), min(end, (cp_row + 1) * rule.row_size)

@@ -63,6 +63,12 @@ def load_report(out: str) -> dict:
         and _is_index(r.get("cp_row")) for r in rows
     ):  # fmt: skip
         raise bad("'special_token_rows' must list tokens with non-negative integer rows")
+    added = report.get("added_tokens", [])
+    if not isinstance(added, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("token"), str) and _is_index(r.get("chat_row"))
+        and _is_index(r.get("row")) for r in added
+    ):  # fmt: skip
+        raise bad("'added_tokens' must list tokens with non-negative integer rows")
     return report
 
 
