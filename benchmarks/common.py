@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -51,7 +52,8 @@ def dir_bytes(path: str, suffix=".safetensors") -> int:
 def warm(paths):
     """Reads inputs into the page cache (every method then starts warm) and flushes dirty pages."""
     for p in paths:
-        subprocess.run(f"cat {p}/*.safetensors > /dev/null", shell=True, check=True)
+        files = sorted(glob.glob(os.path.join(p, "*.safetensors")) + glob.glob(os.path.join(p, "*.bin")))
+        subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
     subprocess.run(["sync"], check=True)
 
 

@@ -226,13 +226,16 @@ def quantize_layout(model_dir, kind):
             spec = h.pop(name)
             begin, end = spec["data_offsets"]
             rows, cols = spec["shape"]
-            if kind == "fp8":  # a bf16 weight's bytes hold an F8 weight of twice the columns ... and its scales
+            if kind == "fp8-without-scale":  # a bf16 weight's bytes hold an F8 weight (and nothing gives its scale)
                 h[name] = {"dtype": "F8_E4M3", "shape": [rows, cols], "data_offsets": [begin, begin + rows * cols]}
-                h[name + "_scale_inv"] = {
-                    "dtype": "F32",
-                    "shape": [1, 1],
-                    "data_offsets": [begin + rows * cols, begin + rows * cols + 4],
+            elif kind == "mxfp4":  # MXFP4: U8 blocks of packed codes and U8 shared exponents
+                base = name[: -len(".weight")]
+                h[base + ".weight_blocks"] = {
+                    "dtype": "U8",
+                    "shape": [rows, cols],
+                    "data_offsets": [begin, begin + rows * cols],
                 }
+                h[base + ".weight_scales"] = {"dtype": "U8", "shape": [rows, 1], "data_offsets": [end - rows, end]}
             else:
                 base = name[: -len(".weight")]
                 h[base + ".qweight"] = {"dtype": "I32", "shape": [rows // 2, cols], "data_offsets": [begin, end]}
@@ -241,13 +244,17 @@ def quantize_layout(model_dir, kind):
         rewrite_header(path, edit)
 
 
-@pytest.mark.parametrize("kind,needle", [("fp8", "FP8"), ("gptq", "GPTQ")])
-def test_quantized_checkpoints_are_refused(triple, tmp_path, kind, needle):
+@pytest.mark.parametrize(
+    "kind,needles",
+    [("fp8-without-scale", ("F8_E4M3 without a", "_scale")), ("gptq", ("GPTQ", "quantized", ".qweight")),
+     ("mxfp4", ("MXFP4", "quantized", "_blocks"))],
+)  # fmt: skip
+def test_unsupported_quantized_checkpoints_are_refused(triple, tmp_path, kind, needles):
+    """FP8 weights with their scales merge (test_fp8.py); anything else quantized is refused, named."""
     paths = triple(shard_bytes=None)  # single files: the header can be renamed without an index to follow
     quantize_layout(paths["cp"], kind)
     r = cli("merge", *model_args(paths), "--out", tmp_path / "out")
-    assert_one_line_error(r, needle, "quantized", paths["cp"])
-    assert "_scale_inv" in r.stderr or ".qweight" in r.stderr
+    assert_one_line_error(r, paths["cp"], *needles)
 
 
 # -- 14/19. names and shapes the safetensors library refuses ------------------------------------------------

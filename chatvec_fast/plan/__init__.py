@@ -14,6 +14,8 @@ from ..job import Job
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import chat_template, special_rows
 from .added_tokens import embedding_rows, find_added_tokens
+from .fp8 import fp8_scales, without_scales
+from .fp8_plan import attach_fp8
 from .pairing import make_extract_plan, make_plan
 from .quantized import refuse_quantized
 from .types import Plan
@@ -23,8 +25,10 @@ def plan_job(job: Job) -> Plan:
     """Opens the job's inputs (headers only, all validated) and plans every output tensor."""
     # Absolute paths: messages, the report and the resume fingerprint then say the same whatever the cwd.
     ckpts = {role: open_checkpoint(os.path.abspath(path)) for role, path in job.inputs.items()}
-    refuse_quantized(ckpts)
+    fp8 = {role: fp8_scales(ckpt) for role, ckpt in ckpts.items()}
+    refuse_quantized(ckpts, fp8)
     warnings = [w for ckpt in ckpts.values() for w in ckpt.warnings]
+    full, ckpts = ckpts, {role: without_scales(ckpt, fp8[role]) for role, ckpt in ckpts.items()}
     if job.command == "extract":
         plan = make_extract_plan(ckpts["base"], ckpts["chat"], job.merge_options())
     elif job.command == "apply":
@@ -40,6 +44,7 @@ def plan_job(job: Job) -> Plan:
         plan = _plan_merge(job, ckpts)
         warnings += _swapped_roles(job, ckpts)
     plan.warnings[:0] = warnings
+    attach_fp8(plan, full, fp8)
     return plan
 
 

@@ -14,6 +14,7 @@ from ..errors import PlanError
 from ..job import MergeOptions
 from ..read.checkpoint import Checkpoint
 from .added_tokens import added_rows_problem
+from .fp8 import FP8_DTYPES
 from .layout import layout
 from .problems import Problems, listing, raise_unmatched, unmatched_rules
 from .types import (
@@ -47,6 +48,20 @@ def _matches(patterns, name) -> bool:
     return any(p.search(name) for p in patterns)
 
 
+# Inputs the formula reads: float tensors, and FP8 weights (their scales are checked and attached in fp8.py)
+_MODEL_DTYPES = MERGEABLE | FP8_DTYPES
+
+
+def _out_dtype(c, options: MergeOptions) -> str:
+    """cp's dtype, or --dtype for float tensors. FP8 weights come out in bf16 unless --dtype says otherwise;
+    --dtype fp8 (F8_E4M3) keeps cp's FP8 weights FP8, re-quantized, and every other tensor as cp has it."""
+    if options.dtype == "F8_E4M3" or c.dtype not in _MODEL_DTYPES:
+        return c.dtype
+    if c.dtype in FP8_DTYPES:
+        return options.dtype or "BF16"
+    return options.dtype or c.dtype
+
+
 def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options: MergeOptions) -> Plan:
     """Plans cp + alpha * (chat - base); with base None, `chat` is a saved chat vector (cp + alpha * vector).
 
@@ -59,7 +74,7 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     delta_vocab = vocab_sizes(chat) | (set() if apply else vocab_sizes(base))
     cp_vocab = vocab_sizes(cp)
     special = {cp_row: chat_row for _, chat_row, cp_row in options.special_rows}
-    delta_dtypes = VECTOR_DTYPES if apply else MERGEABLE
+    delta_dtypes = VECTOR_DTYPES if apply else _MODEL_DTYPES
     problems = Problems()
     plans: dict[str, TensorPlan] = {}
     set_by: dict[str, int | None] = {}  # merged tensor -> the --alpha-for rule that set its alpha
@@ -67,7 +82,7 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     for name, c in cp.tensors.items():
         b = None if apply else base.tensors.get(name)
         h = chat.tensors.get(name)
-        out_dtype = options.dtype if (options.dtype and c.dtype in MERGEABLE) else c.dtype
+        out_dtype = _out_dtype(c, options)
         rule = _alpha_rule(name, rules)
         alphas = _alphas_for(rule, options, rules)
 
@@ -95,8 +110,12 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
                 append_rows(plans[name], options.appended)
         elif not apply and b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
-        elif c.dtype not in MERGEABLE or h.dtype not in delta_dtypes or (b is not None and b.dtype not in MERGEABLE):
-            if c.dtype not in MERGEABLE and h.dtype == c.dtype and (b is None or b.dtype == c.dtype):
+        elif (
+            c.dtype not in _MODEL_DTYPES
+            or h.dtype not in delta_dtypes
+            or (b is not None and b.dtype not in _MODEL_DTYPES)
+        ):
+            if c.dtype not in _MODEL_DTYPES and h.dtype == c.dtype and (b is None or b.dtype == c.dtype):
                 plan(COPY_NOT_FLOAT)
             else:
                 problems.add("dtype", f"{name}: dtypes {_dtypes(b, h, c, apply)}")
@@ -172,7 +191,7 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
             problems.add("only-one", f"{name}: in chat, missing from base")
         elif b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
-        elif b.dtype not in MERGEABLE or h.dtype not in MERGEABLE:
+        elif b.dtype not in _MODEL_DTYPES or h.dtype not in _MODEL_DTYPES:
             not_float.append(name)
         else:
             plans[name] = TensorPlan(

@@ -21,6 +21,7 @@ _FIXES = {
     "extra rows) or skip (copy these tensors from cp)",
     "special": "check that --chat is the chat model whose tokenizer was read, or drop --special-tokens-from",
     "added": "pass --added-tokens append (chat's rows and tokens are appended to cp's) or drop (left out)",
+    "fp8": "use --dtype bf16 (the default for FP8 inputs), which holds every merged value's rounding exactly once",
 }
 
 _TITLES = {
@@ -30,6 +31,7 @@ _TITLES = {
     "vocab": "vocabulary tensors with more rows in cp (--vocab-mismatch error)",
     "special": "vocabulary tensors that cannot take special-token rows from chat",
     "added": "vocabulary tensors where chat has rows base lacks (--added-tokens error)",
+    "fp8": "FP8 weights that cannot come out as FP8 (--dtype fp8)",
 }
 
 

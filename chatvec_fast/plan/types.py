@@ -26,6 +26,8 @@ COPY_VOCAB_SKIPPED = "copy (--vocab-mismatch skip)"
 COPY_ONLY_IN_CP = "copy (not in base/chat)"
 COPY_NOT_FLOAT = "copy (not a float dtype)"
 EXTRACT = "extract"  # chat - base, for a saved chat vector
+SCALES = "scales of an FP8 weight"  # written from the kernel's group scales of the weight before it
+COPY_ACTIVATION_SCALE = "copy (FP8 activation scale)"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class TensorPlan:
     chat: TensorInfo | None  # the chat model's tensor, or the saved vector
     alphas: tuple[float, ...]
     segments: list[Segment]
+    # FP8 output (--dtype fp8): how the kernel re-quantizes this tensor, and the TensorPlan its scales fill
+    out_scale: object = None  # plan.fp8.OutScaleSpec
+    scales_of: TensorPlan | None = None  # on a SCALES tensor: the weight whose group scales it holds
 
     @property
     def numel(self) -> int:
@@ -107,6 +112,8 @@ class Plan:
     dropped: list[str] = field(default_factory=list)  # in base and chat (or the vector) but not in cp
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # inputs that look wrong: said before any work
+    scales: dict = field(default_factory=dict)  # input TensorInfo of an F8 weight -> its plan.fp8.ScaleSpec
+    fp8: dict = field(default_factory=dict)  # each input's FP8 weights and the output's form, for the report
 
     @property
     def tensors(self) -> list[TensorPlan]:
