@@ -1,0 +1,20 @@
+// The C++ tests' failure counter and CHECK macro (test_kernel.cpp, test_fp8_kernel.cpp).
+#pragma once
+
+#include <cstdio>
+
+extern int g_failures;
+
+#define CHECK(cond, ...)                                            \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      if (++g_failures <= 20) {                                     \
+        std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+        std::printf(__VA_ARGS__);                                   \
+        std::printf("\n");                                          \
+      }                                                             \
+    }                                                               \
+  } while (0)
+
+// test_fp8_kernel.cpp: FP8 conversions, scaled inputs, FP8 output, several vectors.
+void test_fp8();
