@@ -46,7 +46,7 @@ bool valid_mode(const MergeArgs& args);
 // not hold exactly (else 0).
 size_t merge(const MergeArgs& args, int threads);
 
-// The general call. The caller has checked it (bindings.cpp: operands of the
+// The general call. The caller has checked it (bindings_run.cpp: operands of the
 // mode, buffer and scale sizes, 1 <= num_vectors <= kMaxVectors, FP8 output
 // exactly when out_scale is given, its first_element a multiple of the group
 // unit). Returns extract's inexact count (else 0).

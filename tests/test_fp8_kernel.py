@@ -46,19 +46,19 @@ def spoil(codes, dtype, seed):
 def make_call(spec, outs_dtype, k, mode, start, stop, out_layout=None, seed=0, hostile=True, own=True):
     """A function returning a fresh KernelCall (new output buffers) for the chunk [start, stop) of a tensor.
 
-    spec: {"rows", "cols", roles: {"base"|"chat"|"cp": (dtype, layout or None)}}.
+    spec: {"rows", "cols", roles: {"base"|"chat"|"cp": (dtype, layout or None[, own scales])}}.
     """
     rows, cols = spec["rows"], spec["cols"]
     ws = dict(zip(("base", "chat", "cp"), weights(rows, cols, seed, hostile)))
     ops = {}
-    for role, (dtype, layout) in spec["roles"].items():
+    for role, (dtype, layout, *mine) in spec["roles"].items():
         if layout is None:
             ops[role] = plain_operand(ws[role], dtype, start, stop)
             continue
         codes, scales = quantize(ws[role], dtype, layout)
         if hostile:
             spoil(codes, dtype, seed + len(role))
-        ops[role] = chunk_operand(codes, scales, dtype, layout, start, stop, own_scales=own)
+        ops[role] = chunk_operand(codes, scales, dtype, layout, start, stop, own_scales=mine[0] if mine else own)
     n = stop - start
     alphas = [[0.5], [-1.0], [2.5]][:k]
     if mode == "extract":
@@ -121,6 +121,8 @@ def mixes(dtype, layout):
         "fp8-base-chat": {"base": (dtype, layout), "chat": (dtype, layout), "cp": ("BF16", None)},
         "all-fp8-mixed": {"base": (dtype, layout), "chat": (other, ROW), "cp": (dtype, layout)},
         "fp8-cp": {"base": ("F32", None), "chat": ("BF16", None), "cp": (dtype, layout)},
+        # one layout for all three (the fused scaled path at K = 1), cp's scales passed whole
+        "same-layout": {"base": (dtype, layout), "chat": (dtype, layout), "cp": (dtype, layout, False)},
     }
 
 
@@ -130,7 +132,7 @@ LAYOUTS = {"block128": (BIG, 300, 200), "block4x8": (SMALL, 37, 45), "row": (ROW
 @requires_native
 @pytest.mark.parametrize("layout_name", LAYOUTS)
 @pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2"])
-@pytest.mark.parametrize("mix", ["fp8-base-chat", "all-fp8-mixed", "fp8-cp"])
+@pytest.mark.parametrize("mix", ["fp8-base-chat", "all-fp8-mixed", "fp8-cp", "same-layout"])
 @pytest.mark.parametrize("out", ["BF16", "F32", "F8_E4M3"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_native_fp8_grid(layout_name, dtype, mix, out, k):
@@ -184,7 +186,7 @@ def test_triton_fp8_matches_reference(name, layout, rows, cols, out_layout, dtyp
     backend = get_backend("triton")
     unit = cols * (out_layout[1] if out_layout[0] == "block" else 1)
     n = rows * cols
-    for mix in ("fp8-base-chat", "all-fp8-mixed"):
+    for mix in ("fp8-base-chat", "all-fp8-mixed", "same-layout"):
         spec = {"rows": rows, "cols": cols, "roles": mixes(dtype, layout)[mix]}
         for k, (start, stop) in ((1, (0, n)), (3, (unit, n))):
             factory = make_call(spec, out, k, "merge", start, stop, out_layout, seed=k, own=k == 3)

@@ -171,21 +171,24 @@ Input chunk_of(const Tensor& t, size_t start) {
   return in;
 }
 
+// same_layout: base, chat and cp all e4m3 in one scale layout, K = 1 (the
+// fused scaled path), cp's scales passed whole (first_scale_row 0).
 void run_kernel_case(const std::string& isa, int threads, size_t rows, size_t cols, size_t br, size_t bc,
-                     ScaleKind kind, int num_vectors, bool fp8_out, std::mt19937_64& rng) {
+                     ScaleKind kind, int num_vectors, bool fp8_out, bool same_layout, std::mt19937_64& rng) {
   const size_t n_all = rows * cols;
   const ScaleKind other = kind == kBlockScale ? kRowScale : kBlockScale;
   std::vector<Tensor> ts;
-  ts.push_back(make_tensor(kF8E4M3, kind, rows, cols, br, bc, rng));          // base, or cp for apply
-  ts.push_back(make_tensor(kF8E5M2, other, rows, cols, 4, 8, rng));           // chat
-  ts.push_back(make_tensor(kF8E4M3, kTensorScale, rows, cols, br, bc, rng));  // cp
+  ts.push_back(make_tensor(kF8E4M3, kind, rows, cols, br, bc, rng));  // base, or cp for apply
+  ts.push_back(same_layout ? make_tensor(kF8E4M3, kind, rows, cols, br, bc, rng)
+                           : make_tensor(kF8E5M2, other, rows, cols, 4, 8, rng));                  // chat
+  ts.push_back(make_tensor(kF8E4M3, same_layout ? kind : kTensorScale, rows, cols, br, bc, rng));  // cp
   const DType vector_dtypes[] = {kF8E4M3, kF32, kF64, kF8E5M2};
   for (int m = 0; m < num_vectors; ++m) ts.push_back(make_tensor(vector_dtypes[m % 4], kind, rows, cols, br, bc, rng));
   // FP8 output: start at the second row of groups; otherwise anywhere.
   const size_t unit = kind == kBlockScale ? br * cols : cols;
   const size_t start = fp8_out ? (unit < n_all ? unit : 0) : 3 * cols / 2 + 1;
   const size_t n = n_all - start;
-  const int num_k = 3;
+  const int num_k = same_layout ? 1 : 3;
   std::vector<double> alphas;
   for (int k = 0; k < num_k; ++k)
     for (int m = 0; m < std::max(1, num_vectors); ++m) alphas.push_back(0.5 * (k + 1) * (m % 2 ? -1 : 1) + m);
@@ -197,6 +200,10 @@ void run_kernel_case(const std::string& isa, int threads, size_t rows, size_t co
     c.base = chunk_of(ts[0], start);
     c.chat = chunk_of(ts[1], start);
     c.cp = chunk_of(ts[2], start);
+    if (same_layout) {
+      c.cp.scale.first_scale_row = 0;
+      c.cp.scales = ts[2].scales.data();
+    }
   } else {
     c.mode = kApplyMode;
     c.cp = chunk_of(ts[0], start);
@@ -286,7 +293,9 @@ void test_fp8_kernel() {
           for (bool fp8_out : {false, true}) {
             const int threads = 1 + static_cast<int>((s.rows + vectors) % 3);
             if (s.rows * s.cols > 10000 && vectors == 16) continue;  // keeps the oracle quick
-            run_kernel_case(isa, threads, s.rows, s.cols, s.br, s.bc, kind, vectors, fp8_out, rng);
+            run_kernel_case(isa, threads, s.rows, s.cols, s.br, s.bc, kind, vectors, fp8_out, false, rng);
+            if (vectors == 0 && !fp8_out)
+              run_kernel_case(isa, threads, s.rows, s.cols, s.br, s.bc, kind, 0, false, true, rng);
           }
   }
   set_isa(supported_isas().front());
