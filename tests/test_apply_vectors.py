@@ -16,7 +16,7 @@ from test_kernel import as_buffer, run_backend
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
-from chatvec_fast.backends.call import KernelCall, Operand, legacy_call
+from chatvec_fast.backends.call import KernelCall, Operand, OutScale, legacy_call
 from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
 from chatvec_fast.backends.reference_call import reference_call
 
@@ -26,7 +26,7 @@ VECTOR_DTYPES = ["F32", "F64", "BF16", "F16", "F8_E4M3"]
 
 def vectors_call_factory(m, k, n, out_dtype, seed, rows=None):
     """A function returning a fresh apply KernelCall: cp in bf16, vector j in VECTOR_DTYPES[(seed + j) % 5]
-    (FP8 with 4 x 8 block scales), hostile values included."""
+    (FP8 with 4 x 8 block scales), hostile values included; an F8_E4M3 output gets 4 x 8 block scales."""
     cols = 45
     rows = rows or -(-n // cols)
     g = torch.Generator().manual_seed(seed)
@@ -45,7 +45,12 @@ def vectors_call_factory(m, k, n, out_dtype, seed, rows=None):
 
     def factory():
         outs = [np.full(n * WIDTH[out_dtype] + 3, 0xAB, np.uint8) for _ in range(k)]
-        return KernelCall(n, "apply", outs, out_dtype, alphas, cp=cp_op, vectors=tuple(vectors))
+        out_scale = None
+        if out_dtype == "F8_E4M3":
+            groups = OutScale("block", [], cols, 0, 4, 8, rows=rows).groups(n)
+            out_scale = OutScale("block", [np.full(4 * groups + 4, 0xCD, np.uint8) for _ in range(k)], cols, 0, 4, 8,
+                                 rows=rows)  # fmt: skip
+        return KernelCall(n, "apply", outs, out_dtype, alphas, cp=cp_op, vectors=tuple(vectors), out_scale=out_scale)
 
     return factory
 
@@ -53,9 +58,11 @@ def vectors_call_factory(m, k, n, out_dtype, seed, rows=None):
 @requires_native
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 16])
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("out_dtype", ["BF16", "F32", "F16"])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F32", "F16", "F8_E4M3"])
 @pytest.mark.parametrize("n", [1, 1023, 1025, 20_011, 150_001])
 def test_native_vectors(m, k, out_dtype, n):
+    if out_dtype == "F8_E4M3":
+        n = n // 45 * 45 or 45  # an FP8 output chunk holds whole rows
     factory = vectors_call_factory(m, k, n, out_dtype, seed=m + 7 * k + n % 5)
     backend = get_backend("native")
     each_isa(lambda isa: check(backend, factory, f"{isa} M={m} K={k} n={n} -> {out_dtype}"))
@@ -67,6 +74,8 @@ def test_triton_vectors(m, k):
     pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
     factory = vectors_call_factory(m, k, 4_099, "BF16", seed=m + k)
     check(get_backend("triton"), factory, f"triton M={m} K={k}")
+    if m == 3:  # an FP8 output (4 x 8 blocks; 12 rows of 45)
+        check(get_backend("triton"), vectors_call_factory(m, k, 540, "F8_E4M3", seed=m), f"triton M={m} K={k} fp8")
 
 
 @pytest.mark.parametrize("backend_name", ["torch"] + (["native"] if _native.available else []) + ["triton"])
