@@ -4,7 +4,8 @@
   built from the formats' fields (tests/fp8_data.py), and torch's own float8 types.
 - Rounding to e4m3: the reference exhaustively over every code value, every midpoint and its neighbours,
   every binade and the specials; the kernels through an FP8 output whose group scale is exactly 1.
-- torch's float32 -> float8_e4m3fn cast: what it does, recorded (nearest-even, saturating, NaN -> 0x7F).
+- torch's float8_e4m3fn casts, recorded: from float32 nearest-even and saturating (NaN keeps its sign);
+  from float64 through float32, so twice rounded.
 """
 
 from __future__ import annotations
@@ -129,3 +130,13 @@ def test_torch_float8_e4m3fn_cast_rounds_to_nearest_even_and_saturates():
     assert set(got[nan].tolist()) <= {0x7F, 0xFF}
     specials = torch.tensor([500.0, 1e30, float("inf"), -float("inf"), 464.0, 465.0], dtype=torch.float32)
     assert specials.to(torch.float8_e4m3fn).view(torch.uint8).tolist() == [0x7E, 0x7E, 0x7E, 0xFE, 0x7E, 0x7E]
+
+
+def test_torch_float64_to_e4m3_rounds_twice_so_the_kernels_cannot_use_it():
+    """torch's float64 -> float8_e4m3fn goes through float32: 1.0625 + 2^-40 lies above the midpoint of 1.0 and
+    1.125 (so 1.125, code 0x39), but float32 drops the 2^-40 and the tie goes to even (1.0, 0x38). torch also
+    keeps NaN's sign (0xFF); the kernels write 0x7F for every NaN."""
+    x = torch.tensor([1.0625 + 2**-40, -float("nan")], dtype=torch.float64)
+    assert x.to(torch.float8_e4m3fn).view(torch.uint8).tolist() == [0x38, 0xFF]
+    assert round_e4m3(x).tolist() == [0x39, 0x7F]
+    assert nearest_codes(x.numpy(), "F8_E4M3").tolist() == [0x39, 0x7F]
