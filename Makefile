@@ -21,7 +21,7 @@ test-cpp:
 
 test-cpp-aarch64:  # needs g++-aarch64-linux-gnu and qemu-user (Debian)
 	aarch64-linux-gnu-g++ -std=c++17 -O3 -ffp-contract=off -fno-trapping-math -Wall -Wextra -Icsrc -pthread \
-	  tests/cpp/test_kernel.cpp tests/cpp/test_fp8_kernel.cpp $(filter-out csrc/bindings%.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
+	  tests/cpp/test_kernel.cpp tests/cpp/test_fp8_convert.cpp tests/cpp/test_fp8_kernel.cpp $(filter-out csrc/bindings%.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
 	qemu-aarch64 -L /usr/aarch64-linux-gnu build/test_kernel_aarch64
 
 # AddressSanitizer + UBSan: the C++ tests, then the Python kernel and boundary tests against a sanitized

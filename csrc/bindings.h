@@ -27,8 +27,8 @@ inline DType to_out_dtype(int code, const std::string& what) {
   return d;
 }
 
-// A contiguous buffer of at least `need` bytes; keeps the view alive.
-struct Buffer {
+// A contiguous buffer of at least `need` bytes; keeps the view alive. Hidden, like pybind11's own types.
+struct __attribute__((visibility("hidden"))) Buffer {
   py::buffer_info info;
   Buffer(const py::buffer& obj, size_t need, bool writable, const std::string& what) : info(obj.request(writable)) {
     const size_t have = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);

@@ -1,4 +1,4 @@
-// The C++ tests' failure counter and CHECK macro (test_kernel.cpp, test_fp8_kernel.cpp).
+// The C++ tests' failure counter and CHECK macro (defined in test_kernel.cpp).
 #pragma once
 
 #include <cstdio>
@@ -16,5 +16,7 @@ extern int g_failures;
     }                                                               \
   } while (0)
 
-// test_fp8_kernel.cpp: FP8 conversions, scaled inputs, FP8 output, several vectors.
-void test_fp8();
+// test_fp8_convert.cpp: FP8 decoding and e4m3 rounding.
+void test_fp8_conversions();
+// test_fp8_kernel.cpp: scaled inputs, FP8 output, several vectors.
+void test_fp8_kernel_calls();

@@ -297,7 +297,8 @@ int main() {
   test_rounding();
   test_thread_pool();
   test_kernel_grid();
-  test_fp8();
+  test_fp8_conversions();
+  test_fp8_kernel_calls();
   if (g_failures) {
     std::printf("%d failures\n", g_failures);
     return 1;
