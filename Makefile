@@ -21,7 +21,7 @@ test-cpp:
 
 test-cpp-aarch64:  # needs g++-aarch64-linux-gnu and qemu-user (Debian)
 	aarch64-linux-gnu-g++ -std=c++17 -O3 -ffp-contract=off -fno-trapping-math -Wall -Wextra -Icsrc -pthread \
-	  tests/cpp/test_kernel.cpp $(filter-out csrc/bindings.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
+	  tests/cpp/test_kernel.cpp tests/cpp/test_fp8_convert.cpp tests/cpp/test_fp8_kernel.cpp $(filter-out csrc/bindings%.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
 	qemu-aarch64 -L /usr/aarch64-linux-gnu build/test_kernel_aarch64
 
 # AddressSanitizer + UBSan: the C++ tests, then the Python kernel and boundary tests against a sanitized
@@ -36,6 +36,7 @@ test-sanitize:
 	rm -f build-asan/pkg/chatvec_fast/_C*.so && cp build-asan/_C*.so build-asan/pkg/chatvec_fast/
 	cd build-asan && ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIBS) PYTHONPATH=$$PWD/pkg \
 	  $(PY) -m pytest -q -p no:cacheprovider --rootdir .. ../tests/test_kernel.py ../tests/test_reliability.py \
+	  ../tests/test_fp8_kernel.py ../tests/test_fp8_rounding.py ../tests/test_apply_vectors.py ../tests/test_call_boundary.py \
 	  -k "native or grid or boundary or instruction or thread"
 
 bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI runs this)
@@ -43,9 +44,11 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	$(PY) benchmarks/bench_gpu.py --smoke --json /tmp/chatvec-bench-smoke/gpu.json
 	$(PY) -m benchmarks.compare --size tiny --rounds 1 --out-dir /tmp/chatvec-bench-smoke/compare
 	$(PY) benchmarks/bench_kernel.py --elements 1048576 --reps 1
+	$(PY) benchmarks/bench_fp8_kernel.py --elements 1048576 --reps 1
 
 bench:
 	$(PY) benchmarks/bench_kernel.py
+	$(PY) benchmarks/bench_fp8_kernel.py
 	$(PY) -m benchmarks.compare --size 1b --rounds 5
 	$(PY) benchmarks/bench_sweep.py --rounds 3
 

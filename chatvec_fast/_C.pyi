@@ -14,6 +14,17 @@ F32: int
 F16: int
 BF16: int
 F64: int
+F8_E4M3: int
+F8_E5M2: int
+MAX_VECTORS: int
+
+# run()'s operands (chatvec_fast/backends/native.py builds them from backends/call.py's dataclasses):
+# a scale is (kind: 0 tensor, 1 row, 2 block, float32 buffer, cols, first_element, block_rows, block_cols,
+# first_scale_row); an operand is (buffer, dtype code, scale or None); an FP8 output's scale is (kind: 1 row
+# or 2 block, one float32 buffer per output, cols, first_element, block_rows, block_cols).
+ScaleSpec = tuple[int, Buffer, int, int, int, int, int]
+OperandSpec = tuple[Buffer, int, ScaleSpec | None]
+OutScaleSpec = tuple[int, Sequence[Buffer], int, int, int, int]
 
 def merge(
     base: Buffer | None,
@@ -26,6 +37,19 @@ def merge(
     alphas: Sequence[float],
     outs: Sequence[Buffer],
     out_dtype: int,
+    threads: int = 0,
+) -> int: ...
+def run(
+    mode: int,
+    n: int,
+    base: OperandSpec | None,
+    chat: OperandSpec | None,
+    cp: OperandSpec | None,
+    vectors: Sequence[OperandSpec],
+    alphas: Sequence[Sequence[float]],
+    outs: Sequence[Buffer],
+    out_dtype: int,
+    out_scale: OutScaleSpec | None = None,
     threads: int = 0,
 ) -> int: ...
 def active_isa() -> str: ...

@@ -26,11 +26,12 @@ BITS = {
     "F6_E3M2": 6,
 }
 
-# The dtypes the merge computes on; every other dtype is copied from cp.
-# Codes match csrc/dtype_convert.h.
-KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2, "F64": 3}
-MERGEABLE = frozenset({"F32", "F16", "BF16"})  # model tensors the formula applies to
-VECTOR_DTYPES = frozenset(KERNEL_CODES)  # a saved chat vector may also be F64
+# The dtypes the kernels read. Codes match csrc/dtype_convert.h and kernels/merge.py.
+KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2, "F64": 3, "F8_E4M3": 4, "F8_E5M2": 5}
+FP8 = frozenset({"F8_E4M3", "F8_E5M2"})  # codes whose values are decode(code) * scale
+KERNEL_OUTPUTS = frozenset({"F32", "F16", "BF16", "F64", "F8_E4M3"})  # F8_E4M3 with per-group scales
+MERGEABLE = frozenset({"F32", "F16", "BF16"})  # model tensors the planner applies the formula to
+VECTOR_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})  # a saved chat vector may also be F64
 
 # --dtype spellings.
 USER_NAMES = {

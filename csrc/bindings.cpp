@@ -1,12 +1,14 @@
 // Python bindings (module chatvec_fast._C). Python validates plans; this layer
 // only checks what keeps memory safe (dtype codes, buffer sizes, writability)
 // and releases the GIL around the work.
+#include "bindings.h"
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
-#include <cerrno>
 #include <vector>
 
 #include "file_io.h"
@@ -18,39 +20,16 @@ using namespace pybind11::literals;
 
 namespace {
 
-chatvec::DType to_dtype(int code, const char* what) {
-  if (code < chatvec::kF32 || code > chatvec::kF64)
-    throw py::value_error(std::string(what) + ": unknown dtype code " + std::to_string(code) +
-                          " (expected 0 = F32, 1 = F16, 2 = BF16, 3 = F64)");
-  return static_cast<chatvec::DType>(code);
-}
-
-// A contiguous buffer of at least `need` bytes; keeps the view alive.
-struct Buffer {
-  py::buffer_info info;
-  Buffer(const py::buffer& obj, size_t need, bool writable, const std::string& what)
-      : info(obj.request(writable)) {
-    const size_t have = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
-    if (have < need)
-      throw py::value_error(what + ": buffer holds " + std::to_string(have) + " bytes, the kernel needs " +
-                            std::to_string(need));
-    // C-contiguity: strides must equal the packed strides.
-    py::ssize_t expected = info.itemsize;
-    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
-      if (info.shape[d] > 1 && info.strides[d] != expected)
-        throw py::value_error(what + ": buffer is not contiguous");
-      expected *= info.shape[d];
-    }
-  }
-  void* ptr() const { return info.ptr; }
-};
+using chatvec::Buffer;
+using chatvec::to_dtype;
+using chatvec::to_out_dtype;
 
 size_t py_merge(const py::object& base, int base_dtype, const py::object& chat, int chat_dtype, const py::object& cp,
                 int cp_dtype, size_t n, const std::vector<double>& alphas, const std::vector<py::buffer>& outs,
                 int out_dtype, int threads) {
   chatvec::MergeArgs args;
   args.n = n;
-  args.out_dtype = to_dtype(out_dtype, "out");
+  args.out_dtype = to_out_dtype(out_dtype, "out");
   if (outs.empty()) throw py::value_error("need at least one output buffer");
   std::vector<Buffer> keep;
   keep.reserve(outs.size() + 3);
@@ -60,6 +39,8 @@ size_t py_merge(const py::object& base, int base_dtype, const py::object& chat, 
     keep.emplace_back(obj.cast<py::buffer>(), n * chatvec::itemsize(*dtype), false, what);
     *ptr = keep.back().ptr();
   };
+  if (args.out_dtype == chatvec::kF8E4M3)
+    throw py::value_error("out: an F8_E4M3 output needs its group scales; call run() with an out_scale");
   input(base, base_dtype, "base", &args.base, &args.base_dtype);
   input(chat, chat_dtype, "chat", &args.chat, &args.chat_dtype);
   input(cp, cp_dtype, "cp", &args.cp, &args.cp_dtype);
@@ -109,13 +90,23 @@ PYBIND11_MODULE(_C, m) {
   m.attr("F16") = static_cast<int>(chatvec::kF16);
   m.attr("BF16") = static_cast<int>(chatvec::kBF16);
   m.attr("F64") = static_cast<int>(chatvec::kF64);
+  m.attr("F8_E4M3") = static_cast<int>(chatvec::kF8E4M3);
+  m.attr("F8_E5M2") = static_cast<int>(chatvec::kF8E5M2);
+  m.attr("MAX_VECTORS") = chatvec::kMaxVectors;
 
-  m.def("merge", &py_merge, "base"_a, "base_dtype"_a, "chat"_a, "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "n"_a,
-        "alphas"_a, "outs"_a, "out_dtype"_a, "threads"_a = 0,
+  m.def("merge", &py_merge, "base"_a, "base_dtype"_a, "chat"_a, "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "n"_a, "alphas"_a,
+        "outs"_a, "out_dtype"_a, "threads"_a = 0,
         "outs[k][:n] = round(cp + alphas[k] * (chat - base)) in float64, rounded once to out_dtype.\n"
         "base None: chat is a saved vector, outs[k] = round(cp + alphas[k] * chat). cp None: outs[0] =\n"
         "round(chat - base); returns how many elements out_dtype could not hold exactly. base and chat\n"
-        "None: outs[k] = round(cp). Releases the GIL.");
+        "None: outs[k] = round(cp). FP8 inputs are read with scale 1. Releases the GIL.");
+  m.def("run", &chatvec::py_run, "mode"_a, "n"_a, "base"_a, "chat"_a, "cp"_a, "vectors"_a, "alphas"_a, "outs"_a,
+        "out_dtype"_a, "out_scale"_a = py::none(), "threads"_a = 0,
+        "The general kernel call (chatvec_fast/backends/call.py): mode 0 merge, 1 apply, 2 extract, 3 convert.\n"
+        "An operand is (buffer, dtype, scale or None); a scale is (kind, buffer, cols, first_element,\n"
+        "block_rows, block_cols, first_scale_row) with kind 0 tensor, 1 row, 2 block; out_scale is (kind,\n"
+        "buffers, cols, first_element, block_rows, block_cols) for an F8_E4M3 output. alphas: K rows (merge:\n"
+        "one alpha each; apply: one per vector). Returns extract's inexact count. Releases the GIL.");
   m.def("active_isa", &chatvec::active_isa, "Instruction set the kernel runs with.");
   m.def("supported_isas", &chatvec::supported_isas, "Instruction sets this build and CPU support, best first.");
   m.def("set_isa", &chatvec::set_isa, "name"_a, "Forces an instruction set from supported_isas().");

@@ -1,4 +1,5 @@
-// The fused Chat Vector kernel. Four modes, chosen by which inputs are given:
+// The fused Chat Vector kernel. Four modes (kernel_call.h has the general
+// call: FP8 operands with scales, FP8 output, several vectors):
 //
 //   merge    base, chat, cp   out_k = cp + alpha_k * (chat - base)   k = 1..K
 //   apply    chat, cp         out_k = cp + alpha_k * chat             (chat holds a saved chat vector)
@@ -14,12 +15,15 @@
 #include <algorithm>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dtype_convert.h"
+#include "kernel_call.h"
 
 namespace chatvec {
 
+// The original call (unscaled inputs, one alpha per output, no FP8 output).
 struct MergeArgs {
   const void* base = nullptr;  // see the modes above
   DType base_dtype = kBF16;
@@ -27,24 +31,26 @@ struct MergeArgs {
   DType chat_dtype = kBF16;
   const void* cp = nullptr;
   DType cp_dtype = kBF16;
-  size_t n = 0;                  // elements in every buffer
+  size_t n = 0;  // elements in every buffer
   const double* alphas = nullptr;
-  int num_outputs = 0;           // K
-  void* const* outs = nullptr;   // K output buffers of n elements each
+  int num_outputs = 0;          // K
+  void* const* outs = nullptr;  // K output buffers of n elements each
   DType out_dtype = kBF16;
 };
 
 // Whether the given inputs make one of the four modes.
 bool valid_mode(const MergeArgs& args);
 
-// Runs the kernel over elements [begin, end) with the best instruction set
-// this CPU supports (chosen once, at the first call). Returns, in extract
-// mode, how many results the output dtype could not hold exactly (else 0).
-size_t merge_range(const MergeArgs& args, size_t begin, size_t end);
-
 // Runs the kernel over all n elements on up to `threads` threads (0: all
-// cores); returns merge_range's count summed.
+// cores). Returns, in extract mode, how many results the output dtype could
+// not hold exactly (else 0).
 size_t merge(const MergeArgs& args, int threads);
+
+// The general call. The caller has checked it (bindings_run.cpp: operands of the
+// mode, buffer and scale sizes, 1 <= num_vectors <= kMaxVectors, FP8 output
+// exactly when out_scale is given, its first_element a multiple of the group
+// unit). Returns extract's inexact count (else 0).
+size_t run(const KernelCall& call, int threads);
 
 // Name of the instruction set the dispatcher picked: "x86-64-v4", "x86-64-v3",
 // "baseline".
@@ -56,5 +62,22 @@ std::vector<std::string> supported_isas();
 // Forces one of supported_isas() (tests compare them bit for bit). The
 // environment variable CHATVEC_ISA does the same at start-up.
 void set_isa(const std::string& name);
+
+// ---- internal: one pass of the kernel over a range of elements -------------
+
+// kStore writes the outputs. With an FP8 output the driver makes two passes:
+// kAmax folds the largest finite |result| of each group into amax (double
+// bits, K rows of `groups` entries for the groups first_group.. that the range
+// touches), then kQuantize divides by the group scales already written to
+// out_scale and rounds.
+struct Pass {
+  enum Kind { kStore, kAmax, kQuantize } kind = kStore;
+  uint64_t* amax = nullptr;
+  size_t first_group = 0;
+  size_t groups = 0;
+};
+
+// The kernel over elements [begin, end) with the active instruction set.
+size_t kernel_range(const KernelCall& call, size_t begin, size_t end, const Pass& pass);
 
 }  // namespace chatvec

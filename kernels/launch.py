@@ -1,4 +1,4 @@
-"""Launches chatvec_kernel on torch tensors (CUDA, or CPU under TRITON_INTERPRET=1)."""
+"""Launches the Triton kernels on torch tensors (CUDA, or CPU under TRITON_INTERPRET=1)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import threading
 import torch
 import triton
 
-from .merge import chatvec_kernel
+from .merge import META, chatvec_kernel
+from .quantize import fp8_quantize_kernel
 
 # Storage views the kernel loads and stores: integer bits of each dtype code.
-BITS_DTYPE = {0: torch.int32, 1: torch.int16, 2: torch.int16, 3: torch.int64}
+BITS_DTYPE = {0: torch.int32, 1: torch.int16, 2: torch.int16, 3: torch.int64, 4: torch.uint8, 5: torch.uint8}
 MODES = {"merge": 0, "apply": 1, "extract": 2, "convert": 3}
+SLOTS = ("base", "chat", "cp", "v1", "v2", "v3")  # apply: vector 0 in "chat", vectors 1..3 in v1..v3
+META_WORDS = META
+F64, F8_E4M3 = 3, 4
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # The interpreter patches triton.language globally while a kernel runs: one launch at a time
@@ -23,41 +27,46 @@ _interpreter_lock = threading.Lock()
 # the block size and warps are tuned per (n bucket, K, output dtype).
 _GPU_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8)]
 # reset_to_zero: tuning runs the kernel several times, and EXTRACT adds to the count each time.
-_tuned = triton.autotune(configs=_GPU_CONFIGS, key=["K", "OUT", "MODE"], reset_to_zero=["count_ptr"])(chatvec_kernel)
+_tuned = triton.autotune(configs=_GPU_CONFIGS, key=["K", "M", "OUT", "MODE"], reset_to_zero=["count_ptr"])(
+    chatvec_kernel
+)
 INTERPRETER_BLOCK = 1024
 
 
-def launch(mode: str, base, chat, cp, out, alphas, count, n: int, codes: dict):
-    """Runs one kernel call.
+def launch(mode: str, slots: dict, scales, meta, out, alphas, count, n: int, out_code: int, m: int = 1):
+    """Runs the element kernel once.
 
-    base/chat/cp: bit views (BITS_DTYPE) on the device, or None where the mode takes none; out: K x n bits;
-    alphas: K float64 on the device; count: one int64 on the device (EXTRACT adds to it); codes: dtype
-    codes for "base", "chat", "cp", "out".
+    slots: {slot name: (bits view on the device, dtype code, scale kind)} for the operands the mode reads
+    (scale kind -1: none); scales: float32 device tensor (the packed scales, or any); meta: int64 device
+    tensor, META_WORDS per slot in SLOTS order; out: K x n bits of out_code (float64 bits for an FP8
+    output); alphas: K x m float64 on the device; count: one int64 on the device (EXTRACT adds to it).
     """
     if n == 0:
         return
-    any_input = next(t for t in (chat, cp, base) if t is not None)
-    args = (
-        base if base is not None else any_input,
-        chat if chat is not None else any_input,
-        cp if cp is not None else any_input,
-        out,
-        alphas,
-        count,
-        n,
-    )
-    meta = {
-        "BASE": codes.get("base", 0),
-        "CHAT": codes.get("chat", 0),
-        "CP": codes.get("cp", 0),
-        "OUT": codes["out"],
-        "MODE": MODES[mode],
-        "K": out.shape[0],
-    }
+    any_input = next(iter(slots.values()))[0]
+    args = [slots.get(name, (any_input,))[0] for name in SLOTS]
+    args += [scales, meta, out, alphas, count, n]
+    meta_args = {name.upper(): slots.get(name, (None, 0))[1] for name in SLOTS}
+    meta_args.update({f"S_{name.upper()}": slots[name][2] if name in slots else -1 for name in SLOTS})
+    meta_args.update({"OUT": out_code, "MODE": MODES[mode], "K": out.shape[0], "M": m})
     if INTERPRETING or not out.is_cuda:
-        grid = (triton.cdiv(n, INTERPRETER_BLOCK),)
         with _interpreter_lock:
-            chatvec_kernel[grid](*args, **meta, BLOCK=INTERPRETER_BLOCK)
+            chatvec_kernel[(triton.cdiv(n, INTERPRETER_BLOCK),)](*args, **meta_args, BLOCK=INTERPRETER_BLOCK)
     else:
         # No fused multiply-add: the product is rounded, as in the C++ and torch backends.
-        _tuned[lambda m: (triton.cdiv(n, m["BLOCK"]),)](*args, **meta, enable_fp_fusion=False)
+        _tuned[lambda c: (triton.cdiv(n, c["BLOCK"]),)](*args, **meta_args, enable_fp_fusion=False)
+
+
+def launch_quantize(results, codes, group_scales, n: int, cols: int, block_rows: int, block_cols: int):
+    """Re-quantizes K x n float64 results into K x n e4m3 codes, one scale per group (K x groups float32)."""
+    k, groups = group_scales.shape
+    if n == 0 or groups == 0:
+        return
+    per_row = -(-cols // block_cols)
+    block = min(1024, triton.next_power_of_2(block_cols))
+    args = (results, codes, group_scales, n, cols, block_rows, block_cols, per_row, groups)
+    if INTERPRETING or not results.is_cuda:
+        with _interpreter_lock:
+            fp8_quantize_kernel[(groups, k)](*args, BLOCK=block)
+    else:
+        fp8_quantize_kernel[(groups, k)](*args, BLOCK=block, num_warps=4, enable_fp_fusion=False)

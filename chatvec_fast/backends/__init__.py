@@ -9,6 +9,15 @@ into outs[0] and returns how many elements the output dtype rounded, and
 base and chat None converts cp. Buffers are contiguous uint8 numpy arrays (or
 any buffer); dtypes are safetensors names ("BF16", "F16", "F32", "F64").
 
+The general call, on every backend (native, torch, triton):
+
+    count = backend.compute_call(call)     # call: backends/call.py KernelCall
+
+adds FP8 operands (F8_E4M3, F8_E5M2) with tensor, row or block scales, an
+F8_E4M3 output re-quantized per row or block (its scales written beside it),
+and apply with several vectors at once; backends/call.py documents the exact
+rules. backend.max_vectors says how many vectors one apply call takes.
+
 get_backend() picks one. "auto" takes triton on a machine with CUDA (and
 triton installed), else the native C++ kernel, else the torch reference. A backend asked for by name
 raises when unavailable; "auto" falls back quietly. CHATVEC_BACKEND overrides

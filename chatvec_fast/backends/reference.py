@@ -64,6 +64,15 @@ _PIECE = 1 << 16
 
 def _round_piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mant, emin, inf_bits, qnan_bits = _FORMATS[dtype]
+    out = round_bits(x, mant, emin, inf_bits, qnan_bits, 15)
+    return out.to(torch.int32).to(torch.int16).view(dtype)
+
+
+def round_bits(x: torch.Tensor, mant: int, emin: int, top: int, qnan: int, sign_bit: int) -> torch.Tensor:
+    """int64 bit patterns of float64 x rounded once, to nearest-even, to a binary format with `mant` stored
+    mantissa bits and smallest normal exponent `emin`; magnitudes past the largest finite value clamp to
+    `top` (the Inf pattern, or the largest finite one for a saturating format), NaN becomes `qnan`, the sign
+    goes to bit `sign_bit`."""
     bits = x.view(torch.int64)
     negative = bits < 0
     magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
@@ -80,10 +89,9 @@ def _round_piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     round_up = ((with_round_bit & 1) == 1) & (sticky | ((truncated & 1) == 1))
     rounded = truncated + round_up.to(torch.int64)
     exp_field = (biased - min_normal).clamp(min=0)
-    out = ((exp_field << mant) + rounded).clamp(max=inf_bits)
-    out = out | (negative.to(torch.int64) << 15)
-    out = torch.where(is_nan, torch.full_like(out, qnan_bits), out)
-    return out.to(torch.int32).to(torch.int16).view(dtype)
+    out = ((exp_field << mant) + rounded).clamp(max=top)
+    out = out | (negative.to(torch.int64) << sign_bit)
+    return torch.where(is_nan, torch.full_like(out, qnan), out)
 
 
 def merge_reference(

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..dtypes import itemsize
+from .call import MAX_VECTORS, KernelCall, validate
 from .reference import TORCH_DTYPES, count_inexact, merge_reference
 
 
@@ -17,6 +18,8 @@ def _as_tensor(buf, dtype: str, n: int) -> torch.Tensor:
 
 
 class TorchBackend:
+    max_vectors = MAX_VECTORS
+
     def __init__(self, math: str = "fp64", threads: int | None = None):
         self.math = math
         self.name = "torch" if math == "fp64" else "torch-fp32"
@@ -38,3 +41,23 @@ class TorchBackend:
         if p is None and b is not None:  # extract: how many differences the output dtype rounded
             return count_inexact(results[0], c.double() - b.double())
         return 0
+
+    def compute_call(self, call: KernelCall) -> int:
+        """Runs one KernelCall (backends/call.py) with the float64 reference; returns extract's count."""
+        from .reference_call import reference_call
+
+        if self.math != "fp64":
+            raise ValueError("torch-fp32 runs only compute(); the general call is exact: use --backend torch")
+        validate(call, MAX_VECTORS, self.name)
+        results, scales, count = reference_call(call)
+        for out, result in zip(call.outs, results):
+            if call.n:
+                _as_bytes(out, result.numel() * result.element_size()).copy_(result.view(-1).view(torch.uint8))
+        for buf, s in zip(call.out_scale.buffers if scales is not None else (), scales or ()):
+            if s.numel():
+                _as_bytes(buf, 4 * s.numel()).copy_(s.view(torch.uint8))
+        return count
+
+
+def _as_bytes(buf, nbytes: int) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8, count=nbytes))

@@ -24,75 +24,26 @@ import numpy as np
 import torch
 
 from ..dtypes import KERNEL_CODES, itemsize
+from .call import MAX_TRITON_VECTORS, SCALE_KINDS, KernelCall, legacy_call, operands, scale_entries, validate
+from .triton_device import DeviceSet, Now, Pending
 
 DEFAULT_GPU_MEMORY = 2 << 30  # 2 GiB: three buffer sets of (3 + K) x 4 MiB fit many times over
 MAX_SETS = 3  # triple buffering: one set in H2D, one in the kernel, one in D2H
 
 
-class _Done:
-    """A CPU stand-in for a CUDA event: everything issued is already done."""
-
-    def synchronize(self):
-        pass
-
-    def query(self) -> bool:
-        return True
-
-
-class _Now:
-    """A CPU stand-in for a CUDA stream."""
-
-    def wait_event(self, event):
-        pass
-
-    def record_event(self):
-        return _Done()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class Pending:
-    """A submitted chunk: wait() blocks until its outputs are in the host buffers; returns the extract count."""
-
-    def __init__(self, event, count_host: torch.Tensor | None):
-        self.event = event
-        self.count_host = count_host
-        self._count: int | None = None
-
-    def wait(self) -> int:
-        if self._count is None:
-            self.event.synchronize()
-            self._count = int(self.count_host.item()) if self.count_host is not None else 0
-        return self._count
-
-
-class _DeviceSet:
-    def __init__(self, device, buffer_bytes: int, outputs: int, pin: bool):
-        self.inputs = [torch.empty(buffer_bytes, dtype=torch.uint8, device=device) for _ in range(3)]
-        self.out = torch.empty(outputs * buffer_bytes, dtype=torch.uint8, device=device)
-        self.alphas = torch.empty(outputs, dtype=torch.float64, device=device)
-        self.alphas_host = torch.empty(outputs, dtype=torch.float64, pin_memory=pin)
-        self.count = torch.zeros(1, dtype=torch.int64, device=device)
-        self.count_host = torch.zeros(1, dtype=torch.int64, pin_memory=pin)
-        self.last: Pending | None = None  # the chunk that used this set last
-
-
 class TritonBackend:
     name = "triton"
     exact = True
+    max_vectors = MAX_TRITON_VECTORS
 
     def __init__(self, device: str | None = None, threads: int | None = None, gpu_memory: int | None = None):
         try:
-            from ..kernels.launch import BITS_DTYPE, launch
+            from ..kernels import launch
         except ImportError as exc:
             raise RuntimeError(
                 f"the triton backend needs triton ({exc}); install it with `pip install 'chatvec-fast[gpu]'`"
             ) from None
-        self._launch, self._bits = launch, BITS_DTYPE
+        self._k = launch
         interpreting = os.environ.get("TRITON_INTERPRET", "0") == "1"
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,7 +55,7 @@ class TritonBackend:
             self._h2d, self._compute, self._d2h = (torch.cuda.Stream(self.device) for _ in range(3))
             self._pin = True
         elif interpreting:
-            self._h2d = self._compute = self._d2h = _Now()
+            self._h2d = self._compute = self._d2h = Now()
             self._pin = False
         else:
             raise RuntimeError(
@@ -112,7 +63,7 @@ class TritonBackend:
                 "(for tests: it is very slow), or use --backend native"
             )
         self.gpu_memory = gpu_memory or DEFAULT_GPU_MEMORY
-        self._sets: list[_DeviceSet] = []
+        self._sets: list[DeviceSet] = []
         self._set_bytes = self._set_outputs = self._next = 0
         self._host_arena: torch.Tensor | None = None
         self._arena_base = 0
@@ -138,15 +89,18 @@ class TritonBackend:
                 f"--gpu-memory {self.gpu_memory} bytes holds no buffer set of {set_bytes} bytes "
                 f"({3 + outputs} buffers of {buffer_bytes}); raise it to at least {set_bytes}"
             )
-        self._sets = [_DeviceSet(self.device, buffer_bytes, outputs, self._pin) for _ in range(count)]
+        self._sets = [DeviceSet(self.device, buffer_bytes, outputs, self._pin) for _ in range(count)]
         self._set_bytes, self._set_outputs, self._next = buffer_bytes, outputs, 0
 
-    def _host(self, buf: np.ndarray, nbytes: int) -> torch.Tensor:
+    def _host(self, buf, nbytes: int) -> torch.Tensor:
+        """The first nbytes of a host buffer as a uint8 tensor: a view into the pinned arena when it lies
+        there (so copies run asynchronously), else a plain view."""
+        raw = np.frombuffer(buf, dtype=np.uint8, count=nbytes)
         if self._host_arena is not None:
-            offset = buf.ctypes.data - self._arena_base
+            offset = raw.ctypes.data - self._arena_base
             if 0 <= offset and offset + nbytes <= self._host_arena.numel():
                 return self._host_arena[offset : offset + nbytes]
-        return torch.from_numpy(np.asarray(buf[:nbytes]))
+        return torch.from_numpy(raw)
 
     # -- the kernel -----------------------------------------------------------
 
@@ -154,53 +108,112 @@ class TritonBackend:
         return self.submit(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype).wait()
 
     def submit(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> Pending:
-        widest = max(itemsize(d) for d in (base_dtype, chat_dtype, cp_dtype, out_dtype) if d)
-        if not self._sets or n * widest > self._set_bytes or len(outs) > self._set_outputs:
+        return self.submit_call(
+            legacy_call(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
+        )
+
+    def compute_call(self, call: KernelCall) -> int:
+        """Runs one KernelCall (backends/call.py); returns extract's count of inexact elements, else 0."""
+        return self.submit_call(call).wait()
+
+    def submit_call(self, call: KernelCall) -> Pending:
+        """Starts one KernelCall; the returned Pending's wait() says when its outputs (and FP8 group scales)
+        are in the host buffers."""
+        validate(call, MAX_TRITON_VECTORS, "triton")
+        n, k = call.n, len(call.outs)
+        widest = max(itemsize(op.dtype) for _, op in operands(call))
+        if not self._sets or n * max(widest, itemsize(call.out_dtype)) > self._set_bytes or k > self._set_outputs:
             # Called directly (not from the pipeline, which configures once): grow to fit this call.
             for dev in self._sets:
                 if dev.last is not None:
                     dev.last.wait()
-            self.configure(max(n * widest, self._set_bytes, 1), max(len(outs), self._set_outputs))
+            self.configure(
+                max(n * max(widest, itemsize(call.out_dtype)), self._set_bytes, 1), max(k, self._set_outputs)
+            )
         dev = self._sets[self._next]
         self._next = (self._next + 1) % len(self._sets)
         if dev.last is not None:
             dev.last.wait()  # the set's previous chunk has left the device (and its count was read)
-        mode = "convert" if chat is None else ("extract" if cp is None else ("apply" if base is None else "merge"))
-        codes = {"out": KERNEL_CODES[out_dtype]}
-        views = {}
-        k = len(outs) if mode != "extract" else 1
+        fp8_out = call.out_scale is not None
         with self._stream(self._h2d):
-            for slot, (name, buf, dtype) in enumerate(
-                (("base", base, base_dtype), ("chat", chat, chat_dtype), ("cp", cp, cp_dtype))
-            ):
-                if buf is None:
-                    continue
-                nbytes = n * itemsize(dtype)
-                dev.inputs[slot][:nbytes].copy_(self._host(buf, nbytes), non_blocking=self._pin)
-                codes[name] = KERNEL_CODES[dtype]
-                views[name] = dev.inputs[slot][:nbytes].view(self._bits[codes[name]])
-            dev.alphas_host[:k] = torch.tensor(list(alphas[:k]) or [1.0] * k, dtype=torch.float64)
-            dev.alphas[:k].copy_(dev.alphas_host[:k], non_blocking=self._pin)
+            slots, scales, meta = self._inputs(dev, call)
+            rows = call.alphas if call.mode in ("merge", "apply") else [[1.0]] * k
+            alphas = dev.staged("alphas", torch.tensor(rows, dtype=torch.float64).reshape(-1), self._pin)
             inputs_ready = self._h2d.record_event()
-        out_bytes = n * itemsize(out_dtype)
-        out = dev.out[: k * out_bytes].view(self._bits[codes["out"]]).view(k, n)
+        out_code = KERNEL_CODES[call.out_dtype]
+        out_bytes = n * itemsize(call.out_dtype)
+        out = dev.buffer("out", k * out_bytes).view(self._k.BITS_DTYPE[out_code]).view(k, n)
         with self._stream(self._compute):
             self._compute.wait_event(inputs_ready)
             dev.count.zero_()
-            self._launch(
-                mode, views.get("base"), views.get("chat"), views.get("cp"), out, dev.alphas[:k], dev.count, n, codes
-            )
+            m = max(1, len(call.vectors))
+            if fp8_out:
+                o = call.out_scale
+                wide = dev.buffer("fp8_results", k * n * 8).view(torch.float64).view(k, n)
+                group_scales = dev.buffer("fp8_scales", 4 * k * o.groups(n)).view(torch.float32).view(k, -1)
+                self._k.launch(
+                    call.mode, slots, scales, meta, wide.view(torch.int64), alphas, dev.count, n, self._k.F64, m
+                )
+                block_rows, block_cols = (o.block_rows, o.block_cols) if o.kind == "block" else (1, o.cols)
+                self._k.launch_quantize(wide, out, group_scales, n, o.cols, block_rows, block_cols)
+            else:
+                self._k.launch(call.mode, slots, scales, meta, out, alphas, dev.count, n, out_code, m)
             computed = self._compute.record_event()
         with self._stream(self._d2h):
             self._d2h.wait_event(computed)
             for j in range(k):
-                host = self._host(outs[j], out_bytes)
-                host.copy_(dev.out[j * out_bytes : (j + 1) * out_bytes], non_blocking=self._pin)
-            if mode == "extract":
+                self._host(call.outs[j], out_bytes).copy_(
+                    dev.buffer("out", k * out_bytes)[j * out_bytes : (j + 1) * out_bytes], non_blocking=self._pin
+                )
+            if fp8_out:
+                groups = call.out_scale.groups(n)
+                for j, buf in enumerate(call.out_scale.buffers):
+                    self._host(buf, 4 * groups).copy_(group_scales[j].view(torch.uint8), non_blocking=self._pin)
+            if call.mode == "extract":
                 dev.count_host.copy_(dev.count, non_blocking=self._pin)
             done = self._d2h.record_event()
-        dev.last = Pending(done, dev.count_host if mode == "extract" else None)
+        dev.last = Pending(done, dev.count_host if call.mode == "extract" else None)
         return dev.last
+
+    def _inputs(self, dev: DeviceSet, call: KernelCall):
+        """Copies the call's operands and their scales to the set; returns (slots, scales, meta) for launch."""
+        n = call.n
+        named = [("base", call.base), ("chat", call.chat), ("cp", call.cp)]
+        if call.mode == "apply":  # vector 0 takes the chat slot, vectors 1..3 the v slots
+            named = [("cp", call.cp), ("chat", call.vectors[0])] + [
+                (f"v{m}", v) for m, v in enumerate(call.vectors) if m
+            ]
+        slots, packed, meta = {}, [], np.zeros((len(self._k.SLOTS), self._k.META_WORDS), np.int64)
+        offset = 0
+        for name, op in named:
+            if op is None:
+                continue
+            nbytes = n * itemsize(op.dtype)
+            device_bytes = dev.buffer(f"in{self._k.SLOTS.index(name)}", nbytes)
+            if nbytes:
+                device_bytes.copy_(self._host(op.buffer, nbytes), non_blocking=self._pin)
+            kind = -1
+            if op.scale is not None:
+                s = op.scale
+                kind = SCALE_KINDS[s.kind]
+                count = scale_entries(s, n)
+                packed.append(np.frombuffer(s.buffer, np.uint8, count=4 * count).view(np.float32))
+                per_row = -(-s.cols // s.block_cols)
+                meta[self._k.SLOTS.index(name)] = [
+                    offset,
+                    s.cols,
+                    s.first_element,
+                    s.block_rows,
+                    s.block_cols,
+                    s.first_scale_row,
+                    per_row,
+                    0,
+                ]
+                offset += count
+            slots[name] = (device_bytes.view(self._k.BITS_DTYPE[KERNEL_CODES[op.dtype]]), KERNEL_CODES[op.dtype], kind)
+        host_scales = torch.from_numpy(np.concatenate(packed) if packed else np.ones(1, np.float32))
+        scales = dev.staged("scales", host_scales, self._pin)
+        return slots, scales, dev.staged("meta", torch.from_numpy(meta.reshape(-1)), self._pin)
 
     def _stream(self, stream):
         return torch.cuda.stream(stream) if isinstance(stream, torch.cuda.Stream) else stream

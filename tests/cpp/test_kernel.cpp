@@ -12,24 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "dtype_convert.h"
 #include "merge_kernel.h"
 #include "thread_pool.h"
 
 using namespace chatvec;
 
-static int g_failures = 0;
-
-#define CHECK(cond, ...)                                            \
-  do {                                                              \
-    if (!(cond)) {                                                  \
-      if (++g_failures <= 20) {                                     \
-        std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-        std::printf(__VA_ARGS__);                                   \
-        std::printf("\n");                                          \
-      }                                                             \
-    }                                                               \
-  } while (0)
+int g_failures = 0;
 
 // ---- oracle ------------------------------------------------------------------
 
@@ -109,12 +99,11 @@ static void check_round(double x) {
 }
 
 static void test_rounding() {
-  const double specials[] = {0.0,         -0.0,         INFINITY,     -INFINITY,    NAN,          -NAN,
-                             65504.0,     65519.99,     65520.0,      -65520.0,     0x1.fep127,   0x1.fefffp127,
-                             0x1.ffp127,  0x1p128,      0x1p-126,     0x1.fffp-127, 0x1p-133,     0x1p-134,
-                             0x1.0001p-134, 0x1.8p-133, 0x1p-14,      0x1p-24,      0x1p-25,      0x1.0001p-25,
-                             0x1.8p-24,   0x1p-150,     1e308,        5e-324,       1.0,          0x1.01p0,
-                             0x1.018p0,   0x1.028p0,    0x1.0028p0,   0x1.0018p0};
+  const double specials[] = {0.0,      -0.0,         INFINITY,     -INFINITY,  NAN,           -NAN,       65504.0,
+                             65519.99, 65520.0,      -65520.0,     0x1.fep127, 0x1.fefffp127, 0x1.ffp127, 0x1p128,
+                             0x1p-126, 0x1.fffp-127, 0x1p-133,     0x1p-134,   0x1.0001p-134, 0x1.8p-133, 0x1p-14,
+                             0x1p-24,  0x1p-25,      0x1.0001p-25, 0x1.8p-24,  0x1p-150,      1e308,      5e-324,
+                             1.0,      0x1.01p0,     0x1.018p0,    0x1.028p0,  0x1.0028p0,    0x1.0018p0};
   for (double x : specials) {
     check_round(x);
     check_round(-x);
@@ -198,12 +187,12 @@ static uint64_t read_out(const std::vector<uint8_t>& buf, DType dt, size_t i) {
   return b;
 }
 
-enum Mode { kMerge, kApply, kExtract, kConvert };
-static const char* mode_name(Mode m) {
+enum CaseMode { kMerge, kApply, kExtract, kConvert };
+static const char* mode_name(CaseMode m) {
   return m == kMerge ? "merge" : m == kApply ? "apply" : m == kExtract ? "extract" : "convert";
 }
 
-static void run_case(Mode mode, DType bd, DType cd, DType pd, DType od, size_t n, int k, int threads,
+static void run_case(CaseMode mode, DType bd, DType cd, DType pd, DType od, size_t n, int k, int threads,
                      std::mt19937_64& rng, const std::string& isa) {
   static const double alphas[] = {0.7, -1.0, 2.5};
   const bool hostile = (n % 2) == 1;
@@ -308,6 +297,8 @@ int main() {
   test_rounding();
   test_thread_pool();
   test_kernel_grid();
+  test_fp8_conversions();
+  test_fp8_kernel_calls();
   if (g_failures) {
     std::printf("%d failures\n", g_failures);
     return 1;

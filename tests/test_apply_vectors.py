@@ -1,0 +1,131 @@
+"""apply with several saved vectors at once: acc = cp; acc = acc + alpha[k][m] * v_m in order, rounded once.
+
+Every backend bit for bit against the reference, for M = 1..4 (and 16 natively) vectors of mixed dtypes
+(F32, F64, BF16, F16, and FP8 with scales), K = 1 and 3; M = 1 equals the original apply path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_bits_equal, realistic_triple
+from fp8_data import chunk_operand, quantize
+from test_fp8_kernel import WIDTH, check, each_isa
+from test_kernel import as_buffer, run_backend
+
+from chatvec_fast import _native
+from chatvec_fast.backends import get_backend
+from chatvec_fast.backends.call import KernelCall, Operand, OutScale, legacy_call
+from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
+from chatvec_fast.backends.reference_call import reference_call
+
+requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
+VECTOR_DTYPES = ["F32", "F64", "BF16", "F16", "F8_E4M3"]
+
+
+def vectors_call_factory(m, k, n, out_dtype, seed, rows=None):
+    """A function returning a fresh apply KernelCall: cp in bf16, vector j in VECTOR_DTYPES[(seed + j) % 5]
+    (FP8 with 4 x 8 block scales), hostile values included; an F8_E4M3 output gets 4 x 8 block scales."""
+    cols = 45
+    rows = rows or -(-n // cols)
+    g = torch.Generator().manual_seed(seed)
+    base, chat, cp = realistic_triple((rows * cols,), ("F64", "F64", "BF16"), seed, hostile=True)
+    vectors = []
+    for j in range(m):
+        dtype = VECTOR_DTYPES[(seed + j) % len(VECTOR_DTYPES)]
+        v = (chat - base) * (1 + j) + torch.randn(rows * cols, generator=g, dtype=torch.float64) * 1e-4
+        if dtype == "F8_E4M3":
+            codes, scales = quantize(v.numpy().reshape(rows, cols), dtype, ("block", 4, 8))
+            vectors.append(chunk_operand(codes, scales, dtype, ("block", 4, 8), 0, n))
+        else:
+            vectors.append(Operand(as_buffer(v[:n].to(TORCH_DTYPES[dtype])), dtype))
+    alphas = [[0.5 * (i + 1) * (-1) ** j for j in range(m)] for i in range(k)]
+    cp_op = Operand(as_buffer(cp[:n]), "BF16")
+
+    def factory():
+        outs = [np.full(n * WIDTH[out_dtype] + 3, 0xAB, np.uint8) for _ in range(k)]
+        out_scale = None
+        if out_dtype == "F8_E4M3":
+            groups = OutScale("block", [], cols, 0, 4, 8, rows=rows).groups(n)
+            out_scale = OutScale("block", [np.full(4 * groups + 4, 0xCD, np.uint8) for _ in range(k)], cols, 0, 4, 8,
+                                 rows=rows)  # fmt: skip
+        return KernelCall(n, "apply", outs, out_dtype, alphas, cp=cp_op, vectors=tuple(vectors), out_scale=out_scale)
+
+    return factory
+
+
+@requires_native
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 16])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F32", "F16", "F8_E4M3"])
+@pytest.mark.parametrize("n", [1, 1023, 1025, 20_011, 150_001])
+def test_native_vectors(m, k, out_dtype, n):
+    if out_dtype == "F8_E4M3":
+        n = n // 45 * 45 or 45  # an FP8 output chunk holds whole rows
+    factory = vectors_call_factory(m, k, n, out_dtype, seed=m + 7 * k + n % 5)
+    backend = get_backend("native")
+    each_isa(lambda isa: check(backend, factory, f"{isa} M={m} K={k} n={n} -> {out_dtype}"))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("k", [1, 3])
+def test_triton_vectors(m, k):
+    pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
+    factory = vectors_call_factory(m, k, 4_099, "BF16", seed=m + k)
+    check(get_backend("triton"), factory, f"triton M={m} K={k}")
+    if m == 3:  # an FP8 output (4 x 8 blocks; 12 rows of 45)
+        check(get_backend("triton"), vectors_call_factory(m, k, 540, "F8_E4M3", seed=m), f"triton M={m} K={k} fp8")
+
+
+@pytest.mark.parametrize("backend_name", ["torch"] + (["native"] if _native.available else []) + ["triton"])
+@pytest.mark.parametrize("vector_dtype", ["F32", "F64", "BF16"])
+def test_one_vector_is_the_original_apply(backend_name, vector_dtype):
+    """M = 1 through compute_call gives the bits of compute(None, vector, ...) and of merge_reference."""
+    if backend_name == "triton":
+        pytest.importorskip("triton", reason="triton not installed")
+    base, chat, cp = realistic_triple((30_011,), ("BF16", "BF16", "F16"), seed=21, hostile=True)
+    vector = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[vector_dtype])[0]
+    backend = get_backend(backend_name)
+    old = run_backend(backend, None, vector, cp, [0.5, -2.0], "BF16")
+    n = cp.numel()
+    outs = [np.zeros(2 * n, np.uint8) for _ in range(2)]
+    call = legacy_call(None, None, as_buffer(vector), vector_dtype, as_buffer(cp), "F16", n, [0.5, -2.0], outs, "BF16")
+    assert call.mode == "apply" and len(call.vectors) == 1
+    backend.compute_call(call)
+    want = merge_reference(None, vector, cp, [0.5, -2.0], torch.bfloat16)
+    for o, g, w in zip(outs, old, want):
+        new = torch.from_numpy(o).view(torch.bfloat16)
+        assert_bits_equal(new, g, f"{backend_name}: compute_call vs compute")
+        assert_bits_equal(new, w, f"{backend_name}: compute_call vs merge_reference")
+
+
+def test_vectors_accumulate_in_order():
+    """The reference adds the vectors one by one, each product and sum rounded: (cp + a0 v0) + a1 v1, which
+    is not cp + (a0 v0 + a1 v1) in general."""
+    cp = np.array([1.0], np.float64)
+    v0, v1 = np.array([2.0**-53], np.float64), np.array([2.0**-53], np.float64)
+    call = KernelCall(1, "apply", [np.zeros(8, np.uint8)], "F64", [[1.0, 1.0]], cp=Operand(cp.view(np.uint8), "F64"),
+                      vectors=(Operand(v0.view(np.uint8), "F64"), Operand(v1.view(np.uint8), "F64")))  # fmt: skip
+    (result,), _, _ = reference_call(call)
+    assert result.item() == 1.0  # each addition of 2^-53 to 1.0 is a tie that rounds to even
+    for name in ["torch"] + (["native"] if _native.available else []):
+        out = np.zeros(8, np.uint8)
+        get_backend(name).compute_call(
+            KernelCall(1, "apply", [out], "F64", [[1.0, 1.0]], cp=call.cp, vectors=call.vectors)
+        )
+        assert out.view(np.float64)[0] == 1.0, name
+
+
+def test_too_many_vectors_are_refused_with_the_limit():
+    n = 4
+    v = Operand(np.zeros(4 * n, np.uint8), "F32")
+    call = KernelCall(n, "apply", [np.zeros(4 * n, np.uint8)], "F32", [[1.0] * 5], cp=v, vectors=(v,) * 5)
+    pytest.importorskip("triton", reason="triton not installed")
+    with pytest.raises(ValueError, match="1 to 4 on the triton backend"):
+        get_backend("triton").compute_call(call)
+    if _native.available:
+        get_backend("native").compute_call(call)  # 5 is fine natively
+        big = KernelCall(n, "apply", call.outs, "F32", [[1.0] * 17], cp=v, vectors=(v,) * 17)
+        with pytest.raises(ValueError, match="1 to 16"):
+            get_backend("native").compute_call(big)
