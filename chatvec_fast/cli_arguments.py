@@ -76,7 +76,11 @@ def _merge_policies(p: argparse.ArgumentParser, special_tokens=True):
         help="when cp's vocabulary is larger: merge the shared rows (default), copy from cp, or stop",
     )
     p.add_argument(
-        "--dtype", default=None, choices=("bf16", "f16", "f32"), help="output dtype of float tensors (default: cp's)"
+        "--dtype",
+        default=None,
+        choices=("bf16", "f16", "f32", "fp8"),
+        help="output dtype of float tensors (default: cp's; FP8 weights come out bf16); fp8: cp's FP8 weights stay "
+        "FP8, re-quantized in cp's layout",
     )
     p.add_argument(
         "--alpha-for",

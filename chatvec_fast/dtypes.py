@@ -46,6 +46,10 @@ USER_NAMES = {
     "f64": "F64",
     "fp64": "F64",
     "float64": "F64",
+    # FP8 output: cp's FP8 weights stay FP8 (F8_E4M3, re-quantized in cp's layout); nothing else changes
+    "fp8": "F8_E4M3",
+    "f8": "F8_E4M3",
+    "f8_e4m3": "F8_E4M3",
 }
 
 # config.json's torch_dtype for each output dtype.
@@ -66,4 +70,4 @@ def parse_user_dtype(name: str) -> str:
     try:
         return USER_NAMES[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}: expected one of bf16, f16, f32, f64") from None
+        raise ValueError(f"unknown dtype {name!r}: expected one of bf16, f16, f32, f64, fp8") from None

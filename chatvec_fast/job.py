@@ -171,6 +171,8 @@ class Job:
             raise ValueError(f"tokenizer_from must be 'cp', 'chat' or 'base', got {settings.tokenizer_from!r}")
         for a in values:
             check_alpha(a, "alpha")
+        if command == "extract" and settings.dtype and parse_user_dtype(settings.dtype) == "F8_E4M3":
+            raise ValueError("extract --dtype fp8: a chat vector is stored in f32, f64, bf16 or f16")
         _check_count(settings.threads, "threads", allow_none=True)
         _check_count(settings.chunk_elements, "chunk_elements")
         job = cls(command, dict(inputs), outputs, tuple(values), settings)

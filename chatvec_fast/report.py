@@ -85,6 +85,7 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
         "dropped": plan.dropped,
         "notes": plan.notes,
         "warnings": plan.warnings,
+        **({"fp8": plan.fp8} if plan.fp8 else {}),
     }
     if command == "extract":
         report["vector_dtype"] = plan.options.dtype
@@ -171,10 +172,12 @@ class MergeReport:
         if self.dry_run:
             return self.plan.describe() + "\n(dry run: nothing written)"
         computed = sum(n for p, n in self.policy_counts.items() if p.startswith(("merge", "extract")))
+        scales = sum(n for p, n in self.policy_counts.items() if p.startswith("scales"))
         verb = "extracted" if self.command == "extract" else "merged"
         outputs = self.outputs[0] if len(self.outputs) == 1 else f"{len(self.outputs)} outputs"
+        fp8 = f", {scales} FP8 scales" if scales else ""
         return (
-            f"{self.tensors} tensors ({computed} {verb}, {self.tensors - computed} copied) | "
+            f"{self.tensors} tensors ({computed} {verb}, {self.tensors - computed - scales} copied{fp8}) | "
             f"read {format_bytes(self.bytes_read)}, wrote {format_bytes(self.bytes_written)} in {self.seconds:.2f} s "
             f"= {self.gbps:.2f} GB/s | {self.backend} | {outputs}"
         )

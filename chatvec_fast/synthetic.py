@@ -85,7 +85,47 @@ def _values(role: str, name: str, shape, seed: int, std: float, noise: float, ex
     if extra_rows:
         extra = _rng(seed, role + "-extra", name).standard_normal((extra_rows, shape[1]), dtype=np.float32)
         base = np.concatenate([base, extra * np.float32(std)])
-    return to_bf16_bits(base)
+    return base
+
+
+@dataclass(frozen=True)
+class FP8Layout:
+    """FP8 weights for a synthetic model: the layers' linear weights as F8_E4M3 codes with F32 scales, per
+    block ("block": weight_scale_inv of [ceil(rows / br), ceil(cols / bc)], DeepSeek-V3's layout) or per row
+    ("row": weight_scale of [rows, 1], compressed-tensors'). quantize(values, layout) -> (codes, scales)."""
+
+    kind: str
+    quantize: object
+    block: tuple[int, int] = (128, 128)
+
+    def applies(self, name: str) -> bool:
+        return ".layers." in name and name.endswith("proj.weight")
+
+    def scale_name(self, name: str) -> str:
+        return name + ("_scale_inv" if self.kind == "block" else "_scale")
+
+    def scale_shape(self, shape) -> tuple[int, int]:
+        rows, cols = shape
+        return (-(-rows // self.block[0]), -(-cols // self.block[1])) if self.kind == "block" else (rows, 1)
+
+    def config(self) -> dict:
+        if self.kind == "block":
+            return {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                    "weight_block_size": list(self.block)}  # fmt: skip
+        return {"quant_method": "compressed-tensors", "format": "float-quantized"}
+
+
+def _entries(specs, fp8: FP8Layout | None) -> list[tuple[str, str, tuple, int, str]]:
+    """(name, dtype, shape, bytes, what) for each stored tensor; what: "bf16", "codes" or "scales" of a weight."""
+    out = []
+    for name, shape in specs:
+        if fp8 is not None and fp8.applies(name):
+            out.append((name, "F8_E4M3", shape, math.prod(shape), "codes"))
+            scale_shape = fp8.scale_shape(shape)
+            out.append((fp8.scale_name(name), "F32", scale_shape, 4 * math.prod(scale_shape), "scales"))
+        else:
+            out.append((name, "BF16", shape, 2 * math.prod(shape), "bf16"))
+    return out
 
 
 def write_llama(
@@ -98,12 +138,14 @@ def write_llama(
     shard_bytes: int | None = None,
     std: float = 0.02,
     noise: float = 0.002,
+    fp8: FP8Layout | None = None,
 ) -> str:
-    """Writes one model of a triple (role: base, chat or cp) as a Hugging Face directory in bf16."""
+    """Writes one model of a triple (role: base, chat or cp) as a Hugging Face directory in bf16 (or, with
+    fp8, its linear weights quantized to FP8 with their scales)."""
     os.makedirs(directory, exist_ok=True)
     vocab = vocab or shape.vocab
-    specs = list(tensor_specs(shape, vocab))
-    sizes = [2 * math.prod(s) for _, s in specs]
+    entries = _entries(list(tensor_specs(shape, vocab)), fp8)
+    sizes = [e[3] for e in entries]
     groups, size = [[]], 0
     for i, nbytes in enumerate(sizes):
         if shard_bytes is not None and groups[-1] and size + nbytes > shard_bytes:
@@ -116,18 +158,25 @@ def write_llama(
         if len(groups) == 1
         else [f"model-{g + 1:05d}-of-{len(groups):05d}.safetensors" for g in range(len(groups))]
     )
-    weight_map = {}
+    weight_map, pending = {}, {}  # pending: a weight's scales, computed with its codes
     for filename, group in zip(names, groups):
-        entries = [(specs[i][0], "BF16", specs[i][1], sizes[i]) for i in group]
-        header, offsets = build_header(entries, {"format": "pt"})
+        header, offsets = build_header([entries[i][:4] for i in group], {"format": "pt"})
         f = ShardFile(os.path.join(directory, filename), header, len(header) + sum(sizes[i] for i in group))
         try:
             for i, offset in zip(group, offsets):
-                name, tshape = specs[i]
-                is_vocab = name in ("model.embed_tokens.weight", "lm_head.weight")
-                base_rows = shape.vocab if is_vocab else tshape[0]
-                rows_shape = (base_rows, *tshape[1:])
-                f.write(_values(role, name, rows_shape, seed, std, noise, tshape[0] - base_rows), offset)
+                name, _, tshape, _, what = entries[i]
+                if what == "scales":
+                    f.write(pending.pop(name), offset)
+                else:
+                    is_vocab = name in ("model.embed_tokens.weight", "lm_head.weight")
+                    base_rows = shape.vocab if is_vocab else tshape[0]
+                    values = _values(role, name, (base_rows, *tshape[1:]), seed, std, noise, tshape[0] - base_rows)
+                    if what == "codes":
+                        codes, scales = fp8.quantize(values, fp8)
+                        pending[fp8.scale_name(name)] = scales
+                        f.write(codes, offset)
+                    else:
+                        f.write(to_bf16_bits(values), offset)
                 weight_map[name] = filename
             f.close()
         except BaseException:
@@ -154,6 +203,7 @@ def write_llama(
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "bfloat16",
+        **({"quantization_config": fp8.config()} if fp8 is not None else {}),
     }
     with open(os.path.join(directory, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)
@@ -198,10 +248,12 @@ def make_triple(
     tie: bool = False,
     seed: int = 0,
     shard_bytes: dict | int | None = None,
+    fp8: dict | None = None,
 ) -> dict[str, str]:
     """Writes parent/base, parent/chat, parent/cp; returns their paths by role.
 
-    shard_bytes: one size for all three, or {role: size} to shard them differently.
+    shard_bytes: one size for all three, or {role: size} to shard them differently. fp8: {role: FP8Layout}
+    for the roles whose linear weights are FP8.
     """
     s = SHAPES[shape] if isinstance(shape, str) else shape
     if tie:
@@ -210,5 +262,6 @@ def make_triple(
     for role in ("base", "chat", "cp"):
         per_role = shard_bytes.get(role) if isinstance(shard_bytes, dict) else shard_bytes
         vocab = cp_vocab if role == "cp" else None
-        paths[role] = write_llama(os.path.join(parent, role), role, s, vocab=vocab, seed=seed, shard_bytes=per_role)
+        paths[role] = write_llama(os.path.join(parent, role), role, s, vocab=vocab, seed=seed, shard_bytes=per_role,
+                                  fp8=(fp8 or {}).get(role))  # fmt: skip
     return paths

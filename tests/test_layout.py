@@ -32,6 +32,7 @@ ALLOWED = {
     "model_card": {"job", "plan"},
     "verification": {"read", "plan", "backends", "write", "job", "report"},
     "synthetic": {"write"},
+    "quantize": {"backends"},
     "api": {"job", "report", "run", "verification"},
     "demo": {"api", "synthetic"},
     "cli": {"api", "cli_arguments", "demo", "mergekit_config"},

@@ -89,7 +89,9 @@ def fp8_scales(ckpt: Checkpoint) -> dict[str, ScaleSpec]:
             want = (-(-rows // block[0]), -(-cols // block[1]))
             if scale.shape != want:
                 raise InputError(f"{scale.path}: scale {scale.name!r} has shape {scale.shape}; weight {name!r} "
-                                 f"{t.shape} in {block[0]}x{block[1]} blocks needs {want}")  # fmt: skip
+                                 f"{t.shape} in {block[0]}x{block[1]} blocks (config.json's quantization_config."
+                                 f"weight_block_size) needs {want}; fix the block size in {ckpt.path}/config.json "
+                                 "or the scale tensor")  # fmt: skip
             scales[name] = ScaleSpec(scale, "block", cols, block[0], block[1])
         else:
             raise InputError(f"{scale.path}: scale {scale.name!r} of shape {scale.shape} does not fit weight {name!r} "
@@ -121,6 +123,12 @@ class OutScaleSpec:
     @property
     def scale_cols(self) -> int:
         return -(-self.cols // self.block_cols) if self.kind == "block" else 1
+
+    @property
+    def scale_bytes(self) -> int:
+        """Bytes of the whole output scale tensor (F32)."""
+        groups = -(-self.rows // self.block_rows) if self.kind == "block" else self.rows
+        return groups * self.scale_cols * 4
 
 
 def without_scales(ckpt: Checkpoint, scales: dict[str, ScaleSpec]) -> Checkpoint:

@@ -80,8 +80,9 @@ def _describe(plan: Plan, ckpts, fp8, fp8_out: bool):
         plan.notes.append(f"{role}: {len(scales)} FP8 weights with {', '.join(layouts)} (e.g. {name} with "
                           f"{spec.tensor.name})")  # fmt: skip
     if plan.fp8:
-        plan.fp8["output"] = "F8_E4M3, re-quantized in cp's layout" if fp8_out else "unquantized (scales folded in)"
-        plan.notes.append(f"FP8 weights come out {plan.fp8['output']}")
+        out = plan.options.dtype or "BF16"
+        plan.fp8["output"] = "F8_E4M3, re-quantized in cp's layout" if fp8_out else f"{out} (scales folded in)"
+        plan.notes.append(f"FP8 weights come out as {plan.fp8['output']}")
         hidden = scale_names(ckpts["cp"], fp8.get("cp", {})) if "cp" in ckpts else set()
         if hidden and not fp8_out:
             plan.notes.append(f"cp's {len(hidden)} scale tensors are left out: the output is not quantized")

@@ -64,6 +64,12 @@ class TensorPlan:
     # FP8 output (--dtype fp8): how the kernel re-quantizes this tensor, and the TensorPlan its scales fill
     out_scale: object = None  # plan.fp8.OutScaleSpec
     scales_of: TensorPlan | None = None  # on a SCALES tensor: the weight whose group scales it holds
+    vectors: tuple = ()  # apply with several saved vectors: all of them (chat holds the first)
+
+    @property
+    def deltas(self) -> tuple:
+        """The inputs of the chat-vector side: chat (merge, extract), or the saved vectors (apply)."""
+        return self.vectors or ((self.chat,) if self.chat is not None else ())
 
     @property
     def numel(self) -> int:
@@ -87,8 +93,8 @@ class TensorPlan:
         for s in self.segments:
             if s.kind == "copy":
                 total += nbytes(s.source.dtype, s.count)
-            else:
-                inputs = [t for t in (self.base, self.chat, self.cp if s.kind == "merge" else None) if t is not None]
+            elif s.kind != "scales":
+                inputs = [t for t in (self.base, *self.deltas, self.cp if s.kind == "merge" else None) if t is not None]
                 total += sum(nbytes(t.dtype, s.count) for t in inputs)
         return total
 

@@ -19,7 +19,7 @@ from ..errors import OutputError
 from ..filenames import INEXACT_KEY
 from ..job import Job
 from ..plan import plan_job
-from ..plan.chunks import buffer_itemsize, plan_chunks
+from ..plan.chunks import buffer_itemsize, chunk_elements_for, plan_chunks, scale_bytes
 from ..plan.layout import split_work
 from ..plan.types import Plan
 from ..progress import Progress
@@ -241,6 +241,10 @@ def _enter_all(stack, plan: Plan, outputs: list[_Output], job: Job, ranks) -> li
 def _stream(plan: Plan, files, groups, backends, settings, bar) -> int:
     """One pipeline per backend, each over its group of shards; returns the extract count."""
     itemsize = buffer_itemsize(plan.tensors)
+    elements = chunk_elements_for(plan.tensors, settings.chunk_elements)
+    vectors = max((len(t.deltas) for t in plan.tensors), default=1)
+    roles = ("base", "chat", "cp", *(f"v{m}" for m in range(1, vectors)))
+    slots = {"roles": roles, "scales": plan.scales, "scale_bytes": scale_bytes(plan, elements)}
     jobs = []
     for backend, group in zip(backends, groups):
         if not group:
@@ -248,7 +252,7 @@ def _stream(plan: Plan, files, groups, backends, settings, bar) -> int:
         tensors = [plan.shards[i].tensors for i in group]
         group_files = [[shard_files[i] for i in group] for shard_files in files]
         offsets = [[f.tensor_offsets for f in g] for g in group_files]
-        jobs.append((backend, plan_chunks(tensors, group_files, offsets, settings.chunk_elements, itemsize)))
+        jobs.append((backend, plan_chunks(tensors, group_files, offsets, elements, itemsize)))
     if not jobs:
         return 0
-    return run_pipelines(jobs, len(files), settings.chunk_elements, itemsize, bar)
+    return run_pipelines(jobs, len(files), elements, itemsize, bar, **slots)

@@ -61,8 +61,12 @@ def aux_writer(job: Job, plan: Plan):
     cp = plan.inputs["cp"]
     edits = {}
     appended = plan.options.appended
-    if plan.options.dtype is not None or appended:
-        edits[CONFIG_NAME] = lambda config: _edit_config(config, plan.options.dtype, appended)
+    # An FP8 cp merged to bf16 (the default): the output is not quantized, so its config must not say so.
+    unquantized = bool(plan.fp8.get("cp")) and plan.options.dtype != "F8_E4M3"
+    dtype = plan.options.dtype if plan.options.dtype != "F8_E4M3" else None
+    if dtype is not None or appended or unquantized:
+        edits[CONFIG_NAME] = lambda config: _edit_config(config, dtype or (unquantized and "BF16") or None, appended,
+                                                         unquantized)  # fmt: skip
     tokenizer = choose_tokenizer(job, plan)
     sources = [
         (os.path.join(cp.directory, n), n) for n in model_files(cp.directory, CONFIG_PATTERNS, _weight_files(cp))
@@ -108,10 +112,15 @@ def _cp_card(cp: Checkpoint) -> str | None:
     return path if os.path.isfile(path) and CARD_NAME not in _weight_files(cp) else None
 
 
-def _edit_config(config: dict, dtype: str | None, appended) -> dict:
-    """config.json follows the output: its dtype (--dtype: torch_dtype, and dtype where the config has it), and
-    its vocab_size when tokens were appended (also a multimodal model's text_config)."""
+def _edit_config(config: dict, dtype: str | None, appended, unquantized: bool = False) -> dict:
+    """config.json follows the output: its dtype (--dtype: torch_dtype, and dtype where the config has it), its
+    vocab_size when tokens were appended (also a multimodal model's text_config), no quantization_config when
+    FP8 weights came out unquantized."""
     config = dict(config)
+    if unquantized:
+        config.pop("quantization_config", None)
+        if isinstance(config.get("text_config"), dict):
+            config["text_config"] = {k: v for k, v in config["text_config"].items() if k != "quantization_config"}
     if dtype is not None:
         config["torch_dtype"] = TORCH_NAMES[dtype]
         if "dtype" in config:

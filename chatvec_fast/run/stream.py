@@ -20,30 +20,47 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import faults
-from ..dtypes import itemsize
-from ..plan.chunks import CONVERT, COPY, EXTRACT, MERGE, Chunk
+from ..plan.chunks import CONVERT, COPY, EXTRACT, WRITE_SCALES, Chunk
 from ..read.chunks import InputFiles
+from .chunk_call import gather_scales, kernel_call, legacy_args, needs_call, reads
 
 DEFAULT_SLOTS = 4
 
 
 class _Slot:
-    def __init__(self, arena: np.ndarray, index: int, buffer_bytes: int, outputs: int):
-        views = [arena[(index * (3 + outputs) + j) * buffer_bytes :][:buffer_bytes] for j in range(3 + outputs)]
-        self.base, self.chat, self.cp = views[:3]
-        self.outs = views[3:]
+    """One chunk's buffers: an input per role (base, chat, cp; v1, v2, ... for more saved vectors), an
+    output per output, and small buffers for FP8 scales (the inputs' scale rows, the outputs' group scales)."""
+
+    def __init__(self, arena: np.ndarray, roles, outputs: int, buffer_bytes: int, scale_bytes: int):
+        views, pos = [], 0
+        for size in [buffer_bytes] * (len(roles) + outputs) + [scale_bytes] * (len(roles) + outputs):
+            views.append(arena[pos : pos + size])
+            pos += size
+        n = len(roles)
+        self.inputs = dict(zip(roles, views[:n]))
+        self.outs = views[n : n + outputs]
+        self.scales = dict(zip(roles, views[n + outputs : 2 * n + outputs]))
+        self.out_scales = views[2 * n + outputs :]
         self.chunk: Chunk | None = None
         self.pending = 0  # writers still to write this slot
         self.result = None  # a device backend's Pending for this slot's chunk
+
+    @staticmethod
+    def nbytes(roles, outputs: int, buffer_bytes: int, scale_bytes: int) -> int:
+        return (len(roles) + outputs) * (buffer_bytes + scale_bytes)
 
 
 class Pipeline:
     """Runs chunks through read -> backend -> write with `slots` buffers in flight."""
 
-    def __init__(self, backend, outputs, chunk_elements, slots=DEFAULT_SLOTS, itemsize=4, progress=None):
+    def __init__(self, backend, outputs, chunk_elements, slots=DEFAULT_SLOTS, itemsize=4, progress=None,
+                 roles=("base", "chat", "cp"), scales=None, scale_bytes=0):  # fmt: skip
+        """roles: the input buffers a slot needs; scales: input TensorInfo -> ScaleSpec of FP8 weights
+        (plan.scales); scale_bytes: the most scale bytes any chunk reads or writes per operand."""
         self.backend = backend
         self.chunk_elements = chunk_elements
         self.progress = progress
+        self.scales = scales or {}
         self.inexact = 0  # extract: elements the output dtype could not hold exactly
         buffer_bytes = chunk_elements * itemsize  # itemsize: the widest dtype of the plan
         self._async = hasattr(backend, "submit")  # a device backend: compute returns before the results land
@@ -51,11 +68,13 @@ class Pipeline:
             backend.configure(buffer_bytes, outputs)
         # One arena: numpy asks for transparent huge pages on big allocations,
         # and first-touching fresh 4 KiB pages runs at ~0.4 GB/s here.
-        nbytes = slots * (3 + outputs) * buffer_bytes
+        scale_bytes = -(-scale_bytes // 64) * 64  # keep every buffer 64-byte aligned
+        per_slot = _Slot.nbytes(roles, outputs, buffer_bytes, scale_bytes)
+        nbytes = slots * per_slot
         arena = backend.allocate_host(nbytes) if hasattr(backend, "allocate_host") else np.empty(nbytes, np.uint8)
         self._free: queue.Queue = queue.Queue()
         for i in range(slots):
-            self._free.put(_Slot(arena, i, buffer_bytes, outputs))
+            self._free.put(_Slot(arena[i * per_slot : (i + 1) * per_slot], roles, outputs, buffer_bytes, scale_bytes))
         self._to_compute: queue.Queue = queue.Queue()
         # The three inputs of a chunk are read side by side: with the page cache evicted, 4.6-5.2 s
         # against 5.3-5.9 s one after the other for the 1.1B merge here; no difference when cached.
@@ -93,49 +112,36 @@ class Pipeline:
             self._fail(exc)
 
     def _read_chunk(self, chunk: Chunk, slot: _Slot):
-        t, n, seg = chunk.tensor, chunk.count, chunk.segment
         if chunk.kind == COPY:
-            self.inputs.read(seg.source, chunk.first, slot.outs[0][:n])
+            self.inputs.read(chunk.segment.source, chunk.first, slot.outs[0][: chunk.count])
             return
-        if chunk.kind == CONVERT:
-            src = seg.source
-            self.inputs.read(
-                src, (seg.source_start + chunk.first) * itemsize(src.dtype), slot.cp[: n * itemsize(src.dtype)]
-            )
+        if chunk.kind == WRITE_SCALES:  # nothing to read: the weight's chunks filled the sink
             return
-        e = chunk.element
-        reads = [(info, e * itemsize(info.dtype), buf[: n * itemsize(info.dtype)])
-                 for info, buf in ((t.cp if chunk.kind == MERGE else None, slot.cp), (t.chat, slot.chat),
-                                   (t.base, slot.base)) if info is not None]  # fmt: skip
-        if self._read_pool is None:
-            for args in reads:
+        todo = reads(chunk, slot, self.scales)
+        if self._read_pool is None or len(todo) == 1:
+            for args in todo:
                 self.inputs.read(*args)
         else:  # the inputs are separate files: read them side by side (storage queue depth, copy cores)
-            for future in [self._read_pool.submit(self.inputs.read, *args) for args in reads]:
+            for future in [self._read_pool.submit(self.inputs.read, *args) for args in todo]:
                 future.result()
 
     def _compute(self, slot: _Slot):
         faults.check("compute")
         chunk = slot.chunk
-        if chunk.kind == COPY:
+        if chunk.kind in (COPY, WRITE_SCALES):
             return
-        t, n = chunk.tensor, chunk.count
-        out_bytes = n * itemsize(t.out_dtype)
-        outs = [o[:out_bytes] for o in slot.outs]
-        b = c = p = None
-        if chunk.kind == CONVERT:
-            p = (slot.cp, chunk.segment.source.dtype)
-            outs = outs[:1]  # the same values go to every output
+        if needs_call(chunk, self.scales):
+            call = kernel_call(chunk, slot, self.scales)
+            if self._async:
+                slot.result = self.backend.submit_call(call)  # the writers wait on it
+                return
+            count = self.backend.compute_call(call)
         else:
-            c = (slot.chat, t.chat.dtype)
-            b = (slot.base, t.base.dtype) if t.base is not None else None
-            p = (slot.cp, t.cp.dtype) if chunk.kind == MERGE else None
-        none = (None, None)
-        args = (*(b or none), *(c or none), *(p or none), n, t.alphas[: len(outs)], outs, t.out_dtype)
-        if self._async:
-            slot.result = self.backend.submit(*args)  # the writers wait on it
-            return
-        count = self.backend.compute(*args)
+            args = legacy_args(chunk, slot)
+            if self._async:
+                slot.result = self.backend.submit(*args)
+                return
+            count = self.backend.compute(*args)
         if chunk.kind == EXTRACT:
             self.inexact += count
             chunk.files[0].inexact += count
@@ -155,8 +161,13 @@ class Pipeline:
                     if k == 0 and chunk.kind == EXTRACT:
                         self.inexact += count
                         chunk.files[0].inexact += count
-                shared = chunk.kind in (COPY, CONVERT)  # one result for every output
-                chunk.files[k].write(slot.outs[0 if shared else k][: chunk.write_nbytes], chunk.offsets[k])
+                if chunk.kind == WRITE_SCALES:
+                    chunk.files[k].write(chunk.sink[k], chunk.offsets[k])
+                else:
+                    if chunk.sink is not None:  # an FP8 output: its group scales go to the weight's sink
+                        gather_scales(chunk, slot, k)
+                    shared = chunk.kind in (COPY, CONVERT)  # one result for every output
+                    chunk.files[k].write(slot.outs[0 if shared else k][: chunk.write_nbytes], chunk.offsets[k])
                 with self._lock:
                     slot.pending -= 1
                     last = slot.pending == 0

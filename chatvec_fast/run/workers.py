@@ -132,10 +132,11 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count()
 
 
-def run_pipelines(jobs, outputs: int, chunk_elements: int, itemsize: int, progress) -> int:
-    """Runs one pipeline per (backend, chunks) pair, in parallel threads; returns the extract count."""
+def run_pipelines(jobs, outputs: int, chunk_elements: int, itemsize: int, progress, **slots) -> int:
+    """Runs one pipeline per (backend, chunks) pair, in parallel threads; returns the extract count.
+    slots: what the slot buffers hold besides (roles, scales, scale_bytes; see Pipeline)."""
     pipelines = [
-        (Pipeline(backend, outputs, chunk_elements, itemsize=itemsize, progress=progress), chunks)
+        (Pipeline(backend, outputs, chunk_elements, itemsize=itemsize, progress=progress, **slots), chunks)
         for backend, chunks in jobs
     ]
     if len(pipelines) == 1:

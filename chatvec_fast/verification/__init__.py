@@ -16,11 +16,14 @@ import os
 import random
 from dataclasses import dataclass, field
 
+import torch
+
 from ..backends.reference import ulp_distance
 from ..dtypes import itemsize
 from ..errors import InputError
 from ..filenames import REPORT_NAME
 from ..plan.added_tokens import find_added_tokens
+from ..plan.fp8 import fp8_scales
 from ..progress import Progress
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import special_rows
@@ -135,10 +138,15 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
         result.tensors.append(TensorCheck(extra, problem="in the output but not derived from the inputs"))
     total = sum(_planned_bytes(r, got.tensors.get(n), every, windows) for n, r in rules.items())
     bar = Progress(total, enabled=progress, label="verifying")
-    expect = Expectation()
+    scales = {ckpt.tensors[w]: spec for ckpt in ckpts.values() for w, spec in fp8_scales(ckpt).items()}
+    expect = Expectation(scales)
+    by_weight = {r.scales_of: got.tensors.get(n) for n, r in rules.items() if r.scales_of}
     try:
         for name, rule in rules.items():
-            result.tensors.append(_check_tensor(rule, got.tensors.get(name), expect, every, windows, bar))
+            if rule.scales_of is not None:  # checked with its weight
+                continue
+            check = _check_tensor(rule, got.tensors.get(name), expect, every, windows, bar, by_weight.get(name))
+            result.tensors.append(check)
     finally:
         expect.close()
         bar.close()
@@ -146,14 +154,41 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
 
 
 def _planned_bytes(rule: Rule, info, every: bool, windows: int) -> int:
-    if info is None:
+    if info is None or rule.scales_of is not None:
         return 0
     if rule.raw:
         return info.nbytes
-    return sum(c for _, c in _windows(rule.name, info.numel, every, windows)) * itemsize(info.dtype)
+    return sum(c for _, c in _rule_windows(rule, info.numel, every, windows)) * itemsize(info.dtype)
 
 
-def _check_tensor(rule: Rule, info, expect: Expectation, every: bool, windows: int, bar) -> TensorCheck:
+def _rule_windows(rule: Rule, numel: int, every: bool, windows: int) -> list[tuple[int, int]]:
+    """The windows to check; an FP8 output's cover whole rows of its scale groups (the unit it is made in)."""
+    if rule.out_scale is None:
+        return _windows(rule.name, numel, every, windows)
+    unit = rule.out_scale.unit
+    units = -(-numel // unit)
+    step = max(1, STREAM_WINDOW // unit)
+    picked = range(0, units, step) if every else sorted({0, units - 1, random.Random(rule.name).randrange(units)})
+    return [(u * unit, min((u + (step if every else 1)) * unit, numel) - u * unit) for u in picked]
+
+
+def _check_fp8(rule: Rule, info, scale_info, expect: Expectation, start: int, count: int, check: TensorCheck):
+    """An FP8 output window: its codes and its group scales, bit for bit."""
+    codes, scales = expect.window(rule, start, count)
+    o = rule.out_scale
+    first = start // o.unit * o.scale_cols
+    have_scales = expect.elements(scale_info, first, scales.numel()) if scale_info is not None else None
+    same = expect.elements(info, start, count) == codes
+    check.checked += count
+    check.equal += int(same.sum())
+    if have_scales is None or not torch.equal(have_scales.view(torch.int32), scales.view(torch.int32)):
+        check.problem = "its scales differ from the re-quantization of the float64 results"
+    elif not bool(same.all()):
+        check.max_ulp = max(check.max_ulp, 1)  # codes are compared exactly; any difference fails
+
+
+def _check_tensor(rule: Rule, info, expect: Expectation, every: bool, windows: int, bar,
+                  scale_info=None) -> TensorCheck:  # fmt: skip
     check = TensorCheck(rule.name)
     shape = rule.shape
     if info is None:
@@ -170,7 +205,11 @@ def _check_tensor(rule: Rule, info, expect: Expectation, every: bool, windows: i
             bar.advance(n)
         check.checked = check.equal = 0 if check.problem else info.numel
         return check
-    for start, count in _windows(rule.name, info.numel, every, windows):
+    for start, count in _rule_windows(rule, info.numel, every, windows):
+        if rule.out_scale is not None:
+            _check_fp8(rule, info, scale_info, expect, start, count, check)
+            bar.advance(count * itemsize(info.dtype))
+            continue
         want = expect.window(rule, start, count)
         have = expect.elements(info, start, count)
         distance = ulp_distance(have, want)
