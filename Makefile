@@ -45,12 +45,16 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	$(PY) -m benchmarks.compare --size tiny --rounds 1 --out-dir /tmp/chatvec-bench-smoke/compare
 	$(PY) benchmarks/bench_kernel.py --elements 1048576 --reps 1
 	$(PY) benchmarks/bench_fp8_kernel.py --elements 1048576 --reps 1
+	$(PY) -m benchmarks.bench_fp8 --smoke --json /tmp/chatvec-bench-smoke/fp8.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_formats.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/formats.json
 
 bench:
 	$(PY) benchmarks/bench_kernel.py
 	$(PY) benchmarks/bench_fp8_kernel.py
 	$(PY) -m benchmarks.compare --size 1b --rounds 5
 	$(PY) benchmarks/bench_sweep.py --rounds 3
+	$(PY) -m benchmarks.bench_fp8 --rounds 3
+	$(PY) benchmarks/bench_formats.py --rounds 3
 
 lint:
 	ruff check . && ruff format --check .

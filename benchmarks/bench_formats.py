@@ -34,6 +34,9 @@ def bin_models(size: str) -> dict[str, str]:
     for role, src in source.items():
         dst = paths[role]
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+        if not os.path.exists(os.path.join(src, "model.safetensors.index.json")):  # a single file (tiny)
+            torch.save(load_file(os.path.join(src, "model.safetensors")), os.path.join(dst, "pytorch_model.bin"))
+            continue
         index = json.load(open(os.path.join(src, "model.safetensors.index.json")))
         shards = sorted(set(index["weight_map"].values()))
         weight_map = {}

@@ -11,11 +11,13 @@ docstring lists the ones it takes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Union
 
+from .alphas import vector_alphas
 from .errors import ChatvecError
-from .job import DEFAULT_CHUNK_ELEMENTS, Job, Settings
+from .job import DEFAULT_CHUNK_ELEMENTS, Job, Settings, vector_roles
 from .report import MergeReport
 
 Alphas = Union[Sequence[float], str]
@@ -162,12 +164,12 @@ def extract(
 
 @_documented(*_MERGE, *_TOKENIZER, *_RUN, *_ENGINE)
 def apply(
-    vector: str,
+    vector: str | Sequence[str],
     cp: str,
     out: str,
-    alpha: float | None = 1.0,
+    alpha: float | Sequence[float] | None = None,
     *,
-    alphas: Alphas | None = None,
+    alphas: Alphas | Sequence[Alphas] | None = None,
     skip: Sequence[str] = (),
     allow_unmatched: bool = False,
     vocab_mismatch: str = "shared-rows",
@@ -188,15 +190,24 @@ def apply(
     gpu_memory: str | int | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> MergeReport:
-    """Applies a saved chat vector: cp + alpha * vector. With `alphas`, a sweep into out/alpha-*/.
+    """Applies a saved chat vector: cp + alpha * vector (alpha 1.0 by default). With `alphas`, a sweep into
+    out/alpha-*/.
 
     With a vector extracted exactly (inexact count 0, or float64) the result is bit-identical to merge()
     from the three models, and the output's other files are the same: the vector carries chat's tokenizer
     files (its chat/ folder), so the chat template and eos come from chat as in merge().
+
+    Several vectors (a list) give cp + a1*v1 + ... + aM*vM, summed in float64 and rounded once, each vector
+    read once: `alpha` is then one float per vector (default 1.0 each), `alphas` one list per vector, whose
+    grid is swept (out/alpha-0.5_1.0/, ...). The chat template and eos come from the first vector's chat.
+
+    >>> apply(["vec-chat", "vec-code"], "my-cp-7b", "merged", alpha=[0.5, 0.3])
     """
     options = {k: v for k, v in locals().items() if k not in ("vector", "cp", "out", "alpha", "alphas")}
-    values, sweep = ([float(alpha)], False) if alphas is None else (alphas, True)
-    return _run("apply", {"vector": vector, "cp": cp}, out, values, sweep, **options)
+    vectors = [vector] if isinstance(vector, (str, os.PathLike)) else list(vector)
+    values, sweep = vector_alphas(len(vectors), alpha, alphas)
+    inputs = {**{role: os.fspath(v) for role, v in zip(vector_roles(len(vectors)), vectors)}, "cp": cp}
+    return _run("apply", inputs, out, values, sweep, **options)
 
 
 def verify(

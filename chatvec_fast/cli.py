@@ -26,7 +26,7 @@ def _options(args, names) -> dict:
 def _print_report(report, dry_run: bool) -> int:
     if not report.leader:  # under torchrun, rank 0 speaks for the job
         return 0
-    for note in report.notes:
+    for note in report.notes if not dry_run else ():  # a dry run's plan lists them
         print(f"note: {note}", file=sys.stderr)
     if report.dropped and not dry_run:
         print(f"note: {len(report.dropped)} tensors of the chat vector are not in cp and were left out: "
@@ -54,8 +54,9 @@ def _run(args) -> int:
                   file=sys.stderr)  # fmt: skip
         r = api.extract(args.base, args.chat, args.out, dtype=args.dtype, **common)
     elif args.command == "apply":
-        alpha = 1.0 if args.alpha is None else args.alpha
-        r = api.apply(args.vector, args.cp, args.out, alpha, alphas=args.alphas, **common, **_options(args, _POLICIES))
+        vector = args.vector[0] if len(args.vector) == 1 else args.vector
+        alphas = args.alphas[0] if args.alphas and len(args.alphas) == 1 else args.alphas
+        r = api.apply(vector, args.cp, args.out, args.alpha, alphas=alphas, **common, **_options(args, _POLICIES))
     elif args.command == "verify":
         reports = api.verify(args.output, every=args.all, max_ulp=args.max_ulp, checksums_only=args.checksums_only,
                              progress=not args.quiet)  # fmt: skip

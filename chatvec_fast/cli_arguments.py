@@ -155,13 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "reproduces merge), bf16/f16 (rounds)")  # fmt: skip
     _engine(p)
 
-    p = sub.add_parser("apply", help="apply a saved chat vector: cp + alpha * vector")
-    p.add_argument("--vector", required=True, help="a directory written by `chatvec extract`")
-    p.add_argument("--cp", required=True, help="the model to add the vector to")
+    p = sub.add_parser("apply", help="apply saved chat vectors: cp + alpha * vector (+ alpha2 * vector2 ...)")
+    p.add_argument("--vector", required=True, action="append",
+                   help="a directory written by `chatvec extract`; repeat for several vectors, each read once "
+                   "(the chat template and eos come from the first)")  # fmt: skip
+    p.add_argument("--cp", required=True, help="the model to add the vectors to")
     p.add_argument("--out", required=True, help="output directory (with --alphas: one OUT/alpha-A/ per alpha)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--alpha", type=float, default=None, help="scale of the vector (default 1.0)")
-    group.add_argument("--alphas", default=None, help="several alphas in one pass, as for sweep")
+    group.add_argument("--alpha", type=float, default=None, action="append",
+                       help="scale of the vector (default 1.0); once per --vector, in the same order")  # fmt: skip
+    group.add_argument("--alphas", default=None, action="append",
+                       help="several alphas in one pass, as for sweep; once per --vector (their grid is swept: "
+                       "OUT/alpha-0.5_1.0/ ...)")  # fmt: skip
     _merge_policies(p, special_tokens=False)
     _engine(p)
 

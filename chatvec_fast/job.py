@@ -8,12 +8,11 @@ which `Job.from_report` rebuilds a job for `verify`.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
-from decimal import Decimal, InvalidOperation
 
+from .alphas import alpha_dirname, normalize_alphas, parse_alpha_for
 from .dtypes import parse_user_dtype
 from .units import parse_size
 
@@ -21,10 +20,6 @@ VOCAB_POLICIES = ("shared-rows", "skip", "error")
 ADDED_TOKEN_POLICIES = ("append", "drop", "error")
 TOKEN_SOURCES = ("cp", "chat")
 TOKENIZER_SOURCES = ("cp", "chat", "base")
-# The paper uses alpha 0.5 to 1; a chat vector scaled past +-100 is a typo (1e300 makes every merged
-# element Inf, a model nobody asked for, that verify would call exact).
-MAX_ALPHA = 100.0
-MAX_OUTPUTS = 64  # a sweep's outputs are whole models: 64 of a 70B model are 9 TB
 COMMANDS = ("merge", "sweep", "extract", "apply")
 
 # 1M elements per chunk (2 MiB per bf16 input): big enough that the Python hand-offs (~30 us a chunk) are
@@ -159,9 +154,10 @@ class Job:
         """Validates the alphas and options; sweep=True puts one output per alpha under out/alpha-A/."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
-        values = parse_alphas(alphas) if isinstance(alphas, str) else [float(a) for a in alphas]
-        if not values or len(set(values)) != len(values) or len(values) > MAX_OUTPUTS:
-            raise ValueError(f"alphas {alphas!r}: need at least one, at most {MAX_OUTPUTS}, and no repeats")
+        values = normalize_alphas(alphas)
+        if isinstance(values[0], tuple) and settings.alpha_for:
+            raise ValueError("alpha_for sets one alpha per tensor, and apply with several vectors takes one per "
+                             "vector; apply the vectors one at a time to give tensors their own alphas")  # fmt: skip
         outputs = tuple(os.path.join(out, alpha_dirname(a)) for a in values) if sweep else (out,)
         if settings.special_tokens_from not in TOKEN_SOURCES:
             raise ValueError(f"special_tokens_from must be 'cp' or 'chat', got {settings.special_tokens_from!r}")
@@ -169,8 +165,6 @@ class Job:
             raise ValueError(f"chat_template_from must be 'cp' or 'chat', got {settings.chat_template_from!r}")
         if settings.tokenizer_from not in (None, *TOKENIZER_SOURCES):
             raise ValueError(f"tokenizer_from must be 'cp', 'chat' or 'base', got {settings.tokenizer_from!r}")
-        for a in values:
-            check_alpha(a, "alpha")
         if command == "extract" and settings.dtype and parse_user_dtype(settings.dtype) == "F8_E4M3":
             raise ValueError("extract --dtype fp8: a chat vector is stored in f32, f64, bf16 or f16")
         _check_count(settings.threads, "threads", allow_none=True)
@@ -211,19 +205,14 @@ class Job:
             allow_unmatched=True,  # the run that wrote the output checked its rules
         )
         rows = tuple((r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", []))
-        alphas = (float(report.get("alpha", 1.0)),)
+        alpha = report.get("alpha", 1.0)
+        alphas = (tuple(float(a) for a in alpha) if isinstance(alpha, list) else float(alpha),)
         return cls(command, dict(report["inputs"]), (out,), alphas, settings, special_rows=rows)
 
 
-def check_alpha(value: float, what: str) -> float:
-    """A finite alpha within +-MAX_ALPHA; ValueError naming the option otherwise."""
-    if not math.isfinite(value) or abs(value) > MAX_ALPHA:
-        raise ValueError(
-            f"{what} {value!r}: an alpha must be a finite number within +-{MAX_ALPHA:g} (the paper uses 0.5 to 1); "
-            f"{'NaN or Inf' if not math.isfinite(value) else 'this one'} would make every merged element "
-            "NaN or Inf, or meaningless"
-        )
-    return value
+def vector_roles(count: int) -> list[str]:
+    """The input roles of apply's vectors: vector, vector2, vector3, ... (the report's inputs use them)."""
+    return ["vector", *(f"vector{m}" for m in range(2, count + 1))]
 
 
 def _check_count(value, what: str, allow_none: bool = False):
@@ -231,60 +220,3 @@ def _check_count(value, what: str, allow_none: bool = False):
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{what} {value!r}: expected a whole number of at least 1")
-
-
-def alpha_dirname(alpha: float) -> str:
-    """alpha-0.25, alpha-1.0, alpha--0.5 (the shortest text that reads back as the same float)."""
-    return f"alpha-{float(alpha)!r}"
-
-
-def parse_alphas(text: str) -> list[float]:
-    """'0.25,0.5,1' or 'start:stop:step' (stop included when the steps land on it), in exact decimal steps."""
-    try:
-        if ":" in text:
-            parts = [Decimal(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
-                raise ValueError
-            if not all(p.is_finite() for p in parts):
-                raise ValueError
-            start, stop, step = parts
-            count = int((stop - start) / step) + 1
-            if count > MAX_OUTPUTS:
-                raise ValueError(f"alphas {text!r} make {count} outputs, each a whole model; at most {MAX_OUTPUTS}")
-            values = [float(start + i * step) for i in range(count)]
-        else:
-            values = [float(Decimal(p)) for p in text.split(",") if p.strip()]
-    except ValueError as exc:
-        if str(exc).startswith("alphas"):
-            raise
-        raise ValueError(
-            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
-        ) from None
-    except (InvalidOperation, OverflowError):
-        raise ValueError(
-            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
-        ) from None
-    if not values or len(set(values)) != len(values):
-        raise ValueError(f"alphas {text!r}: need at least one, and no repeats")
-    return values
-
-
-def parse_alpha_for(rules) -> tuple[tuple[str, float], ...]:
-    """['embed_tokens|lm_head=0', ...] -> (('embed_tokens|lm_head', 0.0), ...); the value follows the last '='."""
-    out = []
-    for rule in rules or ():
-        if isinstance(rule, (tuple, list)):
-            if len(rule) != 2:
-                raise ValueError(f"alpha_for {rule!r}: expected (regex, alpha) pairs")
-            out.append((str(rule[0]), float(rule[1])))
-            continue
-        pattern, sep, value = str(rule).rpartition("=")
-        try:
-            out.append((pattern, float(value)))
-        except ValueError:
-            sep = ""
-        if not sep or not pattern:
-            raise ValueError(f"--alpha-for {rule!r}: expected REGEX=VALUE, e.g. 'embed_tokens|lm_head=0'")
-    for pattern, alpha in out:
-        check_alpha(alpha, f"--alpha-for {pattern!r}=")
-    return tuple(out)

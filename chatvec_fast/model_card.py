@@ -50,10 +50,16 @@ def command_line(job: Job, output: int) -> str:
     """The command that makes this output, in the CLI's spelling."""
     s, command = job.settings, job.command
     args = ["chatvec", "apply" if command == "apply" else "merge"]
-    for role, ref in job.given.items():  # Hub ids as given; local paths made absolute (the card must not
-        args += [f"--{role}", ref if role in job.sources else os.path.abspath(ref)]  # depend on the cwd)
+    # Hub ids as given; local paths made absolute (the card must not depend on the cwd). Roles vector2,
+    # vector3... are --vector again, in order.
+    for role, ref in job.given.items():
+        flag = "--vector" if role.startswith("vector") else f"--{role}"
+        args += [flag, ref if role in job.sources else os.path.abspath(ref)]
     # The output's own path is left out: the same command writes the same bytes wherever its output goes.
-    args += ["--out", "OUT", "--alpha", repr(job.alphas[output])]
+    alpha = job.alphas[output]
+    args += ["--out", "OUT"]
+    for value in alpha if isinstance(alpha, tuple) else (alpha,):
+        args += ["--alpha", repr(value)]
     for rule in s.alpha_for:
         args += ["--alpha-for", rule if isinstance(rule, str) else f"{rule[0]}={rule[1]}"]
     for pattern in s.skip:
@@ -72,9 +78,12 @@ def model_card(job: Job, plan: Plan, output: int, has_cp_card: bool) -> str:
     """The README.md of output `output`."""
     ids = {role: model_id(job, role, ckpt.directory) for role, ckpt in plan.inputs.items()}
     alpha = job.alphas[output]
-    front = ["---", "base_model:", *(f"- {ids[r]}" for r in ("cp", "chat", "base", "vector") if r in ids)]
+    vectors = [r for r in ids if r.startswith("vector")]
+    front = ["---", "base_model:", *(f"- {ids[r]}" for r in ("cp", "chat", "base", *vectors) if r in ids)]
     front += ["tags:", "- merge", "- chat-vector", "library_name: transformers", "---", ""]
     formula = "cp + alpha * vector" if job.command == "apply" else "cp + alpha * (chat - base)"
+    if len(vectors) > 1:
+        formula = " + ".join(["cp", *(f"alpha{m} * vector{m}" for m in range(1, len(vectors) + 1))])
     lines = [
         f"# Chat Vector merge of {ids['cp']}",
         "",
@@ -88,7 +97,8 @@ def model_card(job: Job, plan: Plan, output: int, has_cp_card: bool) -> str:
     for role, model in ids.items():
         source = job.sources.get(role)
         revision = f"{source['revision']} ({source['commit']})" if source else "local files"
-        lines.append(f"| {_ROLES[role]} | `{model}` | {revision} |")
+        what = _ROLES.get(role) or f"{role} (a saved chat vector)"
+        lines.append(f"| {what} | `{model}` | {revision} |")
     groups = plan.alpha_groups(output)
     if any(a != alpha for a in groups):
         lines += ["", "Alphas by tensor:", ""]

@@ -96,3 +96,24 @@ def test_torchrun_script_entry_point(triple, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "o" / "chatvec_report.json").exists()
+
+
+def test_torchrun_merges_fp8_checkpoints_like_one_process(tmp_path):
+    """FP8 base and chat (block scales in their own shards' order) with a bf16 cp, and an FP8 cp re-quantized
+    (--dtype fp8): two ranks write the same bytes as one process."""
+    from chatvec_fast.quantize import layout_quantizer
+    from chatvec_fast.synthetic import FP8Layout, make_triple
+
+    block = FP8Layout("block", layout_quantizer, (32, 48))  # tiny's 64 x 176 weights: partial blocks
+    for name, fp8, extra in (("bf16-cp", {"base": block, "chat": block}, []),
+                             ("fp8-cp", {"base": block, "chat": block, "cp": block}, ["--dtype", "fp8"])):  # fmt: skip
+        paths = make_triple(str(tmp_path / name), "tiny", shard_bytes=40_000, fp8=fp8)
+        common = ["--base", paths["base"], "--chat", paths["chat"], "--cp", paths["cp"], "--quiet", "--alpha", "0.7"]
+        single = run([sys.executable, "-m", "chatvec_fast", "merge", *common, "--out", str(tmp_path / f"{name}-1"),
+                      *extra])  # fmt: skip
+        assert single.returncode == 0, single.stderr
+        ranks = run(chatvec("merge", *common, "--out", str(tmp_path / f"{name}-2"), *extra))
+        assert ranks.returncode == 0, ranks.stderr[-3000:]
+        same_tree(tmp_path / f"{name}-1", tmp_path / f"{name}-2")
+        check = run([sys.executable, "-m", "chatvec_fast", "verify", str(tmp_path / f"{name}-2"), "--all"])
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -13,8 +13,8 @@ import torch
 from conftest import assert_one_line_error, cli, model_args
 from fp8_data import dequantize, quantize
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
+import chatvec_fast
 from chatvec_fast.backends.reference import round_float64
 
 ALPHA = 0.7
@@ -62,7 +62,8 @@ def write_model(directory, values: dict, fp8: str | None, split_scales=False, sp
     for fname, group in files.items():
         _save(os.path.join(directory, fname), group, dtypes)
         weight_map.update({n: fname for n in group})
-    json.dump({"metadata": {}, "weight_map": weight_map}, open(os.path.join(directory, "model.safetensors.index.json"), "w"))
+    index = os.path.join(directory, "model.safetensors.index.json")
+    json.dump({"metadata": {}, "weight_map": weight_map}, open(index, "w"))
     config = {"model_type": "llama", "vocab_size": 10}
     if fp8 == "block":
         config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [16, 32]}
@@ -79,7 +80,7 @@ def _save(path, group, dtypes):
     entries = [(n, dtypes.get(n, "F32"), a.shape, a.nbytes) for n, a in group.items()]
     header, offsets = build_header(entries, {"format": "pt"})
     f = ShardFile(path, header, len(header) + sum(e[3] for e in entries))
-    for (n, a), off in zip(group.items(), offsets):
+    for a, off in zip(group.values(), offsets):
         f.write(np.ascontiguousarray(a).view(np.uint8), off)
     f.close()
 
@@ -131,7 +132,8 @@ def test_every_mix_of_fp8_and_bf16_roles_merges_exactly(roles, tmp_path, kinds):
     assert set(got) == set(SHAPES)  # the scales are folded in: none in the output
     for name in SHAPES:
         want = round_float64(torch.from_numpy(p[name] + ALPHA * (c[name] - b[name])), torch.bfloat16)
-        assert got[name].dtype == torch.bfloat16 and torch.equal(got[name].view(torch.int16), want.view(torch.int16)), name
+        assert got[name].dtype == torch.bfloat16, name
+        assert torch.equal(got[name].view(torch.int16), want.view(torch.int16)), name
     assert "quantization_config" not in json.load(open(out / "config.json"))
     assert cli("verify", out, "--all").returncode == 0
 
@@ -174,6 +176,9 @@ def test_fp8_output_requantizes_in_cps_layout(roles, tmp_path, layout):
 def test_fp8_output_needs_an_fp8_cp(roles, tmp_path):
     paths = {r: write_model(tmp_path / r, roles[r], None if r == "cp" else "block") for r in ("base", "chat", "cp")}
     assert_one_line_error(cli("merge", *model_args(paths), "--out", tmp_path / "o", "--dtype", "fp8"), "no FP8")
+    with pytest.raises(ValueError, match="vector is stored in f32, f64, bf16 or f16"):
+        chatvec_fast.extract(paths["base"], paths["chat"], str(tmp_path / "v"), dtype="fp8")
+    assert not os.path.exists(tmp_path / "v")
 
 
 def test_sweep_extract_apply_resume_with_fp8(roles, tmp_path):
@@ -188,10 +193,12 @@ def test_sweep_extract_apply_resume_with_fp8(roles, tmp_path):
     assert r.returncode == 0, r.stderr
     for d in ("s", "v", "a"):
         assert cli("verify", tmp_path / d, "--all").returncode == 0, d
-    with safe_open(str(tmp_path / "a" / "model-00001-of-00002.safetensors"), "pt") as g1, safe_open(
-        str(tmp_path / "s" / "alpha-0.5" / "model-00001-of-00002.safetensors"), "pt"
-    ) as g2:  # extract (f64) -> apply == merge, bit for bit
-        assert all(torch.equal(g1.get_tensor(k).view(torch.int16), g2.get_tensor(k).view(torch.int16)) for k in g1.keys())
+    with (
+        safe_open(str(tmp_path / "a" / "model-00001-of-00002.safetensors"), "pt") as g1,
+        safe_open(str(tmp_path / "s" / "alpha-0.5" / "model-00001-of-00002.safetensors"), "pt") as g2,
+    ):  # extract (f64) -> apply == merge, bit for bit
+        for k in g1.keys():
+            assert torch.equal(g1.get_tensor(k).view(torch.int16), g2.get_tensor(k).view(torch.int16)), k
     env = {"CHATVEC_FAULT": "write#2", "CHATVEC_CHUNK_ELEMENTS": "1000"}
     assert cli("merge", *model_args(paths), "--out", tmp_path / "r", "--dtype", "fp8", "--resume", env=env).returncode
     r = cli("merge", *model_args(paths), "--out", tmp_path / "r", "--dtype", "fp8", "--resume", "--quiet",
@@ -206,4 +213,20 @@ def test_an_fp8_weight_whose_scale_does_not_fit_is_refused(roles, tmp_path):
     doc = json.load(open(config))
     doc["quantization_config"]["weight_block_size"] = [128, 128]  # the scales were made for 16 x 32 blocks
     json.dump(doc, open(config, "w"))
-    assert_one_line_error(cli("merge", *model_args(paths), "--out", tmp_path / "o"), "a.weight_scale_inv", "128x128", "weight_block_size")
+    r = cli("merge", *model_args(paths), "--out", tmp_path / "o")
+    assert_one_line_error(r, "a.weight_scale_inv", "128x128", "weight_block_size")
+
+
+def test_weights_inside_one_block_keep_the_block_layout(tmp_path):
+    """A weight smaller than a block has a [1, 1] scale_inv: still block scales (not per-tensor), so --dtype fp8
+    re-quantizes it in cp's block layout."""
+    from chatvec_fast.quantize import layout_quantizer
+    from chatvec_fast.synthetic import FP8Layout, make_triple
+
+    block = FP8Layout("block", layout_quantizer, (128, 128))  # tiny's 64 x 64 and 64 x 176 weights: 1 or 2 blocks
+    paths = make_triple(str(tmp_path / "m"), "tiny", fp8=dict.fromkeys(("base", "chat", "cp"), block))
+    r = cli("merge", *model_args(paths), "--out", tmp_path / "o", "--dtype", "fp8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert cli("verify", tmp_path / "o", "--all").returncode == 0
+    report = json.load(open(tmp_path / "o" / "chatvec_report.json"))
+    assert report["fp8"]["cp"]["scales"] == ["128x128 blocks"], report["fp8"]

@@ -19,9 +19,9 @@ import yaml
 from conftest import assert_bits_equal, ulp_distance
 
 import chatvec_fast
+from chatvec_fast.alphas import parse_alpha_for
 from chatvec_fast.backends.reference import merge_reference
 from chatvec_fast.errors import ChatvecError
-from chatvec_fast.job import parse_alpha_for
 from chatvec_fast.mergekit_config import ConfigError, read_mergekit_config
 
 MERGEKIT_YAML = os.environ.get("MERGEKIT_YAML", "/tmp/bench/venv/bin/mergekit-yaml")

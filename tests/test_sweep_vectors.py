@@ -14,8 +14,8 @@ from conftest import CHAT_TEMPLATE, assert_bits_equal, chatvec_command
 from safetensors.torch import load_file, save_file
 
 from chatvec_fast import apply, extract, merge, sweep
+from chatvec_fast.alphas import alpha_dirname, parse_alphas
 from chatvec_fast.backends.reference import round_float64
-from chatvec_fast.job import alpha_dirname, parse_alphas
 from chatvec_fast.read.checkpoint import open_checkpoint
 
 

@@ -10,7 +10,7 @@ import os
 
 from ..errors import InputError
 from ..filenames import INEXACT_KEY
-from ..job import Job
+from ..job import Job, vector_roles
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import chat_template, special_rows
 from .added_tokens import embedding_rows, find_added_tokens
@@ -19,6 +19,7 @@ from .fp8_plan import attach_fp8
 from .pairing import make_extract_plan, make_plan
 from .quantized import refuse_quantized
 from .types import Plan
+from .vectors import add_vectors
 
 
 def plan_job(job: Job) -> Plan:
@@ -32,19 +33,30 @@ def plan_job(job: Job) -> Plan:
     if job.command == "extract":
         plan = make_extract_plan(ckpts["base"], ckpts["chat"], job.merge_options())
     elif job.command == "apply":
-        check_vector(ckpts["vector"])
-        plan = make_plan(None, ckpts["vector"], ckpts["cp"], job.merge_options())
-        inexact = ckpts["vector"].files[0].metadata.get(INEXACT_KEY, "0") if ckpts["vector"].files else "0"
-        if inexact.isdigit() and int(inexact) > 0:
-            plan.notes.append(
-                f"the vector rounded {int(inexact)} elements when it was saved: the result differs from "
-                "a merge of the three models there; extract with --dtype f64 to avoid it"
-            )
+        plan = _plan_apply(job, ckpts)
     else:
         plan = _plan_merge(job, ckpts)
         warnings += _swapped_roles(job, ckpts)
     plan.warnings[:0] = warnings
     attach_fp8(plan, full, fp8)
+    return plan
+
+
+def _plan_apply(job: Job, ckpts) -> Plan:
+    vectors = [ckpts[role] for role in vector_roles(len(ckpts) - 1)]
+    for vector in vectors:
+        check_vector(vector)
+    plan = make_plan(None, vectors[0], ckpts["cp"], job.merge_options())
+    if len(vectors) > 1:
+        add_vectors(plan, vectors)
+        plan.notes.append(f"{len(vectors)} vectors: the chat template and eos come from the first one's chat model")
+    for vector in vectors:
+        inexact = vector.files[0].metadata.get(INEXACT_KEY, "0") if vector.files else "0"
+        if inexact.isdigit() and int(inexact) > 0:
+            plan.notes.append(
+                f"the vector {vector.path} rounded {int(inexact)} elements when it was saved: the result differs "
+                "from a merge of the models there; extract with --dtype f64 to avoid it"
+            )
     return plan
 
 

@@ -77,26 +77,37 @@ def fp8_scales(ckpt: Checkpoint) -> dict[str, ScaleSpec]:
             raise InputError(f"{scale.path}: scale {scale.name!r} is {scale.dtype}; expected F32")
         cols = t.shape[-1] if t.shape else 1
         rows = math.prod(t.shape[:-1]) if len(t.shape) > 1 else 1
-        if math.prod(scale.shape) == 1:
+        if suffix == "_scale_inv" and len(t.shape) == 2 and len(scale.shape) == 2:
+            block = block or block_size(ckpt)
+        # Block scales first: a weight inside one block has a [1, 1] scale_inv, and with --dtype fp8 it must
+        # keep its block layout; a [rows, 1] weight_scale is per row even for one row.
+        if suffix == "_scale_inv" and len(t.shape) == 2 and len(scale.shape) == 2 and block is not None:
+            _check_blocks(ckpt, name, t, scale, rows, cols, block)
+            scales[name] = ScaleSpec(scale, "block", cols, block[0], block[1])
+        elif suffix == "_scale" and len(t.shape) == 2 and scale.shape == (rows, 1):
+            scales[name] = ScaleSpec(scale, "row", cols)
+        elif math.prod(scale.shape) == 1:
             scales[name] = ScaleSpec(scale, "tensor", cols)
-        elif suffix == "_scale" and scale.shape in ((rows, 1), (rows,)) and len(t.shape) == 2:
+        elif suffix == "_scale" and scale.shape == (rows,) and len(t.shape) == 2:
             scales[name] = ScaleSpec(scale, "row", cols)
         elif suffix == "_scale_inv" and len(t.shape) == 2:
-            block = block or block_size(ckpt)
             if block is None:
                 raise InputError(f"{ckpt.path}: {scale.name!r} holds block scales but config.json has no "
                                  "quantization_config.weight_block_size to say the block size")  # fmt: skip
-            want = (-(-rows // block[0]), -(-cols // block[1]))
-            if scale.shape != want:
-                raise InputError(f"{scale.path}: scale {scale.name!r} has shape {scale.shape}; weight {name!r} "
-                                 f"{t.shape} in {block[0]}x{block[1]} blocks (config.json's quantization_config."
-                                 f"weight_block_size) needs {want}; fix the block size in {ckpt.path}/config.json "
-                                 "or the scale tensor")  # fmt: skip
-            scales[name] = ScaleSpec(scale, "block", cols, block[0], block[1])
+            _check_blocks(ckpt, name, t, scale, rows, cols, block)
         else:
             raise InputError(f"{scale.path}: scale {scale.name!r} of shape {scale.shape} does not fit weight {name!r} "
                              f"{t.shape} (expected one value, one per row, or {name}_scale_inv blocks)")  # fmt: skip
     return scales
+
+
+def _check_blocks(ckpt: Checkpoint, name: str, t, scale, rows: int, cols: int, block):
+    want = (-(-rows // block[0]), -(-cols // block[1]))
+    if scale.shape != want:
+        raise InputError(f"{scale.path}: scale {scale.name!r} has shape {scale.shape}; weight {name!r} "
+                         f"{t.shape} in {block[0]}x{block[1]} blocks (config.json's quantization_config."
+                         f"weight_block_size) needs {want}; fix the block size in {ckpt.path}/config.json "
+                         "or the scale tensor")  # fmt: skip
 
 
 def scale_names(ckpt: Checkpoint, scales: dict[str, ScaleSpec]) -> set[str]:

@@ -41,7 +41,7 @@ def _alpha_rule(name: str, rules) -> int | None:
 def _alphas_for(rule: int | None, options: MergeOptions, rules) -> tuple[float, ...]:
     if rule is not None:
         return (float(rules[rule][1]),) * len(options.alphas)
-    return tuple(float(a) for a in options.alphas)
+    return tuple(a if isinstance(a, tuple) else float(a) for a in options.alphas)  # a tuple: one per vector
 
 
 def _matches(patterns, name) -> bool:

@@ -22,6 +22,8 @@ _FIXES = {
     "special": "check that --chat is the chat model whose tokenizer was read, or drop --special-tokens-from",
     "added": "pass --added-tokens append (chat's rows and tokens are appended to cp's) or drop (left out)",
     "fp8": "use --dtype bf16 (the default for FP8 inputs), which holds every merged value's rounding exactly once",
+    "vectors": "the vectors of one apply must be extracted from models of one architecture (same tensor names and "
+    "shapes); apply them one at a time otherwise",
 }
 
 _TITLES = {
@@ -32,6 +34,7 @@ _TITLES = {
     "special": "vocabulary tensors that cannot take special-token rows from chat",
     "added": "vocabulary tensors where chat has rows base lacks (--added-tokens error)",
     "fp8": "FP8 weights that cannot come out as FP8 (--dtype fp8)",
+    "vectors": "tensors the vectors do not agree on",
 }
 
 
@@ -67,8 +70,8 @@ def listing(names: list[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
-def _fmt_alpha(a: float) -> str:
-    return repr(float(a))
+def _fmt_alpha(a) -> str:
+    return f"({', '.join(map(_fmt_alpha, a))})" if isinstance(a, tuple) else repr(float(a))
 
 
 def describe_plan(plan) -> str:

@@ -74,6 +74,12 @@ def run(job: Job) -> MergeReport:
     aux = aux_writer(job, plan)
     workers = Workers.start(job.settings)
     try:
+        vectors = max((len(t.deltas) for t in plan.tensors), default=1)
+        for backend in workers.backends:
+            if vectors > backend.max_vectors:
+                raise ValueError(f"the {backend.name} backend applies at most {backend.max_vectors} vectors in "
+                                 f"one call, got {vectors}; use --backend native (up to 16), or apply them in two "
+                                 "steps")  # fmt: skip
         outputs = []
         for k, path in enumerate(job.outputs):
             metadata, report = provenance(job, plan, k, workers.math), start_report(job, plan, k)

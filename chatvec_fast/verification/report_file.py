@@ -44,13 +44,18 @@ def load_report(out: str) -> dict:
     if not isinstance(inputs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
         raise bad("'inputs' must map roles to paths")
     needed = {"merge": {"base", "chat", "cp"}, "apply": {"vector", "cp"}, "extract": {"base", "chat"}}[command]
+    vectors = sorted(r for r in inputs if r.startswith("vector"))
+    if command == "apply" and vectors[1:] == [f"vector{m}" for m in range(2, len(vectors) + 1)]:
+        needed |= set(vectors)  # several vectors: vector, vector2, ...
     if set(inputs) != needed:
         raise bad(f"'inputs' has {sorted(inputs)}, a {command} has {sorted(needed)}")
     options = report.get("options")
     if not isinstance(options, dict) or any(not isinstance(options.get(k), t) for k, t in _OPTION_TYPES.items()):
         raise bad("'options' is missing or has fields of the wrong type")
-    if command != "extract" and not _is_number(report.get("alpha")):
-        raise bad("'alpha' is missing or not a number")
+    alpha = report.get("alpha")
+    several = isinstance(alpha, list) and len(alpha) == len(vectors) > 1 and all(_is_number(a) for a in alpha)
+    if command != "extract" and not (_is_number(alpha) or several):
+        raise bad("'alpha' is missing or not a number (a list of one per vector for apply with several)")
     files = report.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str)
