@@ -70,7 +70,18 @@ def main():
             raise SystemExit("bench_gpu.py needs a CUDA GPU (or --smoke to check the script on the CPU)")
         device = (a.devices or "cuda:0").split(",")[0]
     sys.path.insert(0, HERE)
-    from common import CACHE, alternate, dir_bytes, io_floors, machine, models, require_free, save_json, summarize
+    from common import (
+        CACHE,
+        alternate,
+        dir_bytes,
+        exact_text,
+        io_floors,
+        machine,
+        models,
+        require_free,
+        save_json,
+        summarize,
+    )
 
     paths = models(a.size)
     require_free(2 * dir_bytes(paths["cp"]))
@@ -123,7 +134,7 @@ def main():
     print("|---|---|---|---|---|")
     for name, v in summary.items():
         ex = exact.get(name)
-        ex_text = f"{100 * ex['exact_share']:.4f}% ({ex['max_ulp']})" if ex else "-"
+        ex_text = exact_text(ex)
         print(
             f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | {ex_text} | "
             f"{v['median'] / ours:.2f}x |"

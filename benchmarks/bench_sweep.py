@@ -21,6 +21,7 @@ from common import (
     OVERLAPPED_FLOOR,
     alternate,
     dir_bytes,
+    exact_text,
     io_floors,
     machine,
     models,
@@ -137,10 +138,10 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, v in summary.items():
         ex = v["exact"]
-        exact_text = f"{100 * ex['exact_share']:.4f}% ({ex['max_ulp']})" if ex else "-"
+        exact_cell = exact_text(ex)
         print(
             f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | "
-            f"{v['peak_rss'] / 1e9:.2f} GB | {exact_text} | {v['median'] / ours:.2f}x |"
+            f"{v['peak_rss'] / 1e9:.2f} GB | {exact_cell} | {v['median'] / ours:.2f}x |"
         )
     for s in skipped:
         print(f"| {s.split(':')[0]} | skipped: {s.split(':', 1)[1].strip()} | | | | |")

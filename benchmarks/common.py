@@ -172,3 +172,17 @@ def io_floors(paths: dict, out: str, outputs: int = 1, page_cache: bool = True) 
         floors[PAGE_CACHE_FLOOR] = ["sh", "-c", f"{read_all} && mkdir -p {out} && "
                                     + " && ".join(f"{w} conv=fsync status=none" for w in write)]  # fmt: skip
     return floors
+
+
+def exact_text(ex: dict | None) -> str:
+    """'100% (0)' only when every element is correctly rounded; otherwise enough digits to show the miss
+    (0.99999999620 of the elements is 99.9999996%, not a rounded-up 100.0000%)."""
+    if not ex:
+        return "-"
+    share = ex["exact_share"]
+    if share == 1.0:
+        return f"100% ({ex['max_ulp']})"
+    digits = 4
+    while f"{100 * share:.{digits}f}" == f"{100:.{digits}f}" and digits < 12:
+        digits += 1
+    return f"{100 * share:.{digits}f}% ({ex['max_ulp']})"

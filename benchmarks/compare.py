@@ -27,6 +27,7 @@ from common import (  # noqa: E402
     OVERLAPPED_FLOOR,
     alternate,
     dir_bytes,
+    exact_text,
     io_floors,
     machine,
     models,
@@ -111,7 +112,7 @@ def markdown(result: dict, header: str) -> str:
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in s.items():
         ex = v["exact"]
-        exact = f"{100 * ex['exact_share']:.4f}% ({ex['max_ulp']})" if ex else "-"
+        exact = exact_text(ex)
         lines.append(f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | "
                      f"{v['peak_rss'] / 1e9:.2f} GB | {exact} | {_ratio(v['median'], ours)} | "
                      f"{_ratio(v['median'], floor)} |")  # fmt: skip
