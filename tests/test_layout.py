@@ -213,3 +213,32 @@ def test_native_stub_matches_the_bindings():
         if name == "merge":
             assert optional == ["base", "chat", "cp"]  # the four modes leave inputs out
     assert "typing_extensions" not in open(os.path.join(PACKAGE, "_C.pyi")).read()
+
+
+ROOT = os.path.dirname(PACKAGE)
+
+
+def _import_kernels_from_the_checkout(*python_flags: str, pythonpath: str = "") -> str:
+    """What `import kernels` gives in a Python started in the checkout's root (sys.path[0] is that root)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    code = "import kernels; print(kernels.__file__, getattr(kernels, '__version__', '-'))"
+    r = subprocess.run([sys.executable, *python_flags, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_the_kernels_folder_never_shadows_an_installed_kernels_package(tmp_path):
+    """transformers >= 5.2x imports Hugging Face's `kernels` package; run from the checkout's root (as the tests
+    and `python -m chatvec_fast` are), our kernels/ folder must hand that name to the installed package."""
+    installed = tmp_path / "site" / "kernels"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("__version__ = '9.9.9'\n")
+    assert _import_kernels_from_the_checkout(pythonpath=str(tmp_path / "site")) == f"{installed / '__init__.py'} 9.9.9"
+
+
+def test_without_an_installed_kernels_package_the_folder_reads_as_absent():
+    """No other `kernels` on the path (-S: no site-packages): an empty module without __version__, which
+    transformers' availability check reads as 'not installed'."""
+    assert _import_kernels_from_the_checkout("-S") == f"{os.path.join(ROOT, 'kernels', '__init__.py')} -"
