@@ -1,7 +1,8 @@
 """FP8 inputs: the 1.1B merge of block-scaled FP8 checkpoints (base, chat and cp: the layers' linear weights
 F8_E4M3 in 128x128 blocks with F32 scale_inv; embeddings, norms and lm_head bf16) to bf16, against the bf16
 merge of the same shape, and FP8 in -> FP8 out (--dtype fp8, re-quantized in cp's layout), alternating, in
-one run.
+one run, beside the I/O floor of the FP8 -> bf16 merge (its inputs read while a bf16 cp's bytes are written
+with O_DIRECT, all at once).
 
 GB/s counts the bytes moved: the 3 inputs as stored (FP8 codes, scales and headers included) + the output
 as written (bf16, or FP8 codes and scales). Inputs are warm (page cache), outputs timed until on disk.
@@ -25,6 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ALPHA = 0.5
 ROLES = ("base", "chat", "cp")
 FP8, BF16, FP8_OUT = "FP8 in -> bf16 out", "bf16 in -> bf16 out", "FP8 in -> FP8 out (--dtype fp8)"
+# What moving FP8 -> bf16's bytes costs with no arithmetic: the 3 FP8 inputs read while a bf16 cp's bytes
+# are written with O_DIRECT, all at once (benchmarks/common.py's overlapped floor).
+FP8_FLOOR = "I/O floor of FP8 in -> bf16 out, overlapped"
 
 
 def fp8_layout(block: int):
@@ -88,22 +92,36 @@ def main():
     if HERE not in sys.path:  # `python -m benchmarks.bench_fp8` and `python benchmarks/bench_fp8.py` alike
         sys.path.insert(0, HERE)
     # common reads CHATVEC_BENCH_DIR when imported: after --smoke has set it.
-    from common import CACHE, alternate, dir_bytes, machine, models, require_free, save_json, summarize
+    from common import (
+        CACHE,
+        OVERLAPPED_FLOOR,
+        alternate,
+        dir_bytes,
+        io_floors,
+        machine,
+        models,
+        require_free,
+        save_json,
+        summarize,
+    )
 
     bf16, fp8 = models(a.size), fp8_models(a.size, a.block)
     require_free(2 * dir_bytes(bf16["cp"]))  # the largest output (bf16), and room to spare
     out = os.path.join(CACHE, "fp8-out")
-    todo = {FP8: (merge(fp8, out), out), BF16: (merge(bf16, out), out)}
+    floor = io_floors(fp8, out, page_cache=False, write_from=bf16["cp"])[OVERLAPPED_FLOOR]
+    todo = {FP8: (merge(fp8, out), out), BF16: (merge(bf16, out), out), FP8_FLOOR: (floor, out)}
     if not a.no_fp8_out:
         todo[FP8_OUT] = (merge(fp8, out, "--dtype", "fp8"), out)
     read = {FP8: sum(dir_bytes(p) for p in fp8.values()), BF16: sum(dir_bytes(p) for p in bf16.values())}
-    read[FP8_OUT] = read[FP8]
+    read[FP8_OUT] = read[FP8_FLOOR] = read[FP8]
     written = {}
 
     def check(name, path):
         # The bytes each merge wrote (its last round; the same every round), and that they are right:
         # chatvec verify recomputes a sample of every tensor from the inputs (untimed).
         written[name] = dir_bytes(path)
+        if name == FP8_FLOOR:
+            return
         r = subprocess.run([sys.executable, "-m", "chatvec_fast", "verify", path, "--quiet"], capture_output=True,
                            text=True)  # fmt: skip
         if r.returncode != 0:
@@ -130,6 +148,7 @@ def main():
     print()
     for name, r in ratios.items():
         print(f"{name} / {BF16}: GB/s {r['gbps']:.2f}x, time {r['time']:.2f}x")
+    print(f"{FP8} / its I/O floor: time {summary[FP8]['median'] / summary[FP8_FLOOR]['median']:.2f}x")
     save_json(a.json, {"machine": machine(), "date": started, "size": a.size, "block": a.block, "alpha": ALPHA,
                        "rounds": a.rounds, "runs": runs, "summary": summary, "ratios": ratios})  # fmt: skip
 

@@ -149,17 +149,21 @@ SEQUENTIAL_FLOOR = "I/O floor, sequential (cat 3 inputs, then dd oflag=direct)"
 PAGE_CACHE_FLOOR = "I/O floor, sequential via page cache (cat 3 inputs, then dd conv=fsync)"
 
 
-def io_floors(paths: dict, out: str, outputs: int = 1, page_cache: bool = True) -> dict[str, list[str]]:
-    """Shell commands of the I/O floors for reading the 3 inputs and writing `outputs` cp-sized files.
+def io_floors(paths: dict, out: str, outputs: int = 1, page_cache: bool = True, write_from: str | None = None
+              ) -> dict[str, list[str]]:  # fmt: skip
+    """Shell commands of the I/O floors for reading the 3 inputs and writing `outputs` output-sized files.
 
-    Each output file gets cp's real bytes (`cat cp | dd`), 16 MiB blocks; the overlapped floor runs the
-    reads of base and chat and every output's `cat cp | dd oflag=direct` at the same time.
+    Each output file gets a real model's bytes (`cat MODEL | dd`), 16 MiB blocks: cp's, or `write_from`'s
+    where the output is not cp-sized (FP8 inputs merged to bf16 write a bf16 cp's bytes). The overlapped
+    floor runs the reads of the inputs and every output's `cat MODEL | dd oflag=direct` at the same time;
+    with `write_from`, cp is read by a job of its own.
     """
     b, c, p = paths["base"], paths["chat"], paths["cp"]
+    source = write_from or p
     read_all = f"cat {b}/*.safetensors {c}/*.safetensors {p}/*.safetensors > /dev/null"
-    write = [f"cat {p}/*.safetensors | dd of={out}/floor{i}.bin bs=16M iflag=fullblock" for i in range(outputs)]
-    jobs = [f"cat {b}/*.safetensors > /dev/null", f"cat {c}/*.safetensors > /dev/null",
-            *(f"{w} oflag=direct status=none" for w in write)]  # fmt: skip
+    write = [f"cat {source}/*.safetensors | dd of={out}/floor{i}.bin bs=16M iflag=fullblock" for i in range(outputs)]
+    reads = [b, c] if write_from is None else [b, c, p]
+    jobs = [*(f"cat {m}/*.safetensors > /dev/null" for m in reads), *(f"{w} oflag=direct status=none" for w in write)]
     # Every job in the background at once; then each one waited for, so that a failed dd fails the floor.
     concurrent = " ".join(f'{job} & pids="$pids $!";' for job in jobs)
     floors = {
