@@ -119,7 +119,7 @@ def main():
     def check(name, path):
         # The bytes each merge wrote (its last round; the same every round), and that they are right:
         # chatvec verify recomputes a sample of every tensor from the inputs (untimed).
-        written[name] = dir_bytes(path)
+        written[name] = dir_bytes(path, suffix=".bin" if name == FP8_FLOOR else ".safetensors")
         if name == FP8_FLOOR:
             return
         r = subprocess.run([sys.executable, "-m", "chatvec_fast", "verify", path, "--quiet"], capture_output=True,

@@ -156,7 +156,7 @@ def plots(result: dict, title: str, out_dir: str) -> list[str]:
         ax.set_xlim(0, max(right) * room if max(right) > 0 else 1)
         fig.tight_layout()
         path = os.path.join(out_dir, filename)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # long labels: the figure grows to hold them
         plt.close(fig)
         return path
 
