@@ -22,7 +22,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import CACHE, alternate, machine, models, save_json, summarize  # noqa: E402
+from common import CACHE, alternate, byte_compile, machine, models, save_json, summarize  # noqa: E402
 
 REPO = os.path.dirname(HERE)
 ALPHA, ALPHAS = "0.5", "0.25,0.5,0.75,1.0"
@@ -44,9 +44,7 @@ def tree_of(ref: str) -> tuple[str, str]:
             raise SystemExit(f"git archive {sha} failed")
         subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
                        env=dict(os.environ, CHATVEC_REQUIRE_NATIVE="1"), capture_output=True)  # fmt: skip
-        # Byte-compiled up front: with PYTHONDONTWRITEBYTECODE set, every run would otherwise compile the
-        # package from source (70 ms for today's, measured), which favours the commit with less code.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "chatvec_fast"], cwd=tree, check=True)
+        byte_compile(os.path.join(tree, "chatvec_fast"))  # else the commit with less code would gain
         open(done, "w").close()
     return sha, tree
 
