@@ -30,8 +30,11 @@ ALPHA, ALPHAS = "0.5", "0.25,0.5,0.75,1.0"
 
 def tree_of(ref: str) -> tuple[str, str]:
     """(short sha, directory holding that commit's files with its native extension built)."""
-    sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", ref], check=True, capture_output=True,
-                         text=True).stdout.strip()  # fmt: skip
+    found = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
+                           capture_output=True, text=True)  # fmt: skip
+    if found.returncode != 0:
+        raise SystemExit(f"{ref}: not a commit of {REPO} ({found.stderr.strip()}); name a commit, tag or branch")
+    sha = found.stdout.strip()
     tree = os.path.join(CACHE, "commits", sha)
     done = os.path.join(tree, ".built")
     if not os.path.exists(done):
@@ -42,8 +45,10 @@ def tree_of(ref: str) -> tuple[str, str]:
         subprocess.run(["tar", "-x", "-C", tree], stdin=archive.stdout, check=True)
         if archive.wait() != 0:
             raise SystemExit(f"git archive {sha} failed")
-        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
-                       env=dict(os.environ, CHATVEC_REQUIRE_NATIVE="1"), capture_output=True)  # fmt: skip
+        built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, text=True,
+                               env=dict(os.environ, CHATVEC_REQUIRE_NATIVE="1"), capture_output=True)  # fmt: skip
+        if built.returncode != 0:
+            raise SystemExit(f"{sha}: building its native extension in {tree} failed:\n{built.stderr[-2000:]}")
         byte_compile(os.path.join(tree, "chatvec_fast"))  # else the commit with less code would gain
         open(done, "w").close()
     return sha, tree
@@ -74,10 +79,10 @@ def main():
     ap.add_argument("--no-sweep", action="store_true", help="leave out the hashes of a 4-alpha sweep")
     ap.add_argument("--json", default=os.path.join("bench-results", "commits.json"))
     a = ap.parse_args()
+    trees = dict(tree_of(ref) for ref in a.refs)  # a ref that names no commit stops before any other work
     paths = models(a.size)
     out = os.path.join(CACHE, "commits-out")
     inputs = [x for r in ("base", "chat", "cp") for x in (f"--{r}", paths[r])]
-    trees = dict(tree_of(ref) for ref in a.refs)
 
     def command(tree: str, *args: str) -> list[str]:  # started in `tree`: that commit's package is imported
         return ["sh", "-c", 'cd "$0" && exec "$@"', tree, sys.executable, "-m", "chatvec_fast", *args, *inputs,
