@@ -133,8 +133,7 @@ def main():
     print("| method | wall s, median (min-max) | GB/s | exact share (max ulp) | vs chatvec |")
     print("|---|---|---|---|---|")
     for name, v in summary.items():
-        ex = exact.get(name)
-        ex_text = exact_text(ex)
+        ex_text = exact_text(exact.get(name))
         print(
             f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | {ex_text} | "
             f"{v['median'] / ours:.2f}x |"

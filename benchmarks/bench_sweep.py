@@ -137,8 +137,7 @@ def main():
     )
     print("|---|---|---|---|---|---|")
     for name, v in summary.items():
-        ex = v["exact"]
-        exact_cell = exact_text(ex)
+        exact_cell = exact_text(v["exact"])
         print(
             f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | "
             f"{v['peak_rss'] / 1e9:.2f} GB | {exact_cell} | {v['median'] / ours:.2f}x |"

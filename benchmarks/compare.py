@@ -111,8 +111,7 @@ def markdown(result: dict, header: str) -> str:
              "| vs overlapped I/O floor |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in s.items():
-        ex = v["exact"]
-        exact = exact_text(ex)
+        exact = exact_text(v["exact"])
         lines.append(f"| {name} | {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) | {v['gbps']:.2f} | "
                      f"{v['peak_rss'] / 1e9:.2f} GB | {exact} | {_ratio(v['median'], ours)} | "
                      f"{_ratio(v['median'], floor)} |")  # fmt: skip

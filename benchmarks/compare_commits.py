@@ -121,7 +121,6 @@ def main():
         for shard, h in hashes["merge"][sha].items():
             print(f"{sha} merge {shard}: file {h['file']}, data {h['data']}")
     save_json(a.json, {"machine": machine(), "size": a.size, "rounds": a.rounds, "runs": runs, "hashes": hashes})
-    shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":
