@@ -28,19 +28,23 @@ REPO = os.path.dirname(HERE)
 ALPHA, ALPHAS = "0.5", "0.25,0.5,0.75,1.0"
 
 
-def tree_of(ref: str) -> tuple[str, str]:
-    """(short sha, directory holding that commit's files with its native extension built)."""
+def commit_of(ref: str) -> str:
+    """The short sha `ref` names, or a clear stop."""
     found = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
                            capture_output=True, text=True)  # fmt: skip
     if found.returncode != 0:
         raise SystemExit(f"{ref}: not a commit of {REPO} ({found.stderr.strip()}); name a commit, tag or branch")
-    sha = found.stdout.strip()
+    return found.stdout.strip()
+
+
+def tree_of(sha: str) -> str:
+    """The directory holding that commit's files with its native extension built (exported and built once)."""
     tree = os.path.join(CACHE, "commits", sha)
     done = os.path.join(tree, ".built")
     if not os.path.exists(done):
         shutil.rmtree(tree, ignore_errors=True)
         os.makedirs(tree)
-        print(f"exporting and building {ref} ({sha}) in {tree} ...", flush=True)
+        print(f"exporting and building {sha} in {tree} ...", flush=True)
         archive = subprocess.Popen(["git", "-C", REPO, "archive", sha], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", tree], stdin=archive.stdout, check=True)
         if archive.wait() != 0:
@@ -51,7 +55,7 @@ def tree_of(ref: str) -> tuple[str, str]:
             raise SystemExit(f"{sha}: building its native extension in {tree} failed:\n{built.stderr[-2000:]}")
         byte_compile(os.path.join(tree, "chatvec_fast"))  # else the commit with less code would gain
         open(done, "w").close()
-    return sha, tree
+    return tree
 
 
 def shard_hashes(out: str) -> dict:
@@ -79,7 +83,8 @@ def main():
     ap.add_argument("--no-sweep", action="store_true", help="leave out the hashes of a 4-alpha sweep")
     ap.add_argument("--json", default=os.path.join("bench-results", "commits.json"))
     a = ap.parse_args()
-    trees = dict(tree_of(ref) for ref in a.refs)  # a ref that names no commit stops before any other work
+    shas = [commit_of(ref) for ref in a.refs]  # every ref resolved first: a bad one stops before any build
+    trees = {sha: tree_of(sha) for sha in shas}
     paths = models(a.size)
     out = os.path.join(CACHE, "commits-out")
     inputs = [x for r in ("base", "chat", "cp") for x in (f"--{r}", paths[r])]
