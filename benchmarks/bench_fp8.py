@@ -32,15 +32,15 @@ FP8_FLOOR = "I/O floor of FP8 in -> bf16 out, overlapped"
 
 
 def fp8_layout(block: int):
-    from chatvec_fast.quantize import layout_quantizer
-    from chatvec_fast.synthetic import FP8Layout
+    from chatvec_fast.testing.quantize import layout_quantizer
+    from chatvec_fast.testing.synthetic import FP8Layout
 
     return FP8Layout("block", layout_quantizer, (block, block))
 
 
 def stored_bytes(size: str, layout) -> int:
     """Bytes of one model of the FP8 triple (tensor data; headers aside), to check the disk before writing."""
-    from chatvec_fast.synthetic import SHAPES, tensor_specs
+    from chatvec_fast.testing.synthetic import SHAPES, tensor_specs
 
     return sum(math.prod(s) + 4 * math.prod(layout.scale_shape(s)) if layout.applies(n) else 2 * math.prod(s)
                for n, s in tensor_specs(SHAPES[size]))  # fmt: skip
@@ -51,7 +51,7 @@ def fp8_models(size: str, block: int) -> dict[str, str]:
     generated once and cached beside the bf16 triples (the .complete marker: a killed run starts over)."""
     from common import CACHE, SHARD_BYTES, require_free
 
-    from chatvec_fast.synthetic import make_triple
+    from chatvec_fast.testing.synthetic import make_triple
 
     layout = fp8_layout(block)
     root = os.path.join(CACHE, f"models-{size}-fp8-block{block}")
@@ -75,7 +75,7 @@ def merge(paths: dict, out: str, *extra: str) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="1b", help="model shape from chatvec_fast.synthetic.SHAPES")
+    ap.add_argument("--size", default="1b", help="model shape from chatvec_fast.testing.synthetic.SHAPES")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--block", type=int, help="FP8 block rows = cols (default 128, DeepSeek-V3's; tiny: 32)")
     ap.add_argument("--no-fp8-out", action="store_true", help="leave out the FP8 in -> FP8 out row")

@@ -53,7 +53,7 @@ with torch.no_grad():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="1b", help="model shape from chatvec_fast.synthetic.SHAPES")
+    ap.add_argument("--size", default="1b", help="model shape from chatvec_fast.testing.synthetic.SHAPES")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--devices", default=None, help="e.g. cuda:0,cuda:1 (default: cuda:0)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, CPU, triton interpreter: checks the script")

@@ -18,8 +18,8 @@ SHARD_BYTES = 10**9  # 1 GB shards, as the models on the Hub
 
 
 def models(size: str) -> dict[str, str]:
-    """The synthetic triple of a given size (chatvec_fast.synthetic.SHAPES), generated once and cached."""
-    from chatvec_fast.synthetic import make_triple
+    """The synthetic triple of a given size (chatvec_fast.testing.synthetic.SHAPES), generated once and cached."""
+    from chatvec_fast.testing.synthetic import make_triple
 
     root = os.path.join(CACHE, f"models-{size}")
     done = os.path.join(root, ".complete")

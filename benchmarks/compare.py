@@ -195,7 +195,7 @@ def _title(result: dict, size: str, rounds: int, date: str) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--size", default="small", help="model shape from chatvec_fast.synthetic.SHAPES (tiny, small, 1b, 7b)"
+        "--size", default="small", help="model shape from chatvec_fast.testing.synthetic.SHAPES (tiny, small, 1b, 7b)"
     )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out-dir", default=None, help="default: bench-results/compare-SIZE")

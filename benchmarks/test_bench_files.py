@@ -23,7 +23,7 @@ SWEEP = (0.25, 0.5, 0.75, 1.0)
 @pytest.fixture(scope="module")
 def triple(tmp_path_factory):
     if SMOKE:
-        from chatvec_fast.synthetic import make_triple
+        from chatvec_fast.testing.synthetic import make_triple
 
         return make_triple(str(tmp_path_factory.mktemp("bench-models")), "tiny", shard_bytes=60_000)
     from common import models

@@ -95,7 +95,7 @@ def chatvec_command(command: str, paths: dict, out, *extra: str) -> list[str]:
 @pytest.fixture
 def triple(tmp_path):
     """A factory for tiny synthetic Llama triples: triple(cp_vocab=..., tie=..., shard_bytes=...)."""
-    from chatvec_fast.synthetic import make_triple
+    from chatvec_fast.testing.synthetic import make_triple
 
     def make(name="models", **kwargs):
         kwargs.setdefault("shard_bytes", {"base": None, "chat": 100_000, "cp": 60_000})

@@ -101,8 +101,8 @@ def test_torchrun_script_entry_point(triple, tmp_path):
 def test_torchrun_merges_fp8_checkpoints_like_one_process(tmp_path):
     """FP8 base and chat (block scales in their own shards' order) with a bf16 cp, and an FP8 cp re-quantized
     (--dtype fp8): two ranks write the same bytes as one process."""
-    from chatvec_fast.quantize import layout_quantizer
-    from chatvec_fast.synthetic import FP8Layout, make_triple
+    from chatvec_fast.testing.quantize import layout_quantizer
+    from chatvec_fast.testing.synthetic import FP8Layout, make_triple
 
     block = FP8Layout("block", layout_quantizer, (32, 48))  # tiny's 64 x 176 weights: partial blocks
     for name, fp8, extra in (("bf16-cp", {"base": block, "chat": block}, []),

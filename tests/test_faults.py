@@ -53,7 +53,7 @@ def inputs(tmp_path_factory):
     """A tokenized triple and a vector of it: every command has config, tokenizer and index files to write."""
     import conftest
 
-    from chatvec_fast.synthetic import make_triple
+    from chatvec_fast.testing.synthetic import make_triple
 
     root = tmp_path_factory.mktemp("faults")
     paths = make_triple(str(root / "models"), "tiny", cp_vocab=600, shard_bytes={"base": None, "chat": 100_000,

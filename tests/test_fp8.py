@@ -220,8 +220,8 @@ def test_an_fp8_weight_whose_scale_does_not_fit_is_refused(roles, tmp_path):
 def test_weights_inside_one_block_keep_the_block_layout(tmp_path):
     """A weight smaller than a block has a [1, 1] scale_inv: still block scales (not per-tensor), so --dtype fp8
     re-quantizes it in cp's block layout."""
-    from chatvec_fast.quantize import layout_quantizer
-    from chatvec_fast.synthetic import FP8Layout, make_triple
+    from chatvec_fast.testing.quantize import layout_quantizer
+    from chatvec_fast.testing.synthetic import FP8Layout, make_triple
 
     block = FP8Layout("block", layout_quantizer, (128, 128))  # tiny's 64 x 64 and 64 x 176 weights: 1 or 2 blocks
     paths = make_triple(str(tmp_path / "m"), "tiny", fp8=dict.fromkeys(("base", "chat", "cp"), block))

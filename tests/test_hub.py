@@ -38,7 +38,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E
 from chatvec_fast.errors import InputError  # noqa: E402
 from chatvec_fast.read.checkpoint import open_checkpoint  # noqa: E402
 from chatvec_fast.read.hub import Resolved, looks_like_hub_id, resolve, resolve_model  # noqa: E402
-from chatvec_fast.synthetic import SHAPES, write_llama  # noqa: E402
+from chatvec_fast.testing.synthetic import SHAPES, write_llama  # noqa: E402
 
 AUX = {
     "tokenizer.json": b'{"model": {"vocab": {"<s>": 1, "</s>": 2}}}',

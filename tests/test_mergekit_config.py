@@ -1,4 +1,4 @@
-"""mergekit configs -> chatvec merge arguments (chatvec_fast/mergekit_config.py).
+"""mergekit configs -> chatvec merge arguments (chatvec_fast/cli/mergekit_config.py).
 
 Accepted: the configs that compute cp + alpha * (chat - base), as mergekit's docs and our benchmarks write them.
 Refused: everything else, each with an error naming the file and the key. End to end: the translated merge is
@@ -22,7 +22,7 @@ import chatvec_fast
 from chatvec_fast.alphas import parse_alpha_for
 from chatvec_fast.backends.reference import merge_reference
 from chatvec_fast.errors import ChatvecError
-from chatvec_fast.mergekit_config import ConfigError, read_mergekit_config
+from chatvec_fast.cli.mergekit_config import ConfigError, read_mergekit_config
 
 MERGEKIT_YAML = os.environ.get("MERGEKIT_YAML", "/tmp/bench/venv/bin/mergekit-yaml")
 BENCH = "/tmp/bench/models"
@@ -447,7 +447,7 @@ def mergekit_weight(setting, name):
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     """The tiny triple, each config, chatvec's merge of its translation, and (if installed) mergekit's merge."""
-    from chatvec_fast.synthetic import make_triple
+    from chatvec_fast.testing.synthetic import make_triple
 
     root = tmp_path_factory.mktemp("mergekit_e2e")
     paths = make_triple(str(root / "models"), "tiny")

@@ -26,7 +26,7 @@ def load_dir(path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
     """Three vectors from three chat models (f64, f32 and bf16 storage) and a cp with a larger vocabulary."""
-    from chatvec_fast.synthetic import make_triple
+    from chatvec_fast.testing.synthetic import make_triple
 
     root = tmp_path_factory.mktemp("vectors")
     cp = None
@@ -125,7 +125,7 @@ def test_the_model_card_command_reproduces_the_output(vectors, tmp_path):
 
 
 def test_vectors_that_disagree_are_refused_naming_the_tensors(vectors, tmp_path):
-    from chatvec_fast.synthetic import SHAPES, make_triple
+    from chatvec_fast.testing.synthetic import SHAPES, make_triple
 
     (v0, _, _), cp = vectors
     other = make_triple(str(tmp_path / "small"), replace(SHAPES["tiny"], layers=1), seed=5)

@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_one_line_error, cli, model_args
 
 from chatvec_fast.progress import LOG_INTERVAL, Progress
-from chatvec_fast.synthetic import to_bf16_bits
+from chatvec_fast.testing.synthetic import to_bf16_bits
 from chatvec_fast.write.shard import ShardFile, build_header
 
 

@@ -24,7 +24,7 @@ from ..filenames import (
     VECTOR_CHAT_DIR,
 )
 from ..job import Job
-from ..model_card import model_card
+from .model_card import model_card
 from ..plan.types import Plan
 from ..read.checkpoint import Checkpoint
 from ..read.model_files import model_files, read_json

@@ -12,8 +12,8 @@ import os
 import re
 import shlex
 
-from .job import Job
-from .plan.types import Plan
+from ..job import Job
+from ..plan.types import Plan
 
 PAPER = "https://arxiv.org/abs/2310.04799"
 _HUB_ID = re.compile(r"[A-Za-z0-9_][\w.-]*/[\w.-]*[A-Za-z0-9_]")
@@ -26,7 +26,7 @@ _ROLES = {
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

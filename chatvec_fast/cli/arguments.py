@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from .backends import NAMES as BACKEND_NAMES
-from .job import ADDED_TOKEN_POLICIES, TOKEN_SOURCES, TOKENIZER_SOURCES, VOCAB_POLICIES
+from ..backends import NAMES as BACKEND_NAMES
+from ..job import ADDED_TOKEN_POLICIES, TOKEN_SOURCES, TOKENIZER_SOURCES, VOCAB_POLICIES
 
 
 def _inputs(p: argparse.ArgumentParser, cp=True, required=True):
@@ -117,7 +117,7 @@ def _merge_policies(p: argparse.ArgumentParser, special_tokens=True):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="chatvec",

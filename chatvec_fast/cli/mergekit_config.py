@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import ChatvecError
+from ..errors import ChatvecError
 
 
 class ConfigError(ChatvecError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .write.shard import ShardFile, build_header
+from ..write.shard import ShardFile, build_header
 
 
 @dataclass(frozen=True)

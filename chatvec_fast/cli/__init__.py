@@ -10,8 +10,8 @@ import logging
 import signal
 import sys
 
-from .cli_arguments import build_parser
-from .errors import ChatvecError
+from .arguments import build_parser
+from ..errors import ChatvecError
 
 _COMMON = ("backend", "threads", "skip", "allow_unmatched", "max_shard_size", "overwrite", "dry_run", "devices",
            "gpu_memory", "resume", "revision")  # fmt: skip
@@ -40,7 +40,7 @@ def _print_report(report, dry_run: bool) -> int:
 
 
 def _run(args) -> int:
-    from . import api
+    from .. import api
 
     common = {**_options(args, _COMMON), "progress": not getattr(args, "quiet", False)}
     if args.command == "merge":
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
 
 
 def _hint(exc: BaseException) -> str:
-    from . import api
+    from .. import api
 
     return api.failure_hint(exc)
 

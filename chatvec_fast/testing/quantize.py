@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import get_backend
-from .backends.call import KernelCall, Operand, OutScale
+from ..backends import get_backend
+from ..backends.call import KernelCall, Operand, OutScale
 
 _backend = None
 

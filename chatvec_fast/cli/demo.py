@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .api import merge, verify
-from .synthetic import make_triple
+from ..api import merge, verify
+from ..testing.synthetic import make_triple
 
 
 def run_demo(alpha: float = 0.5, backend: str = "auto", keep: str | None = None) -> int:
