@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # The paper uses alpha 0.5 to 1; a chat vector scaled past +-100 is a typo (1e300 makes every merged
 # element Inf, a model nobody asked for, that verify would call exact).
@@ -21,72 +21,66 @@ MAX_APPLY_VECTORS = 16
 
 def check_alpha(value: float, what: str) -> float:
     """A finite alpha within +-MAX_ALPHA; ValueError naming the option otherwise."""
-    if not math.isfinite(value) or abs(value) > MAX_ALPHA:
-        raise ValueError(
-            f"{what} {value!r}: an alpha must be a finite number within +-{MAX_ALPHA:g} (the paper uses 0.5 to 1); "
-            f"{'NaN or Inf' if not math.isfinite(value) else 'this one'} would make every merged element "
-            "NaN or Inf, or meaningless"
-        )
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {value!r}: an alpha must be a finite number within +-{MAX_ALPHA:g} (the paper uses "
+                         "0.5 to 1); NaN or Inf would make every merged element NaN or Inf")  # fmt: skip
+    if abs(value) > MAX_ALPHA:
+        raise ValueError(f"{what} {value!r}: an alpha must be within +-{MAX_ALPHA:g} (the paper uses 0.5 to "
+                         "1); a chat vector scaled this far drowns cp's weights, which is almost always a typo")
     return value
 
 
-def alpha_dirname(alpha) -> str:
-    """alpha-0.25, alpha-1.0, alpha--0.5 (the shortest text that reads back as the same float); with several
-    vectors, the values joined by '_': alpha-0.5_1.0."""
-    if isinstance(alpha, tuple):
-        return "alpha-" + "_".join(repr(float(a)) for a in alpha)
-    return f"alpha-{float(alpha)!r}"
-
-
 def parse_alphas(text: str) -> list[float]:
-    """'0.25,0.5,1' or 'start:stop:step' (stop included when the steps land on it), in exact decimal steps."""
+    """'0.25,0.5,1' or 'start:stop:step' (stop included when the steps land on it), in exact decimal steps.
+    The cost is bounded before it is paid: at most MAX_OUTPUTS values, numbers of at most 40 characters."""
+    shown = text if len(text) <= 60 else text[:60] + "..."
+    usage = f"cannot read alphas {shown!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
+    parts = text.split(":") if ":" in text else [p for p in text.split(",") if p.strip()]
+    if len(parts) > MAX_OUTPUTS:
+        raise ValueError(f"alphas {shown!r} make more than {MAX_OUTPUTS} outputs, each a whole model")
     try:
+        numbers = [Decimal(p) for p in parts if len(p.strip()) <= 40]
+        if len(numbers) != len(parts) or not all(not n.is_finite() or abs(n) <= 10**6 for n in numbers):
+            raise ValueError  # NaN and Inf are read, and refused by check_alpha with their name
         if ":" in text:
-            parts = [Decimal(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            finite = all(n.is_finite() for n in numbers)
+            if len(numbers) != 3 or not finite or numbers[2] <= 0 or numbers[1] < numbers[0]:
                 raise ValueError
-            if not all(p.is_finite() for p in parts):
-                raise ValueError
-            start, stop, step = parts
-            count = int((stop - start) / step) + 1
+            start, stop, step = numbers
+            count = int((stop - start) / step) + 1  # bounded: |numbers| <= 1e6, and step's 40 digits
             if count > MAX_OUTPUTS:
-                raise ValueError(f"alphas {text!r} make {count} outputs, each a whole model; at most {MAX_OUTPUTS}")
+                raise ValueError(f"alphas {shown!r} make {count} outputs, each a whole model; at most {MAX_OUTPUTS}")
             values = [float(start + i * step) for i in range(count)]
         else:
-            values = [float(Decimal(p)) for p in text.split(",") if p.strip()]
+            values = [float(n) for n in numbers]
     except ValueError as exc:
-        if str(exc).startswith("alphas"):
-            raise
-        raise ValueError(
-            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
-        ) from None
-    except (InvalidOperation, OverflowError):
-        raise ValueError(
-            f"cannot read alphas {text!r}: expected 0.25,0.5,1.0 or start:stop:step like 0.25:1:0.25"
-        ) from None
+        raise ValueError(str(exc) if str(exc).startswith("alphas") else usage) from None
+    except ArithmeticError:  # decimal's InvalidOperation, Overflow, DivisionByZero
+        raise ValueError(usage) from None
     if not values or len(set(values)) != len(values):
-        raise ValueError(f"alphas {text!r}: need at least one, and no repeats")
+        raise ValueError(f"alphas {shown!r}: need at least one, and no repeats")
     return values
 
 
-def parse_alpha_for(rules) -> tuple[tuple[str, float], ...]:
-    """['embed_tokens|lm_head=0', ...] -> (('embed_tokens|lm_head', 0.0), ...); the value follows the last '='."""
+def parse_alpha_for(rules, what: str = "--alpha-for") -> tuple[tuple[str, float], ...]:
+    """['embed_tokens|lm_head=0', ...] -> (('embed_tokens|lm_head', 0.0), ...); the value follows the last '='.
+    what: the option's name in messages (--alpha-for, or alpha_for in Python)."""
     out = []
     for rule in rules or ():
         if isinstance(rule, (tuple, list)):
-            if len(rule) != 2:
-                raise ValueError(f"alpha_for {rule!r}: expected (regex, alpha) pairs")
-            out.append((str(rule[0]), float(rule[1])))
-            continue
-        pattern, sep, value = str(rule).rpartition("=")
+            if len(rule) != 2 or not isinstance(rule[0], str):
+                raise ValueError(f"{what} {rule!r}: expected (regex, alpha) pairs")
+            pattern, value = rule
+        else:
+            pattern, sep, value = str(rule).rpartition("=")
+            if not sep or not pattern:
+                raise ValueError(f"{what} {rule!r}: expected REGEX=VALUE, e.g. 'embed_tokens|lm_head=0'")
         try:
-            out.append((pattern, float(value)))
-        except ValueError:
-            sep = ""
-        if not sep or not pattern:
-            raise ValueError(f"--alpha-for {rule!r}: expected REGEX=VALUE, e.g. 'embed_tokens|lm_head=0'")
-    for pattern, alpha in out:
-        check_alpha(alpha, f"--alpha-for {pattern!r}=")
+            alpha = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} {rule!r}: {value!r} is not a number; expected REGEX=VALUE, e.g. "
+                             "'embed_tokens|lm_head=0'") from None  # fmt: skip
+        out.append((pattern, check_alpha(alpha, f"{what} {pattern!r}=")))
     return tuple(out)
 
 

@@ -5,77 +5,59 @@ shell over these.
     >>> report = chatvec_fast.merge("llama-2-7b", "llama-2-7b-chat", "my-cp-7b", "merged", alpha=0.5)
     >>> print(report.summary())  # tensors, GB read and written, seconds, GB/s
 
-Every keyword option is declared once, with its default and meaning, in job.Settings; each function's
-docstring lists the ones it takes.
+Every keyword option is declared once, with its default and meaning, in settings.Settings: each function's
+signature (as help() and inspect show it) and docstring list the ones it takes, built from there.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Union
 
 from .alphas import vector_alphas
 from .errors import ChatvecError
-from .job import DEFAULT_CHUNK_ELEMENTS, Job, Settings, vector_roles
+from .job import Job
+from .plan.options import vector_roles
 from .report import MergeReport
+from .settings import Settings, unknown_option
 
 Alphas = Union[Sequence[float], str]
 
 
-def _documented(*names: str):
-    """Appends the options `names` (from job.Settings) to the function's docstring."""
+def _takes_options(command: str):
+    """Gives the function `command`'s options: its signature gains them as keyword-only parameters (defaults
+    and types from Settings), its docstring their meanings; an unknown keyword is a TypeError naming it."""
 
     def decorate(fn):
-        fn.__doc__ = f"{fn.__doc__.rstrip()}\n\n    Options:\n{Settings.documentation(names)}\n"
+        signature = inspect.signature(fn)
+        own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=Settings.default(f.name, command),
+                                     annotation=f.type) for f in Settings.for_command(command)]  # fmt: skip
+        fn.__signature__ = signature.replace(parameters=[*own, *options])
+        fn.__doc__ = f"{fn.__doc__.rstrip()}\n\n    Options:\n{Settings.documentation(command)}\n"
+        fn.__chatvec_command__ = command
         return fn
 
     return decorate
 
 
-_ENGINE = ("backend", "threads", "devices", "gpu_memory", "chunk_elements")
-_RUN = ("revision", "overwrite", "resume", "dry_run", "progress")
-_MERGE = ("skip", "allow_unmatched", "vocab_mismatch", "alpha_for", "dtype", "max_shard_size")
-_TOKENIZER = ("chat_template_from", "tokenizer_from", "model_card")
-
-
-def _run(command: str, inputs: dict, out: str, alphas, sweep: bool, **options) -> MergeReport:
-    """options: the calling entry point's keyword parameters (its locals(), minus inputs and alphas)."""
+def run_command(command: str, inputs: dict, out, alphas, options: dict, *, sweep: bool,
+                spelling: str = "api") -> MergeReport:  # fmt: skip
+    """Checks and runs one command (the functions below, and the CLI with spelling="cli", end here)."""
     from .run import run
 
-    return run(Job.build(command, inputs, out, alphas, Settings(**options), sweep=sweep))
+    known = {f.name for f in Settings.for_command(command)}
+    for name in options:
+        if name not in known:
+            raise TypeError(unknown_option(command, name))
+    job = Job.build(command, inputs, out, alphas, Settings.build(command, options), sweep=sweep, spelling=spelling)
+    return run(job)
 
 
-@_documented(*_MERGE, "added_tokens", "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
-def merge(
-    base: str,
-    chat: str,
-    cp: str,
-    out: str,
-    alpha: float = 1.0,
-    *,
-    skip: Sequence[str] = (),
-    allow_unmatched: bool = False,
-    vocab_mismatch: str = "shared-rows",
-    alpha_for: Sequence = (),
-    dtype: str | None = None,
-    max_shard_size: str | int | None = None,
-    added_tokens: str = "append",
-    special_tokens_from: str = "cp",
-    chat_template_from: str | None = None,
-    tokenizer_from: str | None = None,
-    model_card: bool = True,
-    revision: str | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    dry_run: bool = False,
-    progress: bool = False,
-    backend: str = "auto",
-    threads: int | None = None,
-    devices: str | Sequence[str] | None = None,
-    gpu_memory: str | int | None = None,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> MergeReport:
+@_takes_options("merge")
+def merge(base: str, chat: str, cp: str, out: str, alpha: float = 1.0, **options) -> MergeReport:
     """Writes the Chat Vector merge  cp + alpha * (chat - base)  of three checkpoints to `out`.
 
     Every tensor is computed in float64 and rounded once to its output dtype (cp's, or `dtype`). `out`
@@ -84,40 +66,11 @@ def merge(
     >>> report = merge("llama-2-7b", "llama-2-7b-chat", "my-cp-7b", "merged", alpha=0.5)
     >>> print(report.summary())  # tensors, GB read and written, seconds, GB/s
     """
-    options = {k: v for k, v in locals().items() if k not in ("base", "chat", "cp", "out", "alpha")}
-    return _run("merge", {"base": base, "chat": chat, "cp": cp}, out, [alpha], False, **options)
+    return run_command("merge", {"base": base, "chat": chat, "cp": cp}, out, [alpha], options, sweep=False)
 
 
-@_documented(*_MERGE, "added_tokens", "special_tokens_from", *_TOKENIZER, *_RUN, *_ENGINE)
-def sweep(
-    base: str,
-    chat: str,
-    cp: str,
-    out: str,
-    alphas: Alphas,
-    *,
-    skip: Sequence[str] = (),
-    allow_unmatched: bool = False,
-    vocab_mismatch: str = "shared-rows",
-    alpha_for: Sequence = (),
-    dtype: str | None = None,
-    max_shard_size: str | int | None = None,
-    added_tokens: str = "append",
-    special_tokens_from: str = "cp",
-    chat_template_from: str | None = None,
-    tokenizer_from: str | None = None,
-    model_card: bool = True,
-    revision: str | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    dry_run: bool = False,
-    progress: bool = False,
-    backend: str = "auto",
-    threads: int | None = None,
-    devices: str | Sequence[str] | None = None,
-    gpu_memory: str | int | None = None,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> MergeReport:
+@_takes_options("sweep")
+def sweep(base: str, chat: str, cp: str, out: str, alphas: Alphas, **options) -> MergeReport:
     """Merges every alpha in one pass over the inputs: out/alpha-0.25/, out/alpha-0.5/, ...
 
     alphas: a list of floats, or text as the CLI takes it ("0.25,0.5" or "0.25:1:0.25"). Each output is
@@ -125,71 +78,24 @@ def sweep(
 
     >>> sweep("base", "chat", "cp", "sweep-out", "0.25:1:0.25")
     """
-    options = {k: v for k, v in locals().items() if k not in ("base", "chat", "cp", "out", "alphas")}
-    return _run("sweep", {"base": base, "chat": chat, "cp": cp}, out, alphas, True, **options)
+    return run_command("sweep", {"base": base, "chat": chat, "cp": cp}, out, alphas, options, sweep=True)
 
 
-@_documented("skip", "allow_unmatched", "max_shard_size", *_RUN, *_ENGINE)
-def extract(
-    base: str,
-    chat: str,
-    out: str,
-    *,
-    dtype: str = "f32",
-    skip: Sequence[str] = (),
-    allow_unmatched: bool = False,
-    max_shard_size: str | int | None = None,
-    revision: str | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    dry_run: bool = False,
-    progress: bool = False,
-    backend: str = "auto",
-    threads: int | None = None,
-    devices: str | Sequence[str] | None = None,
-    gpu_memory: str | int | None = None,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> MergeReport:
+@_takes_options("extract")
+def extract(base: str, chat: str, out: str, **options) -> MergeReport:
     """Saves the chat vector chat - base as a safetensors checkpoint (float32 by default), with chat's tokenizer
     files in its chat/ folder (apply takes the chat template and eos from there, as merge does from chat).
 
-    dtype: f32 (default), f64, bf16 or f16. float32 holds a bf16 or f16 difference exactly when the two
-    values' exponents are close; the elements it had to round are counted (report.inexact, and the
-    artifact's metadata). float64 always holds the float64 difference the merge itself uses, so `apply`
-    with it reproduces `merge` exactly.
+    float32 holds a bf16 or f16 difference exactly when the two values' exponents are close; the elements it
+    had to round are counted (report.inexact, and the vector's chatvec_report.json). float64 always holds the
+    float64 difference the merge itself uses, so `apply` with it reproduces `merge` exactly.
     """
-    options = {k: v for k, v in locals().items() if k not in ("base", "chat", "out")}
-    return _run("extract", {"base": base, "chat": chat}, out, [1.0], False, **options)
+    return run_command("extract", {"base": base, "chat": chat}, out, [1.0], options, sweep=False)
 
 
-@_documented(*_MERGE, *_TOKENIZER, *_RUN, *_ENGINE)
-def apply(
-    vector: str | Sequence[str],
-    cp: str,
-    out: str,
-    alpha: float | Sequence[float] | None = None,
-    *,
-    alphas: Alphas | Sequence[Alphas] | None = None,
-    skip: Sequence[str] = (),
-    allow_unmatched: bool = False,
-    vocab_mismatch: str = "shared-rows",
-    alpha_for: Sequence = (),
-    dtype: str | None = None,
-    max_shard_size: str | int | None = None,
-    chat_template_from: str | None = None,
-    tokenizer_from: str | None = None,
-    model_card: bool = True,
-    revision: str | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    dry_run: bool = False,
-    progress: bool = False,
-    backend: str = "auto",
-    threads: int | None = None,
-    devices: str | Sequence[str] | None = None,
-    gpu_memory: str | int | None = None,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> MergeReport:
+@_takes_options("apply")
+def apply(vector: str | Sequence[str], cp: str, out: str, alpha: float | Sequence[float] | None = None,
+          alphas: Alphas | Sequence[Alphas] | None = None, **options) -> MergeReport:  # fmt: skip
     """Applies a saved chat vector: cp + alpha * vector (alpha 1.0 by default). With `alphas`, a sweep into
     out/alpha-*/.
 
@@ -203,11 +109,16 @@ def apply(
 
     >>> apply(["vec-chat", "vec-code"], "my-cp-7b", "merged", alpha=[0.5, 0.3])
     """
-    options = {k: v for k, v in locals().items() if k not in ("vector", "cp", "out", "alpha", "alphas")}
+    inputs, values, sweep = apply_inputs(vector, cp, alpha, alphas)
+    return run_command("apply", inputs, out, values, options, sweep=sweep)
+
+
+def apply_inputs(vector, cp: str, alpha=None, alphas=None) -> tuple[dict, list, bool]:
+    """apply's (inputs by role, the outputs' alphas, whether they make a sweep) from its arguments."""
     vectors = [vector] if isinstance(vector, (str, os.PathLike)) else list(vector)
     values, sweep = vector_alphas(len(vectors), alpha, alphas)
     inputs = {**{role: os.fspath(v) for role, v in zip(vector_roles(len(vectors)), vectors)}, "cp": cp}
-    return _run("apply", inputs, out, values, sweep, **options)
+    return inputs, values, sweep
 
 
 def verify(

@@ -9,10 +9,17 @@ RuntimeError. Unset, it costs a dictionary lookup per chunk. Tests use it to pro
 output behind: tests/test_faults.py runs every CLI command through every write site.
 
     CHATVEC_SLOW=write:0.01          sleep 10 ms at every shard write (gives kill tests a slow run to hit)
+
+In-process tests can also act at a point instead of failing there, through a public hook rather than by
+patching private functions:
+
+    with faults.hooked("planned", lambda **_: os.replace(impostor, shard)):   # after planning, before reading
+        chatvec_fast.merge(...)
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -26,16 +33,20 @@ WRITE_POINTS = (
     "fingerprint",  # the resume fingerprint in the staging directory
     "write",  # tensor bytes into a shard file
     "marker",  # a completed shard's record (resume)
-    "patch",  # a header value known only at the end (extract's inexact count)
     "index",  # model.safetensors.index.json
     "aux",  # config, tokenizer and chat template files
     "report",  # chatvec_report.json
     "commit",  # fsyncs and the rename into place
 )
-POINTS = ("read", "compute", *WRITE_POINTS)
+# Where a hook may act (besides every point above): the plan is made and no tensor byte read yet; an input
+# file was opened for reading (context: path); the finished output is about to be renamed (context: path).
+HOOK_POINTS = ("planned", "opened", "committing")
+POINTS = ("read", "compute", *WRITE_POINTS, *HOOK_POINTS)
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
+_counted_spec = None  # the CHATVEC_FAULT the counts belong to: a new one starts them again
+_hooks: dict[str, list] = {}
 
 
 class InjectedFault(RuntimeError):
@@ -56,8 +67,23 @@ def _parse(spec: str) -> tuple[str, str | None, int | None, int]:
     return point, code or None, rank, nth
 
 
-def check(point: str):
-    """Raises here if CHATVEC_FAULT names this point (and this rank, and this call)."""
+@contextlib.contextmanager
+def hooked(point: str, action):
+    """For tests: calls action(**context) each time the engine passes `point` in this process."""
+    if point not in POINTS:
+        raise ValueError(f"unknown fault point {point!r}; expected one of {', '.join(POINTS)}")
+    _hooks.setdefault(point, []).append(action)
+    try:
+        yield
+    finally:
+        _hooks[point].remove(action)
+
+
+def check(point: str, **context):
+    """Runs the hooks at this point, then raises here if CHATVEC_FAULT names it (and this rank, and this call)."""
+    global _counted_spec
+    for action in _hooks.get(point, ()):
+        action(**context)
     slow = os.environ.get("CHATVEC_SLOW")
     if slow and slow.partition(":")[0] == point:
         time.sleep(float(slow.partition(":")[2] or 0.01))
@@ -68,6 +94,9 @@ def check(point: str):
     if name != point or (rank is not None and int(os.environ.get("RANK", "0")) != rank):
         return
     with _lock:
+        if spec != _counted_spec:
+            _counts.clear()
+            _counted_spec = spec
         _counts[point] = _counts.get(point, 0) + 1
         if _counts[point] != nth:
             return

@@ -6,7 +6,6 @@ can change in one line and no stage has to know another stage's naming.
 
 from __future__ import annotations
 
-import os
 import re
 
 # Hugging Face model directories.
@@ -19,6 +18,11 @@ CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+# A tokenizer loads only with one of these (a tokenizer_config.json alone does not).
+VOCABULARY_FILES = (TOKENIZER_JSON, "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "*.tiktoken")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")  # files a checkpoint directory's weights may be in
+INDEX_SUFFIX = ".index.json"
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 # The model's own files, which must match its weights: config, generation config, processors, and custom
 # modeling code for trust_remote_code models. An output always takes cp's.
@@ -26,7 +30,7 @@ CONFIG_PATTERNS = ("config.json", "generation_config.json", "preprocessor_config
 # The tokenizer (SentencePiece, BPE, WordPiece, tiktoken) and its chat templates.
 TOKENIZER_PATTERNS = (
     "tokenizer*",
-    "special_tokens_map.json",
+    SPECIAL_TOKENS_MAP,
     "added_tokens.json",
     "vocab.json",
     "vocab.txt",
@@ -41,7 +45,7 @@ MODEL_FILE_PATTERNS = (
     *WEIGHT_PATTERNS,
     *CONFIG_PATTERNS,
     *TOKENIZER_PATTERNS,
-    "README.md",
+    "README.md",  # CARD_NAME
     "LICENSE*",
     ".gitattributes",
 )
@@ -51,40 +55,6 @@ REPORT_NAME = "chatvec_report.json"
 VECTOR_CHAT_DIR = "chat"  # a saved vector's copy of chat's tokenizer files, for apply
 CARD_NAME = "README.md"  # the model card (Hugging Face format)
 CP_CARD_NAME = "README.cp.md"  # cp's own card, kept beside ours
-# A shard-header metadata key patched once the run knows its value (extract's count of elements the
-# vector's dtype rounded): written as 20 zeros, replaced in place by the same number of digits.
-INEXACT_KEY = "chatvec_fast.inexact_elements"
-
-
 def shard_name(index: int, count: int) -> str:
     """model-00002-of-00005.safetensors (1-based index), as save_pretrained names shards."""
     return f"model-{index:05d}-of-{count:05d}.safetensors"
-
-
-# Beside the output, while a run works (NAME is the output directory's name).
-def staging_path(out: str) -> str:
-    """Where the output is built before it is renamed into place: .NAME.chatvec-partial."""
-    parent, name = _split(out)
-    return os.path.join(parent, f".{name}.chatvec-partial")
-
-
-def lock_path(out: str) -> str:
-    """The flock that keeps two runs off one output: .NAME.chatvec-lock."""
-    parent, name = _split(out)
-    return os.path.join(parent, f".{name}.chatvec-lock")
-
-
-def set_aside_path(out: str) -> str:
-    """Where an output being replaced (--overwrite) waits while the new one is renamed in: .NAME.chatvec-old."""
-    parent, name = _split(out)
-    return os.path.join(parent, f".{name}.chatvec-old")
-
-
-# Inside the staging directory: who made it, and the resume state.
-STAGING_MARKER = ".chatvec-staging"  # holds the output path: a directory without it is not ours to touch
-DONE_DIR = ".chatvec-done"  # one record per completed shard file
-PLAN_FILE = ".chatvec-plan"  # the fingerprint of the run that owns the staging directory
-
-
-def _split(out: str) -> tuple[str, str]:
-    return os.path.split(os.path.abspath(out).rstrip(os.sep))

@@ -12,8 +12,6 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .filenames import INEXACT_KEY, REPORT_NAME
-from .job import Job
 from .plan.types import Plan
 from .units import format_bytes
 
@@ -33,14 +31,10 @@ def _version() -> str:
     return __version__
 
 
-def _recorded_command(job: Job) -> str:
-    """A sweep's outputs are merges, byte for byte: no trace of the sweep in them."""
-    return "merge" if job.command == "sweep" else job.command
-
-
-def provenance(job: Job, plan: Plan, output: int, math: str) -> dict[str, str]:
-    """The __metadata__ of every shard of output `output`."""
-    command = _recorded_command(job)
+def provenance(plan: Plan, inputs: dict[str, str], output: int, math: str) -> dict[str, str]:
+    """The __metadata__ of every shard of output `output`. A sweep's outputs are merges, byte for byte: no
+    trace of the sweep in them (plan.options.kind is "merge")."""
+    command = plan.options.kind
     meta = {
         "format": "pt",
         "chatvec_fast.version": _version(),
@@ -48,14 +42,13 @@ def provenance(job: Job, plan: Plan, output: int, math: str) -> dict[str, str]:
         "chatvec_fast.formula": FORMULAS[command],
         "chatvec_fast.math": f"{math}, rounded once to nearest-even",
     }
-    for role, path in job.inputs.items():
+    for role, path in inputs.items():
         meta[f"chatvec_fast.{role}"] = os.path.abspath(path)
     meta["chatvec_fast.options"] = json.dumps(plan.options.record(), sort_keys=True)
     if command == "extract":
         meta["chatvec_fast.vector_dtype"] = plan.options.dtype
-        meta[INEXACT_KEY] = "0"
         return meta
-    meta["chatvec_fast.alpha"] = repr(job.alphas[output])
+    meta["chatvec_fast.alpha"] = repr(plan.options.alphas[output])
     if command == "apply":
         vector_meta = vector_metadata(plan)
         for role in ("base", "chat"):  # where the vector came from, for `verify`
@@ -69,17 +62,18 @@ def vector_metadata(plan: Plan) -> dict[str, str]:
     return vector.files[0].metadata if vector.files else {}
 
 
-def start_report(job: Job, plan: Plan, output: int) -> dict:
-    """The start of an output's chatvec_report.json: every choice the run made. The run adds the files."""
-    command = _recorded_command(job)
+def start_report(plan: Plan, inputs: dict[str, str], sources: dict, output: int) -> dict:
+    """The start of an output's chatvec_report.json: every choice the run made. The run adds the files.
+    sources: the inputs given as Hub ids, by role ({"id", "revision", "commit"})."""
+    command = plan.options.kind
     report = {
         "tool": "chatvec-fast",
         "report_format": REPORT_FORMAT,
         "version": _version(),
         "command": command,
         "formula": FORMULAS[command],
-        "inputs": {role: os.path.abspath(p) for role, p in job.inputs.items()},
-        **({"sources": job.sources} if job.sources else {}),
+        "inputs": {role: os.path.abspath(p) for role, p in inputs.items()},
+        **({"sources": sources} if sources else {}),
         "options": plan.options.record(),
         "tensors": dict(sorted(plan.policy_counts().items())),
         "dropped": plan.dropped,
@@ -95,13 +89,13 @@ def start_report(job: Job, plan: Plan, output: int) -> dict:
     groups = plan.alpha_groups(output)
     if any(a != alpha for a in groups):  # --alpha-for changed some tensors
         report["alpha_by_tensor"] = {repr(a): names for a, names in groups.items()}
-    if plan.options.appended:
+    if plan.appended:
         report["added_tokens"] = [
-            {"token": t.token, "chat_row": t.chat_row, "row": t.row} for t in plan.options.appended
+            {"token": t.token, "chat_row": t.chat_row, "row": t.row} for t in plan.appended
         ]
-    if plan.options.special_rows:
+    if plan.special_rows:
         report["special_token_rows"] = [
-            {"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.options.special_rows
+            {"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.special_rows
         ]
     return report
 
@@ -120,26 +114,6 @@ def fingerprint(plan: Plan, metadata: dict, report: dict) -> str:
     shards = [[s.filename, s.data_nbytes, [t.name for t in s.tensors]] for s in plan.shards]
     doc = {"metadata": metadata, "report": report, "inputs": files, "shards": shards}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def already_complete(out: str, fingerprint_: str) -> bool:
-    """Whether `out` is the finished output of a run with this fingerprint (--resume after the end): its
-    report says so and every file it lists is there with its recorded size."""
-    try:
-        with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if not isinstance(report, dict) or report.get("fingerprint") != fingerprint_:
-        return False
-    files = report.get("files")
-    if not isinstance(files, dict):
-        return False
-    for name, record in files.items():
-        path = os.path.join(out, name)
-        if not os.path.isfile(path) or not isinstance(record, dict) or os.path.getsize(path) != record.get("bytes"):
-            return False
-    return True
 
 
 @dataclass

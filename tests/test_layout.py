@@ -23,16 +23,17 @@ STAGES = {"read", "plan", "backends", "write", "run"}
 # What each part of the package may import (besides the leaf modules and itself).
 ALLOWED = {
     "read": set(),
-    "job": set(),
-    "plan": {"read", "job"},
+    "settings": {"backends"},  # the backend names, for --backend's choices
+    "job": {"settings", "plan", "backends", "write"},  # builds each stage's input: options, engine, names
+    "plan": {"read"},  # a plan takes merge options, not a job
     "backends": {"kernels"},
     "write": set(),
-    "report": {"job", "plan", "read"},
+    "report": {"plan", "read"},
     "run": {"read", "plan", "backends", "write", "job", "report"},
-    "verification": {"read", "plan", "backends", "write", "job", "report"},
+    "verification": {"read", "plan", "backends", "write", "settings", "report"},
     "testing": {"write", "backends"},
-    "api": {"job", "report", "run", "verification"},
-    "cli": {"api", "backends", "job", "testing"},
+    "api": {"job", "settings", "plan", "report", "run", "verification"},
+    "cli": {"api", "backends", "settings", "testing"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -130,7 +131,7 @@ FORBIDDEN_AT_RUNTIME = {
     "chatvec_fast.read": {"torch", "chatvec_fast.plan", "chatvec_fast.write", "chatvec_fast.backends",
                           "chatvec_fast.run", "chatvec_fast.api"},
     "chatvec_fast.plan": {"torch", "chatvec_fast.write", "chatvec_fast.backends", "chatvec_fast.run",
-                          "chatvec_fast.api"},
+                          "chatvec_fast.api", "chatvec_fast.job", "chatvec_fast.settings"},
     "chatvec_fast.write": {"torch", "chatvec_fast.backends", "chatvec_fast.plan", "chatvec_fast.read",
                            "chatvec_fast.run", "chatvec_fast.api"},
     "chatvec_fast.run": {"torch", "triton", "chatvec_fast.api", "chatvec_fast.cli"},

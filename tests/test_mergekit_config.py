@@ -21,8 +21,8 @@ from conftest import assert_bits_equal, ulp_distance
 import chatvec_fast
 from chatvec_fast.alphas import parse_alpha_for
 from chatvec_fast.backends.reference import merge_reference
-from chatvec_fast.errors import ChatvecError
 from chatvec_fast.cli.mergekit_config import ConfigError, read_mergekit_config
+from chatvec_fast.errors import ChatvecError
 
 MERGEKIT_YAML = os.environ.get("MERGEKIT_YAML", "/tmp/bench/venv/bin/mergekit-yaml")
 BENCH = "/tmp/bench/models"

@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, chatvec_command, cli, file_digests, 
 
 import chatvec_fast
 from chatvec_fast.errors import OutputError
-from chatvec_fast.filenames import lock_path, set_aside_path, staging_path
+from chatvec_fast.write.names import lock_path, set_aside_path, staging_path
 
 SLOW = {"CHATVEC_CHUNK_ELEMENTS": "1000", "CHATVEC_SLOW": "write:0.02"}  # a run of a few seconds
 
@@ -116,18 +116,14 @@ def test_overwrite_replaces_our_own_output(triple, tmp_path):
 def test_a_directory_appearing_at_out_during_the_run_is_left_alone(triple, tmp_path, monkeypatch):
     paths = triple()
     out = tmp_path / "out"
-    from chatvec_fast.write import staging
+    from chatvec_fast import faults
 
-    real_commit = staging.OutputDirectory.commit
-
-    def someone_else_writes_first(self):
-        os.makedirs(self.final, exist_ok=True)
-        with open(os.path.join(self.final, "their-file.txt"), "w") as f:
+    def someone_else_writes_first(path):
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "their-file.txt"), "w") as f:
             f.write("not yours")
-        return real_commit(self)
 
-    monkeypatch.setattr(staging.OutputDirectory, "commit", someone_else_writes_first)
-    with pytest.raises(OutputError, match="changed while the run worked") as info:
+    with faults.hooked("committing", someone_else_writes_first), pytest.raises(OutputError, match="changed") as info:
         merge(paths, out)
     assert (out / "their-file.txt").read_text() == "not yours" and os.listdir(out) == ["their-file.txt"]
     kept = staging_path(str(out))

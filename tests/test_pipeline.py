@@ -65,18 +65,7 @@ def test_page_cache_writes_match_direct_writes(reference_output, tmp_path):
 
 def test_failure_mid_run_leaves_nothing(triple, tmp_path, monkeypatch):
     paths = triple()
-    from chatvec_fast.backends.torch import TorchBackend
-
-    calls = {"n": 0}
-    original = TorchBackend.compute
-
-    def flaky(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("injected kernel failure")
-        return original(self, *args)
-
-    monkeypatch.setattr(TorchBackend, "compute", flaky)
+    monkeypatch.setenv("CHATVEC_FAULT", "compute#5")  # the 5th kernel call fails
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
         merge_with(paths, out, backend="torch", chunk_elements=1000)
@@ -87,20 +76,16 @@ def test_failure_mid_run_leaves_nothing(triple, tmp_path, monkeypatch):
 def test_input_truncated_during_the_run_is_an_error(triple, tmp_path, monkeypatch):
     """A file that shrinks after its header was read stops the run (no garbage output)."""
     paths = triple()
+    from chatvec_fast import faults
     from chatvec_fast.errors import InputError
-    from chatvec_fast.read import chunks
 
     victim = os.path.join(paths["chat"], sorted(f for f in os.listdir(paths["chat"]) if f.endswith(".safetensors"))[-1])
-    original = chunks.InputFiles._acquire
 
-    def open_then_truncate(self, info):
-        entry = original(self, info)
-        if info.path == victim and os.path.getsize(victim) > 1000:
+    def truncate_once_open(path):
+        if path == victim and os.path.getsize(victim) > 1000:
             os.truncate(victim, 1000)
-        return entry
 
-    monkeypatch.setattr(chunks.InputFiles, "_acquire", open_then_truncate)
-    with pytest.raises(InputError, match="truncated|changed"):
+    with faults.hooked("opened", truncate_once_open), pytest.raises(InputError, match="truncated|changed"):
         merge_with(paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

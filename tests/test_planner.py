@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatvec_fast.errors import PlanError
-from chatvec_fast.job import MergeOptions
+from chatvec_fast.job import Job
 from chatvec_fast.plan.pairing import make_plan
 from chatvec_fast.plan.types import (
     COPY_NOT_FLOAT,
@@ -17,6 +17,7 @@ from chatvec_fast.plan.types import (
 )
 from chatvec_fast.read.checkpoint import Checkpoint
 from chatvec_fast.read.header import SafetensorsHeader, TensorInfo
+from chatvec_fast.settings import Settings
 
 
 def ckpt(spec: dict, files=1, vocab=None) -> Checkpoint:
@@ -50,7 +51,9 @@ LLAMA = {
 
 
 def plan_of(base, chat, cp, **options):
-    return make_plan(base, chat, cp, MergeOptions(**options))
+    """The plan for merge's options as a user gives them (checked and parsed by Job.build)."""
+    job = Job.build("merge", {}, "out", [1.0], Settings.build("merge", options), sweep=False)
+    return make_plan(base, chat, cp, job.options)
 
 
 def policies(plan):
@@ -130,7 +133,7 @@ def test_tied_embeddings():
 
 def test_mixed_dtypes_and_dtype_option():
     chat = dict(LLAMA, **{"model.layers.0.self_attn.q_proj.weight": ("F32", (8, 8))})
-    plan = plan_of(ckpt(LLAMA), ckpt(chat), ckpt(LLAMA), dtype="F16")
+    plan = plan_of(ckpt(LLAMA), ckpt(chat), ckpt(LLAMA), dtype="f16")
     assert {t.out_dtype for t in plan.tensors} == {"F16"}
     assert set(policies(plan).values()) == {MERGE}
     keep = plan_of(ckpt(LLAMA), ckpt(chat), ckpt(LLAMA))

@@ -155,7 +155,7 @@ def test_real_full_filesystem_is_refused_up_front(models, tmp_path):
 def test_checksums_in_report_and_verify_checksums_only(models, tmp_path):
     paths, reference = models
     report = json.load(open(reference / "chatvec_report.json"))
-    from chatvec_fast.write.staging import sha256_file
+    from chatvec_fast.write.records import sha256_file
 
     for name, record in report["files"].items():
         assert record["sha256"] == sha256_file(str(reference / name))

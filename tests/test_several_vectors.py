@@ -141,7 +141,7 @@ def test_vectors_that_disagree_are_refused_naming_the_tensors(vectors, tmp_path)
         (["--alpha", "0.5"], ["2 vectors need 2 alphas"]),
         (["--alpha", "0.5", "--alpha", "0.5", "--alpha", "1"], ["2 vectors need 2 alphas"]),
         (["--alphas", "0.5,1"], ["2 vectors need 2 alpha lists"]),
-        (["--alpha", "0.5", "--alpha", "0.2", "--alpha-for", "norm=0"], ["alpha_for", "one at a time"]),
+        (["--alpha", "0.5", "--alpha", "0.2", "--alpha-for", "norm=0"], ["--alpha-for", "one at a time"]),
         (["--alpha", "0.5", "--alpha", "nan"], ["finite"]),
     ],
 )

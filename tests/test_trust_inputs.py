@@ -39,17 +39,10 @@ def test_a_shard_replaced_between_planning_and_reading_is_refused(triple, tmp_pa
     victim = shards(paths["cp"])[-1]
     impostor = tmp_path / "impostor.safetensors"
     shutil.copyfile(shards(paths["chat"])[-1], impostor)  # a valid safetensors file, other bytes
-    import chatvec_fast.run as run_module
+    from chatvec_fast import faults
 
-    real_plan_job = run_module.plan_job
-
-    def plan_then_swap(job):
-        plan = real_plan_job(job)
-        os.replace(impostor, victim)  # what `mv` does: a new inode at the same path
-        return plan
-
-    monkeypatch.setattr(run_module, "plan_job", plan_then_swap)
-    with pytest.raises(InputError, match="replaced by another file") as info:
+    swap = lambda: os.replace(impostor, victim)  # noqa: E731 - what `mv` does: a new inode at the same path
+    with faults.hooked("planned", swap), pytest.raises(InputError, match="replaced by another file") as info:
         merge(paths, tmp_path / "out")
     assert victim in str(info.value)
     assert not (tmp_path / "out").exists()
@@ -60,7 +53,6 @@ def test_a_shard_modified_while_it_is_read_is_refused(triple, tmp_path, monkeypa
     paths = triple()
     victim = shards(paths["chat"])[0]
     monkeypatch.setenv("CHATVEC_SLOW", "write:0.01")
-    monkeypatch.setattr(chatvec_fast.job, "DEFAULT_CHUNK_ELEMENTS", 1000)
 
     def touch_later():
         time.sleep(0.5)
@@ -152,23 +144,33 @@ def test_additional_special_tokens_of_the_wrong_type(tokenized_triple, tmp_path,
     assert_one_line_error(r, config, "additional_special_tokens")
 
 
-def test_verify_does_not_share_the_planners_row_arithmetic(tokenized_triple, tmp_path, monkeypatch):
-    """A bug in the planner's row transplant (rows shifted by one) must not be confirmed by verify."""
-    from chatvec_fast.plan import vocab
-    from chatvec_fast.plan.types import Segment
+def test_verify_does_not_share_the_planners_row_arithmetic(tokenized_triple, tmp_path):
+    """What a planner bug in the row transplant (each special token's row taken from the chat row after it)
+    would write, with a report and checksums that agree with it: verify derives the rows by its own rules."""
+    import torch
+    from safetensors import safe_open
 
-    real = vocab._with_rows
+    from chatvec_fast.read.header import read_header
+    from chatvec_fast.write.records import sha256_file
 
-    def off_by_one(segments, rows, row_size, source):
-        out = real(segments, rows, row_size, source)
-        return [Segment(s.kind, s.start, s.count, s.source, s.source_start + row_size) if s.source is source else s
-                for s in out]  # fmt: skip
-
-    monkeypatch.setattr(vocab, "_with_rows", off_by_one)
     out = tmp_path / "out"
     merge(tokenized_triple, out, special_tokens_from="chat")
+    report = json.load(open(out / "chatvec_report.json"))
+    name = "model.embed_tokens.weight"
+    info = next(h.tensors[name] for h in map(read_header, shards(out)) if name in h.tensors)
+    with safe_open(shards(tokenized_triple["chat"])[0], "pt") as chat:
+        chat_rows = chat.get_tensor(name)
+    row_bytes = info.nbytes // info.shape[0]
+    with open(info.path, "r+b") as f:  # the planner's off-by-one: chat's next row in each special token's place
+        for r in report["special_token_rows"]:
+            f.seek(info.offset + r["cp_row"] * row_bytes)
+            f.write(chat_rows[r["chat_row"] + 1].contiguous().view(torch.uint8).numpy().tobytes())
+    shard = os.path.basename(info.path)
+    report["files"][shard]["sha256"] = sha256_file(info.path)
+    json.dump(report, open(out / "chatvec_report.json", "w"))
     (result,) = chatvec_fast.verify(str(out), every=True)
-    assert not result.ok and any("embed_tokens" in t.name for t in result.failures), result.summary()
+    assert not result.file_problems and not result.ok, result.summary()
+    assert [t.name for t in result.failures] == [name], result.summary()
 
 
 # -- 7. inputs whose roles or layout look wrong --------------------------------------------------------

@@ -10,17 +10,14 @@ import logging
 import signal
 import sys
 
-from .arguments import build_parser
 from ..errors import ChatvecError
-
-_COMMON = ("backend", "threads", "skip", "allow_unmatched", "max_shard_size", "overwrite", "dry_run", "devices",
-           "gpu_memory", "resume", "revision")  # fmt: skip
-_POLICIES = ("vocab_mismatch", "dtype", "alpha_for", "special_tokens_from", "chat_template_from", "tokenizer_from",
-             "model_card", "added_tokens")  # fmt: skip
+from ..settings import Settings
+from .arguments import build_parser
 
 
-def _options(args, names) -> dict:
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+def _options(args, command: str) -> dict:
+    """The command's options as parsed (settings.Settings names them; the parser took them from there)."""
+    return {f.name: getattr(args, f.name) for f in Settings.for_command(command) if hasattr(args, f.name)}
 
 
 def _print_report(report, dry_run: bool) -> int:
@@ -42,41 +39,46 @@ def _print_report(report, dry_run: bool) -> int:
 def _run(args) -> int:
     from .. import api
 
-    common = {**_options(args, _COMMON), "progress": not getattr(args, "quiet", False)}
-    if args.command == "merge":
-        models, policies = _merge_inputs(args), _options(args, _POLICIES)
-        r = api.merge(*models[:3], args.out, models[3], **common, **{**policies, **models[4]})
-    elif args.command == "sweep":
-        r = api.sweep(args.base, args.chat, args.cp, args.out, args.alphas, **common, **_options(args, _POLICIES))
-    elif args.command == "extract":
-        if args.dtype in ("bf16", "f16"):
-            print(f"warning: a {args.dtype} vector rounds most differences; apply will not reproduce merge",
-                  file=sys.stderr)  # fmt: skip
-        r = api.extract(args.base, args.chat, args.out, dtype=args.dtype, **common)
-    elif args.command == "apply":
-        vector = args.vector[0] if len(args.vector) == 1 else args.vector
-        alphas = args.alphas[0] if args.alphas and len(args.alphas) == 1 else args.alphas
-        r = api.apply(vector, args.cp, args.out, args.alpha, alphas=alphas, **common, **_options(args, _POLICIES))
-    elif args.command == "verify":
+    command = args.command
+    if command == "verify":
         reports = api.verify(args.output, every=args.all, max_ulp=args.max_ulp, checksums_only=args.checksums_only,
                              progress=not args.quiet)  # fmt: skip
         for v in reports:
             print(v.summary())
         return 0 if all(v.ok for v in reports) else 1
-    else:
+    if command == "demo":
         from .demo import run_demo
 
         return run_demo(args.alpha, args.backend, args.keep)
-    return _print_report(r, getattr(args, "dry_run", False))
+    options = _options(args, command)
+    if command == "merge":
+        inputs, alphas = _merge_inputs(args, options)
+    elif command == "apply":
+        alphas = args.alphas[0] if args.alphas and len(args.alphas) == 1 else args.alphas
+        vector = args.vector[0] if len(args.vector) == 1 else args.vector
+        inputs, alphas, sweep = api.apply_inputs(vector, args.cp, args.alpha, alphas)
+        report = api.run_command("apply", inputs, args.out, alphas, options, sweep=sweep, spelling="cli")
+        return _print_report(report, options["dry_run"])
+    else:
+        inputs = {role: getattr(args, role) for role in ("base", "chat", "cp") if hasattr(args, role)}
+        alphas = args.alphas if command == "sweep" else [1.0]
+        if command == "extract" and options.get("dtype") in ("bf16", "f16"):
+            print(f"warning: a {options['dtype']} vector rounds most differences; apply will not reproduce merge",
+                  file=sys.stderr)  # fmt: skip
+    report = api.run_command(command, inputs, args.out, alphas, options, sweep=command == "sweep", spelling="cli")
+    return _print_report(report, options["dry_run"])
 
 
-def _merge_inputs(args) -> tuple:
-    """(base, chat, cp, alpha, {alpha_for, dtype}) from the options, or from --mergekit-config."""
+def _merge_inputs(args, options: dict) -> tuple[dict, list]:
+    """(inputs by role, [alpha]) from the options, or from --mergekit-config (which also sets options)."""
+    if args.alphas is not None:
+        raise ValueError("--alphas is `chatvec sweep`'s (several alphas in one pass: `chatvec sweep ... --alphas "
+                         f"{args.alphas}`); merge takes one --alpha")  # fmt: skip
     if args.mergekit_config is None:
         missing = [f"--{r}" for r in ("base", "chat", "cp") if getattr(args, r) is None]
         if missing:
             raise ValueError(f"merge needs {', '.join(missing)} (or --mergekit-config)")
-        return args.base, args.chat, args.cp, 1.0 if args.alpha is None else args.alpha, {}
+        return {r: getattr(args, r) for r in ("base", "chat", "cp")}, [1.0 if args.alpha is None else args.alpha]
     given = [f"--{n.replace('_', '-')}" for n in ("base", "chat", "cp", "alpha", "alpha_for", "dtype")
              if getattr(args, n) not in (None, [])]  # fmt: skip
     if given:
@@ -88,7 +90,8 @@ def _merge_inputs(args) -> tuple:
     m = read_mergekit_config(args.mergekit_config)
     for note in m.notes:
         print(f"note: {args.mergekit_config}: {note}", file=sys.stderr)
-    return m.base, m.chat, m.cp, m.alpha, {"alpha_for": list(m.alpha_for), "dtype": m.dtype}
+    options.update(alpha_for=list(m.alpha_for), dtype=m.dtype)
+    return {"base": m.base, "chat": m.chat, "cp": m.cp}, [m.alpha]
 
 
 def _terminate(signum, frame):

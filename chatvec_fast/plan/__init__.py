@@ -9,52 +9,52 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
-from ..filenames import INEXACT_KEY
-from ..job import Job, vector_roles
 from ..read.checkpoint import open_checkpoint
-from ..read.model_files import chat_template, special_rows
+from ..read.model_files import chat_template, special_rows, vector_inexact
 from .added_tokens import embedding_rows, find_added_tokens
 from .fp8 import fp8_scales, without_scales
 from .fp8_plan import attach_fp8
+from .options import MergeOptions, vector_roles
 from .pairing import make_extract_plan, make_plan
 from .quantized import refuse_quantized
 from .types import Plan
 from .vectors import add_vectors
 
 
-def plan_job(job: Job) -> Plan:
-    """Opens the job's inputs (headers only, all validated) and plans every output tensor."""
+def plan_job(inputs: dict[str, str], options: MergeOptions) -> Plan:
+    """Opens the inputs (role -> local directory; headers only, all validated) and plans every output tensor
+    of the command options.kind names."""
     # Absolute paths: messages, the report and the resume fingerprint then say the same whatever the cwd.
-    ckpts = {role: open_checkpoint(os.path.abspath(path)) for role, path in job.inputs.items()}
+    ckpts = {role: open_checkpoint(os.path.abspath(path)) for role, path in inputs.items()}
     fp8 = {role: fp8_scales(ckpt) for role, ckpt in ckpts.items()}
     refuse_quantized(ckpts, fp8)
     warnings = [w for ckpt in ckpts.values() for w in ckpt.warnings]
     full, ckpts = ckpts, {role: without_scales(ckpt, fp8[role]) for role, ckpt in ckpts.items()}
-    if job.command == "extract":
-        plan = make_extract_plan(ckpts["base"], ckpts["chat"], job.merge_options())
-    elif job.command == "apply":
-        plan = _plan_apply(job, ckpts)
+    if options.kind == "extract":
+        plan = make_extract_plan(ckpts["base"], ckpts["chat"], options)
+    elif options.kind == "apply":
+        plan = _plan_apply(options, ckpts)
     else:
-        plan = _plan_merge(job, ckpts)
-        warnings += _swapped_roles(job, ckpts)
+        plan = _plan_merge(options, ckpts)
+        warnings += _swapped_roles(ckpts)
     plan.warnings[:0] = warnings
     attach_fp8(plan, full, fp8)
     return plan
 
 
-def _plan_apply(job: Job, ckpts) -> Plan:
+def _plan_apply(options: MergeOptions, ckpts) -> Plan:
     vectors = [ckpts[role] for role in vector_roles(len(ckpts) - 1)]
     for vector in vectors:
         check_vector(vector)
-    plan = make_plan(None, vectors[0], ckpts["cp"], job.merge_options())
+    plan = make_plan(None, vectors[0], ckpts["cp"], options)
     if len(vectors) > 1:
         add_vectors(plan, vectors)
         plan.notes.append(f"{len(vectors)} vectors: the chat template and eos come from the first one's chat model")
     for vector in vectors:
-        inexact = vector.files[0].metadata.get(INEXACT_KEY, "0") if vector.files else "0"
-        if inexact.isdigit() and int(inexact) > 0:
+        inexact = vector_inexact(vector)
+        if inexact:
             plan.notes.append(
-                f"the vector {vector.path} rounded {int(inexact)} elements when it was saved: the result differs "
+                f"the vector {vector.path} rounded {inexact} elements when it was saved: the result differs "
                 "from a merge of the models there; extract with --dtype f64 to avoid it"
             )
     return plan
@@ -73,23 +73,23 @@ def check_vector(vector):
             )
 
 
-def _plan_merge(job: Job, ckpts) -> Plan:
-    rows, notes = job.special_rows, []
-    if rows is None and job.settings.special_tokens_from == "chat":
+def _plan_merge(options: MergeOptions, ckpts) -> Plan:
+    rows, notes = (), []
+    if options.special_tokens_from == "chat":
         found, missing = special_rows(ckpts["chat"].directory, ckpts["cp"].directory)
         rows = tuple(found)
         if missing:
             notes.append(f"special tokens of chat that cp's tokenizer lacks (left as merged): {', '.join(missing)}")
     appended = ()
     extra = (embedding_rows(ckpts["chat"]) or 0) - (embedding_rows(ckpts["base"]) or 0)
-    if job.settings.added_tokens == "drop" and extra > 0:
+    if options.added_tokens == "drop" and extra > 0:
         notes.append(f"chat's {extra} rows beyond base's (tokens it added) are left out (--added-tokens drop); "
                      "cp's tokenizer cannot encode those tokens")  # fmt: skip
-    if job.settings.added_tokens == "append":
+    if options.added_tokens == "append":
         appended, present = find_added_tokens(ckpts["base"], ckpts["chat"], ckpts["cp"])
         if present:
             notes.append(f"chat's added tokens cp's tokenizer already has (cp's rows kept): {', '.join(present)}")
-    plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], job.merge_options(rows or (), appended))
+    plan = make_plan(ckpts["base"], ckpts["chat"], ckpts["cp"], options, rows, appended)
     plan.notes.extend(notes)
     if appended:
         plan.notes.append(f"{len(appended)} tokens chat added (base has no rows for them) are appended to cp's "
@@ -97,7 +97,7 @@ def _plan_merge(job: Job, ckpts) -> Plan:
     return plan
 
 
-def _swapped_roles(job: Job, ckpts) -> list[str]:
+def _swapped_roles(ckpts) -> list[str]:
     """Chat templates that suggest --base and --chat were given the other way round."""
     base, chat = ckpts["base"], ckpts["chat"]
     if chat_template(base.directory)[0] is not None and chat_template(chat.directory)[0] is None:

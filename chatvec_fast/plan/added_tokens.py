@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..filenames import TOKENIZER_JSON
 from ..read.checkpoint import Checkpoint
 from ..read.model_files import has_vocab, load_vocab, optional_json
 from .vocab import EMBED_NAME
@@ -45,7 +46,7 @@ def find_added_tokens(base: Checkpoint, chat: Checkpoint, cp: Checkpoint) -> tup
         )
     chat_vocab = load_vocab(chat.directory)
     cp_vocab = load_vocab(cp.directory) if has_vocab(cp.directory) else {}
-    entries = {e.get("content"): e for e in optional_json(chat.directory, "tokenizer.json").get("added_tokens") or []
+    entries = {e.get("content"): e for e in optional_json(chat.directory, TOKENIZER_JSON).get("added_tokens") or []
                if isinstance(e, dict)}  # fmt: skip
     added = sorted((row, token) for token, row in chat_vocab.items() if base_rows <= row < chat_rows)
     appended, present = [], []

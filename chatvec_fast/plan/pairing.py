@@ -11,11 +11,11 @@ from collections import Counter
 
 from ..dtypes import MERGEABLE, VECTOR_DTYPES
 from ..errors import PlanError
-from ..job import MergeOptions
 from ..read.checkpoint import Checkpoint
 from .added_tokens import added_rows_problem
 from .fp8 import FP8_DTYPES
 from .layout import layout
+from .options import MergeOptions
 from .problems import Problems, listing, raise_unmatched, unmatched_rules
 from .types import (
     ADDED_ROWS,
@@ -62,8 +62,11 @@ def _out_dtype(c, options: MergeOptions) -> str:
     return options.dtype or c.dtype
 
 
-def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options: MergeOptions) -> Plan:
+def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options: MergeOptions, special_rows=(),
+              appended=()) -> Plan:  # fmt: skip
     """Plans cp + alpha * (chat - base); with base None, `chat` is a saved chat vector (cp + alpha * vector).
+    special_rows: (token, chat row, cp row) whose rows come from chat (--special-tokens-from chat); appended:
+    the AddedTokens whose chat rows are appended (--added-tokens append).
 
     Raises PlanError listing every problem found.
     """
@@ -73,7 +76,7 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     rules = [(re.compile(p), a) for p, a in options.alpha_for]
     delta_vocab = vocab_sizes(chat) | (set() if apply else vocab_sizes(base))
     cp_vocab = vocab_sizes(cp)
-    special = {cp_row: chat_row for _, chat_row, cp_row in options.special_rows}
+    special = {cp_row: chat_row for _, chat_row, cp_row in special_rows}
     delta_dtypes = VECTOR_DTYPES if apply else _MODEL_DTYPES
     problems = Problems()
     plans: dict[str, TensorPlan] = {}
@@ -106,8 +109,8 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
             if options.added_tokens == "error":
                 problems.add("added", added_rows_problem(name, h.shape[0] - b.shape[0]))
             else:
-                plan(ADDED_ROWS if options.appended else SHARED_ROWS, b.numel)
-                append_rows(plans[name], options.appended)
+                plan(ADDED_ROWS if appended else SHARED_ROWS, b.numel)
+                append_rows(plans[name], appended)
         elif not apply and b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
         elif (
@@ -157,7 +160,8 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
         _nothing_merged(plans)
     shards, single = layout(cp, plans, options.max_shard_size)
     inputs = {"vector": chat, "cp": cp} if apply else {"base": base, "chat": chat, "cp": cp}
-    return Plan(options, inputs, shards, single, dropped, notes)
+    return Plan(options, inputs, shards, single, dropped, notes, special_rows=tuple(special_rows),
+                appended=tuple(appended))  # fmt: skip
 
 
 def _nothing_merged(plans: dict[str, TensorPlan]):

@@ -87,9 +87,9 @@ def describe_plan(plan) -> str:
         lines.append("alphas by tensor:")
         for a, names in groups.items():
             lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {len(names)} tensors ({listing(names)})")
-    for token, chat_row, cp_row in plan.options.special_rows:
+    for token, chat_row, cp_row in plan.special_rows:
         lines.append(f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}")
-    for t in plan.options.appended:
+    for t in plan.appended:
         lines.append(f"  added token {t.token!r}: appended as row {t.row} of the vocabulary tensors, chat's row "
                      f"{t.chat_row} as it is")  # fmt: skip
     for note in plan.notes:

@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..dtypes import nbytes
-from ..job import MergeOptions
 from ..read.checkpoint import Checkpoint
 from ..read.header import TensorInfo
+from .options import MergeOptions
 
 # What happens to a tensor (the plan's policy names).
 MERGE = "merge"  # every element
@@ -120,6 +120,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)  # inputs that look wrong: said before any work
     scales: dict = field(default_factory=dict)  # input TensorInfo of an F8 weight -> its plan.fp8.ScaleSpec
     fp8: dict = field(default_factory=dict)  # each input's FP8 weights and the output's form, for the report
+    special_rows: tuple = ()  # (token, chat row, cp row): rows the vocabulary tensors take from chat
+    appended: tuple = ()  # AddedTokens: chat's rows appended to cp's vocabulary (--added-tokens append)
 
     @property
     def tensors(self) -> list[TensorPlan]:

@@ -9,8 +9,8 @@ all M terms. A tensor only one vector has would get a different formula from the
 from __future__ import annotations
 
 from ..dtypes import VECTOR_DTYPES
-from ..job import vector_roles
 from ..read.checkpoint import Checkpoint
+from .options import vector_roles
 from .problems import Problems, listing
 from .types import Plan
 

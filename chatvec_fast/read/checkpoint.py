@@ -20,10 +20,12 @@ from ..filenames import (
     INDEX_NAME,
     SINGLE_NAME,
     TOKENIZER_PATTERNS,
+    WEIGHT_SUFFIXES,
 )
 from .header import SafetensorsHeader, TensorInfo, read_header, tensor_problem
 from .identity import FileIdentity, check_identity
-from .index import load_json, shard_files_from_index
+from .index import shard_files_from_index
+from .json_file import load_json_object
 from .torch_zip import is_torch_zip, read_torch_zip
 
 
@@ -72,7 +74,7 @@ def _choose_layout(path: str, warnings: list[str]) -> tuple[str | None, list[str
     """(index path or None, weight file names, the index's weight_map or None) of the model in `path`."""
     present = [(index, single) for index, single in _LAYOUTS if os.path.isfile(os.path.join(path, index or single))]
     if not present:
-        found = sorted(f for f in os.listdir(path) if f.endswith((".safetensors", ".bin")))
+        found = sorted(f for f in os.listdir(path) if f.endswith(WEIGHT_SUFFIXES))
         hint = (f"; it has {', '.join(found[:3])}{' ...' if len(found) > 3 else ''} but no index to say which are "
                 "the model's shards" if found else "")  # fmt: skip
         raise InputError(
@@ -109,7 +111,7 @@ def open_checkpoint(path: str) -> Checkpoint:
         _refuse_misnamed_shards(path, files)
         config_path = os.path.join(path, CONFIG_NAME)
         if os.path.isfile(config_path):
-            config = load_json(config_path, CONFIG_NAME)
+            config = load_json_object(config_path, CONFIG_NAME)
 
     tensors: dict[str, TensorInfo] = {}
     for header in files:

@@ -62,6 +62,7 @@ class InputFiles:
             raise
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        faults.check("opened", path=info.path)
         with self._lock:
             self._identities.setdefault(info.path, info.identity)
             entry = self._open.get(info.path)

@@ -3,28 +3,15 @@ which tensor, checked against the directory before any shard is opened."""
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import InputError
-from ..filenames import SHARD_NAME
-
-
-def load_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: {what} is a JSON {type(doc).__name__}, expected an object")
-    return doc
+from ..filenames import SHARD_NAME, WEIGHT_SUFFIXES
+from .json_file import load_json_object
 
 
 def shard_files_from_index(directory: str, index_path: str) -> tuple[list[str], dict[str, str]]:
-    index = load_json(index_path, "index")
+    index = load_json_object(index_path, "index")
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -38,7 +25,7 @@ def shard_files_from_index(directory: str, index_path: str) -> tuple[list[str], 
             )
     shards = sorted(set(weight_map.values()))
     if not shards:
-        on_disk = sorted(f for f in os.listdir(directory) if f.endswith((".safetensors", ".bin")))
+        on_disk = sorted(f for f in os.listdir(directory) if f.endswith(WEIGHT_SUFFIXES))
         raise InputError(
             f"{index_path}: the index maps no tensor to any shard (empty weight_map)"
             + (f", while {len(on_disk)} weight files are in the directory" if on_disk else "")

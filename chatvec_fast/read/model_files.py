@@ -15,10 +15,16 @@ import json
 import os
 
 from ..errors import InputError
-from ..filenames import CHAT_TEMPLATE_FILES, TOKENIZER_CONFIG, TOKENIZER_JSON
+from ..filenames import (
+    CHAT_TEMPLATE_FILES,
+    REPORT_NAME,
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    VOCABULARY_FILES,
+)
+from .json_file import load_json, load_json_object
 
-# A tokenizer loads only with one of these (a tokenizer_config.json alone does not).
-_VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "*.tiktoken")
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
@@ -39,19 +45,12 @@ def model_files(model_dir: str, patterns, exclude=()) -> list[str]:
 
 def has_tokenizer(model_dir: str, exclude=()) -> bool:
     """Whether model_dir holds a tokenizer that can load (not just a tokenizer_config.json)."""
-    return bool(model_files(model_dir, _VOCABULARY_FILES, exclude))
+    return bool(model_files(model_dir, VOCABULARY_FILES, exclude))
 
 
 def read_json(path: str) -> dict:
     """A JSON object from a tokenizer or config file; InputError naming the file otherwise."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read tokenizer file: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return doc
+    return load_json_object(path, "tokenizer or config file")
 
 
 def optional_json(model_dir: str, name: str) -> dict:
@@ -147,7 +146,7 @@ def special_tokens(model_dir: str) -> list[str]:
     """The model's special tokens: bos, eos, pad, unk, additional ones, added tokens marked special, and
     added tokens its chat template uses. In a stable order, without repeats."""
     found: list[str] = []
-    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+    for name in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
         source, path = optional_json(model_dir, name), os.path.join(model_dir, name)
         for key in _SPECIAL_KEYS:
             found.append(_special_entry(path, key, source.get(key)))
@@ -177,3 +176,21 @@ def special_rows(chat_dir: str, cp_dir: str) -> tuple[list[tuple[str, int, int]]
         elif token in chat_vocab:
             missing.append(token)
     return rows, missing
+
+
+# The metadata key under which vectors saved before the count moved to the report carried it in every shard.
+_OLD_INEXACT_KEY = "chatvec_fast.inexact_elements"
+
+
+def vector_inexact(vector) -> int:
+    """How many elements a saved vector's dtype rounded when `extract` wrote it: its report's count (0 when
+    unknown, e.g. its report was removed)."""
+    report_path = os.path.join(vector.directory, REPORT_NAME)
+    if os.path.isfile(report_path):
+        doc = load_json(report_path, "report")
+        count = doc.get("inexact_elements") if isinstance(doc, dict) else None
+    else:
+        count = vector.files[0].metadata.get(_OLD_INEXACT_KEY) if vector.files else None
+    if isinstance(count, str) and count.isdigit():
+        count = int(count)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from .. import faults
 from ..errors import OutputError
-from ..filenames import INEXACT_KEY
 from ..job import Job
 from ..plan import plan_job
 from ..plan.chunks import buffer_itemsize, chunk_elements_for, plan_chunks, scale_bytes
@@ -24,13 +23,12 @@ from ..plan.layout import split_work
 from ..plan.types import Plan
 from ..progress import Progress
 from ..read.hub import resolve
-from ..report import MergeReport, already_complete, fingerprint, provenance, start_report
-from ..units import format_bytes
-from ..write.output import ModelOutput
-from ..write.paths import check_output_path
+from ..report import MergeReport, fingerprint, provenance, start_report
+from ..write.output import ModelOutput, already_complete, check_outputs
 from ..write.shard import CompletedFile
 from ..write.staging import kept_outputs
 from .finish import aux_writer, index_document
+from .model_card import model_card
 from .workers import Workers, run_pipelines
 
 log = logging.getLogger("chatvec_fast")
@@ -70,9 +68,14 @@ def resolve_inputs(job: Job) -> Job:
 def run(job: Job) -> MergeReport:
     """Plans the job and, unless it is a dry run, writes every output. Returns what was done."""
     job = resolve_inputs(job)
-    plan = plan_job(job)
-    aux = aux_writer(job, plan)
-    workers = Workers.start(job.settings)
+    plan = plan_job(job.inputs, job.options)
+    faults.check("planned")
+    s = job.settings
+    card = None
+    if s.model_card and job.kind != "extract":
+        card = lambda k, has_cp_card: model_card(plan, k, job.sources, job.command_line(k), has_cp_card)  # noqa: E731
+    aux = aux_writer(plan, s.chat_template_from, s.tokenizer_from, card)
+    workers = Workers.start(job.engine)
     try:
         vectors = max((len(t.deltas) for t in plan.tensors), default=1)
         for backend in workers.backends:
@@ -82,7 +85,8 @@ def run(job: Job) -> MergeReport:
                                  "steps")  # fmt: skip
         outputs = []
         for k, path in enumerate(job.outputs):
-            metadata, report = provenance(job, plan, k, workers.math), start_report(job, plan, k)
+            metadata = provenance(plan, job.inputs, k, workers.math)
+            report = start_report(plan, job.inputs, job.sources, k)
             report["fingerprint"] = fingerprint(plan, metadata, report)
             outputs.append(_Output(path, metadata, report, aux and partial(aux, output=k)))
         report = MergeReport(
@@ -97,7 +101,7 @@ def run(job: Job) -> MergeReport:
             bytes_read=plan.read_nbytes,
             bytes_written=plan.write_nbytes * len(outputs),
             seconds=0.0,
-            dry_run=job.settings.dry_run,
+            dry_run=s.dry_run,
             plan=plan,
             leader=workers.leader,
             warnings=plan.warnings,
@@ -105,10 +109,10 @@ def run(job: Job) -> MergeReport:
         if workers.leader:
             for warning in plan.warnings:  # before any work: a wrong input costs nothing yet
                 log.warning(warning)
-        if job.settings.dry_run:
-            check_outputs(outputs, job.inputs, job.settings.overwrite)
+        if s.dry_run:
+            check_outputs(job.outputs, job.inputs, s.overwrite)
             return report
-        if job.settings.resume and all(already_complete(o.path, o.report["fingerprint"]) for o in outputs):
+        if s.resume and all(already_complete(o.path, o.report["fingerprint"]) for o in outputs):
             report.notes.append("already complete: the same command finished this output before; nothing to do")
             return report
         t0 = time.perf_counter()
@@ -117,28 +121,9 @@ def run(job: Job) -> MergeReport:
     finally:
         workers.close()
     report.inexact, report.reports = result.inexact, result.reports
-    if job.settings.resume:
+    if s.resume:
         report.notes.append(f"resumed: {result.resumed} of {result.shard_files} shard files were already complete")
     return report
-
-
-def check_outputs(outputs: list[_Output], inputs: dict[str, str], overwrite: bool):
-    for spec in outputs:
-        check_output_path(spec.path, inputs, overwrite)
-    if len({os.path.realpath(s.path) for s in outputs}) != len(outputs):
-        raise OutputError("two outputs share a path; give each alpha its own directory")
-
-
-def _check_free_space(directory: str, needed: int):
-    probe = directory
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe) or "."
-    free = shutil.disk_usage(probe).free
-    if free < needed:
-        raise OutputError(
-            f"{directory}: the output needs {format_bytes(needed)} but only {format_bytes(free)} is free there; "
-            "free space or choose another --out"
-        )
 
 
 def _execute(plan: Plan, outputs: list[_Output], workers: Workers, job: Job) -> _Result:
@@ -148,32 +133,23 @@ def _execute(plan: Plan, outputs: list[_Output], workers: Workers, job: Job) -> 
     staging directories, every rank writes its shards, and rank 0 finishes once all succeeded.
     """
     s, ranks, leader = job.settings, workers.ranks, workers.leader
-    check_outputs(outputs, job.inputs, s.overwrite)
-    if leader:
-        for spec in outputs:
-            _check_free_space(os.path.dirname(os.path.abspath(spec.path)), plan.write_nbytes + (1 << 20))
+    check_outputs(job.outputs, job.inputs, s.overwrite, plan.write_nbytes if leader else 0)
     sizes = [sh.data_nbytes for sh in plan.shards]
     world, rank = (ranks.world, ranks.rank) if ranks else (1, 0)
     mine, groups = split_work(sizes, rank, world, len(workers.backends))
-    patch = job.command == "extract"  # the count of rounded elements is only known at the end
     share = sum(plan.shards[i].data_nbytes for i in mine) / max(plan.write_nbytes, 1)
     bar = Progress(int((plan.read_nbytes + plan.write_nbytes * len(outputs)) * share), enabled=s.progress and leader)
     with contextlib.ExitStack() as stack:
-        staged = _enter_all(stack, plan, outputs, job, ranks)
+        staged = _enter_all(stack, outputs, job, ranks)
         files = [
-            [
-                out.shard_file(
-                    shard.filename, _entries(shard), spec.metadata, i in mine, INEXACT_KEY if patch else None
-                )
-                for i, shard in enumerate(plan.shards)
-            ]
+            [out.shard_file(sh.filename, _entries(sh), spec.metadata, i in mine) for i, sh in enumerate(plan.shards)]
             for spec, out in zip(outputs, staged)
         ]
         # Shards complete in every output (--resume) need no reading at all.
         todo = [[i for i in g if not all(isinstance(f[i], CompletedFile) for f in files)] for g in groups]
-        error, inexact = None, 0
+        error = None
         try:
-            inexact = _stream(plan, files, todo, workers.backends, s, bar)
+            _stream(plan, files, todo, workers.backends, s.chunk_size(), bar)
             for shard_files in files:
                 for i in mine:
                     shard_files[i].close(sync=True)
@@ -190,20 +166,18 @@ def _execute(plan: Plan, outputs: list[_Output], workers: Workers, job: Job) -> 
                 error = OutputError("another rank failed (see its error); no output was written")
         if error is not None:
             raise error
-        if patch and leader:  # every shard's count, this run's or an earlier one's, from any rank
-            records = [staged[0].recorded(os.path.basename(f.path)) for f in files[0]]
-            inexact = sum(r.get("inexact", 0) for r in records if r)
-        result, finish_error = _Result(inexact), None
+        result, finish_error = _Result(), None
         result.resumed = sum(isinstance(f, CompletedFile) for shard_files in files for f in shard_files)
         result.shard_files = sum(len(shard_files) for shard_files in files)
         if leader:
             try:
-                index = index_document(plan, inexact if patch else None)
+                index = index_document(plan)
                 for spec, out, shard_files in zip(outputs, staged, files):
-                    done = out.finish(
-                        shard_files, index, spec.report, spec.aux, (INEXACT_KEY, inexact) if patch else None
-                    )
-                    result.reports.append(done)
+                    report = spec.report
+                    if plan.options.kind == "extract":  # every shard's count, this run's or an earlier one's
+                        result.inexact = out.inexact(shard_files)
+                        report = {**report, "inexact_elements": result.inexact}
+                    result.reports.append(out.finish(shard_files, index, report, spec.aux))
                 for out in staged:
                     out.commit()
             except BaseException as exc:  # noqa: BLE001 - the other ranks must hear of it first
@@ -220,7 +194,7 @@ def _entries(shard) -> list:
     return [(t.name, t.out_dtype, t.shape, t.out_nbytes) for t in shard.tensors]
 
 
-def _enter_all(stack, plan: Plan, outputs: list[_Output], job: Job, ranks) -> list[ModelOutput]:
+def _enter_all(stack, outputs: list[_Output], job: Job, ranks) -> list[ModelOutput]:
     """Rank 0 (or the only process) locks and creates the staging directories; other ranks join them."""
     s = job.settings
     staged, error = [], None
@@ -244,10 +218,10 @@ def _enter_all(stack, plan: Plan, outputs: list[_Output], job: Job, ranks) -> li
     return staged
 
 
-def _stream(plan: Plan, files, groups, backends, settings, bar) -> int:
+def _stream(plan: Plan, files, groups, backends, chunk_elements: int, bar) -> int:
     """One pipeline per backend, each over its group of shards; returns the extract count."""
     itemsize = buffer_itemsize(plan.tensors)
-    elements = chunk_elements_for(plan.tensors, settings.chunk_elements)
+    elements = chunk_elements_for(plan.tensors, chunk_elements)
     vectors = max((len(t.deltas) for t in plan.tensors), default=1)
     roles = ("base", "chat", "cp", *(f"v{m}" for m in range(1, vectors)))
     slots = {"roles": roles, "scales": plan.scales, "scale_bytes": scale_bytes(plan, elements)}

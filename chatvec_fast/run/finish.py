@@ -17,14 +17,12 @@ from ..filenames import (
     CONFIG_PATTERNS,
     CP_CARD_NAME,
     GENERATION_CONFIG_NAME,
-    INEXACT_KEY,
+    INDEX_SUFFIX,
     TOKENIZER_CONFIG,
     TOKENIZER_JSON,
     TOKENIZER_PATTERNS,
     VECTOR_CHAT_DIR,
 )
-from ..job import Job
-from .model_card import model_card
 from ..plan.types import Plan
 from ..read.checkpoint import Checkpoint
 from ..read.model_files import model_files, read_json
@@ -32,42 +30,41 @@ from ..write.aux_files import write_files
 from .tokenizer import choose_tokenizer
 
 
-def index_document(plan: Plan, inexact: int | None) -> dict | None:
+def index_document(plan: Plan) -> dict | None:
     """model.safetensors.index.json (None for a single-file output)."""
     if plan.single_file:
         return None
     weight_map = {t.name: s.filename for s in plan.shards for t in s.tensors}
-    metadata: dict = {"total_size": plan.write_nbytes}
-    if inexact is not None:
-        metadata[INEXACT_KEY] = inexact
-    return {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
+    return {"metadata": {"total_size": plan.write_nbytes}, "weight_map": dict(sorted(weight_map.items()))}
 
 
 def _weight_files(ckpt: Checkpoint) -> set[str]:
     """A checkpoint's weight files and indexes: never carried as config or tokenizer files, whatever their
     names (a shard may be called tokenizer.json)."""
     names = {os.path.basename(f.path) for f in ckpt.files}
-    return names | {n for n in os.listdir(ckpt.directory) if n.endswith(".index.json")}
+    return names | {n for n in os.listdir(ckpt.directory) if n.endswith(INDEX_SUFFIX)}
 
 
-def aux_writer(job: Job, plan: Plan):
+def aux_writer(plan: Plan, chat_template_from: str | None, tokenizer_from: str | None, card=None):
     """A function that writes the output's other files into a staging directory and returns what it did,
-    for the report. Appends to plan.warnings what the user should hear before the run starts."""
-    if job.command == "extract":
+    for the report. Appends to plan.warnings what the user should hear before the run starts.
+    chat_template_from, tokenizer_from: the options (None: the defaults); card(output, has_cp_card): the
+    model card's text, or None for no card."""
+    if plan.options.kind == "extract":
         chat = plan.inputs["chat"]
         names = model_files(chat.directory, TOKENIZER_PATTERNS, _weight_files(chat))
         sources = [(os.path.join(chat.directory, n), f"{VECTOR_CHAT_DIR}/{n}", None) for n in names]
         return lambda staging, output: {"chat_files": write_files(sources, staging)}
     cp = plan.inputs["cp"]
     edits = {}
-    appended = plan.options.appended
+    appended = plan.appended
     # An FP8 cp merged to bf16 (the default): the output is not quantized, so its config must not say so.
     unquantized = bool(plan.fp8.get("cp")) and plan.options.dtype != "F8_E4M3"
     dtype = plan.options.dtype if plan.options.dtype != "F8_E4M3" else None
     if dtype is not None or appended or unquantized:
         edits[CONFIG_NAME] = lambda config: _edit_config(config, dtype or (unquantized and "BF16") or None, appended,
                                                          unquantized)  # fmt: skip
-    tokenizer = choose_tokenizer(job, plan)
+    tokenizer = choose_tokenizer(plan, chat_template_from, tokenizer_from)
     sources = [
         (os.path.join(cp.directory, n), n) for n in model_files(cp.directory, CONFIG_PATTERNS, _weight_files(cp))
     ]
@@ -90,14 +87,14 @@ def aux_writer(job: Job, plan: Plan):
             read_json(src)  # a malformed file stops the run now, not after the merge
     plan_files = [(src, name, edits.get(name)) for src, name in sources]
     cp_card = _cp_card(cp)
-    if job.settings.model_card and cp_card is not None:
+    if card is not None and cp_card is not None:
         plan_files.append((cp_card, CP_CARD_NAME, None))
 
     def write(staging: str, output: int) -> dict:
         files = plan_files
-        if job.settings.model_card:
-            card = model_card(job, plan, output, cp_card is not None)
-            files = [*plan_files, (None, CARD_NAME, lambda _: card)]
+        if card is not None:
+            text = card(output, cp_card is not None)
+            files = [*plan_files, (None, CARD_NAME, lambda _: text)]
         entries = {"copied_files": write_files(files, staging)}
         entries["tokenizer_from"] = tokenizer.role if tokenizer.directory else None
         entries["chat_template"] = tokenizer.record

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..filenames import CHAT_TEMPLATE_FILES, VECTOR_CHAT_DIR
-from ..job import Job
 from ..plan.types import Plan
 from ..plan.vocab import EMBED_NAME
 from ..read.model_files import chat_template, eos_token, has_tokenizer, has_vocab, load_vocab, token_text
@@ -67,27 +66,28 @@ class TokenizerChoice:
         return CHAT_TEMPLATE_FILES if self.template is not None else ()
 
 
-def chat_files_dir(job: Job, plan: Plan) -> str | None:
+def chat_files_dir(plan: Plan) -> str | None:
     """Where chat's tokenizer files are: the chat model (merge), or the vector's chat/ folder (apply)."""
-    if job.command == "apply":
+    if plan.options.kind == "apply":
         carried = os.path.join(plan.inputs["vector"].directory, VECTOR_CHAT_DIR)
         return carried if os.path.isdir(carried) else None
     return plan.inputs["chat"].directory
 
 
-def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
-    """The output's tokenizer and chat template; appends to plan.warnings what the user should hear first."""
-    directory, role = _tokenizer_source(job, plan)
-    if plan.options.appended and (role != "cp" or directory is None or not has_vocab(directory)):
+def choose_tokenizer(plan: Plan, chat_template_from: str | None, tokenizer_from: str | None) -> TokenizerChoice:
+    """The output's tokenizer and chat template (from whose: the options of the same names, None for the
+    defaults); appends to plan.warnings what the user should hear first."""
+    directory, role = _tokenizer_source(plan, tokenizer_from)
+    if plan.appended and (role != "cp" or directory is None or not has_vocab(directory)):
         raise InputError(
             "--added-tokens append adds chat's tokens to cp's tokenizer.json, and "
             + ("the output's tokenizer is not cp's" if role != "cp" else "cp has none")
             + "; pass --added-tokens drop (or give cp a tokenizer.json: save its tokenizer with transformers)"
         )
     choice = TokenizerChoice(directory, role, record={"from": role if directory else None})
-    chat_dir = chat_files_dir(job, plan)
+    chat_dir = chat_files_dir(plan)
     found, where = chat_template(chat_dir) if chat_dir else (None, None)
-    source = job.settings.chat_template_from or ("chat" if found is not None else "cp")
+    source = chat_template_from or ("chat" if found is not None else "cp")
     if source != "chat":
         return choice
     if found is None:
@@ -107,7 +107,7 @@ def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
     text = token_text(eos)
     if text is not None:
         vocab = load_vocab(directory) if has_vocab(directory) else {}
-        vocab.update({t.token: t.row for t in plan.options.appended})
+        vocab.update({t.token: t.row for t in plan.appended})
         if text in vocab:
             choice.eos, choice.eos_id = eos, vocab[text]
             choice.record["eos_token"] = {"token": text, "id": vocab[text]}
@@ -116,12 +116,11 @@ def choose_tokenizer(job: Job, plan: Plan) -> TokenizerChoice:
     return choice
 
 
-def _tokenizer_source(job: Job, plan: Plan) -> tuple[str | None, str]:
+def _tokenizer_source(plan: Plan, chosen: str | None) -> tuple[str | None, str]:
     """(directory, role) of the tokenizer the output gets; directory None when there is none to take."""
-    chosen = job.settings.tokenizer_from
     role = chosen or "cp"
     if role == "chat":
-        directory = chat_files_dir(job, plan)
+        directory = chat_files_dir(plan)
     elif role == "base":
         if "base" not in plan.inputs:
             raise InputError("--tokenizer-from base needs a base model; apply has a vector and cp (use cp or chat)")

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from .. import _native
 from ..backends import get_backend
-from ..job import Settings
-from ..units import parse_size
+from ..job import Engine
 from .stream import Pipeline
 
 
@@ -99,14 +98,11 @@ class Workers:
             self.ranks.close()
 
     @classmethod
-    def start(cls, settings: Settings) -> Workers:
+    def start(cls, engine: Engine) -> Workers:
         """Joins the torchrun job if there is one and makes this process's backends."""
-        name, threads = settings.backend, settings.threads
+        name, threads, gpu_memory = engine.backend, engine.threads, engine.gpu_memory
         ranks = Ranks.from_env()
-        gpu_memory = parse_size(settings.gpu_memory)
-        devices = settings.devices
-        if isinstance(devices, str):
-            devices = [d.strip() for d in devices.split(",") if d.strip()]
+        devices = list(engine.devices)
         if ranks is not None:
             # One process per GPU (or per share of the CPU cores) on each machine.
             if devices:

@@ -17,6 +17,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..filenames import (
+    CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
+    INDEX_NAME,
+    SINGLE_NAME,
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    shard_name,
+)
 from ..write.shard import ShardFile, build_header
 
 
@@ -154,9 +163,9 @@ def write_llama(
         groups[-1].append(i)
         size += nbytes
     names = (
-        ["model.safetensors"]
+        [SINGLE_NAME]
         if len(groups) == 1
-        else [f"model-{g + 1:05d}-of-{len(groups):05d}.safetensors" for g in range(len(groups))]
+        else [shard_name(g + 1, len(groups)) for g in range(len(groups))]
     )
     weight_map, pending = {}, {}  # pending: a weight's scales, computed with its codes
     for filename, group in zip(names, groups):
@@ -184,7 +193,7 @@ def write_llama(
             raise
     if len(names) > 1:
         index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
-        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as fh:
+        with open(os.path.join(directory, INDEX_NAME), "w") as fh:
             json.dump(index, fh, indent=2)
     config = {
         "architectures": ["LlamaForCausalLM"],
@@ -205,9 +214,9 @@ def write_llama(
         "torch_dtype": "bfloat16",
         **({"quantization_config": fp8.config()} if fp8 is not None else {}),
     }
-    with open(os.path.join(directory, "config.json"), "w") as fh:
+    with open(os.path.join(directory, CONFIG_NAME), "w") as fh:
         json.dump(config, fh, indent=2)
-    with open(os.path.join(directory, "generation_config.json"), "w") as fh:
+    with open(os.path.join(directory, GENERATION_CONFIG_NAME), "w") as fh:
         json.dump({"bos_token_id": 1, "eos_token_id": 2}, fh, indent=2)
     write_tokenizer(directory, vocab, chat=role == "chat")
     return directory
@@ -230,13 +239,13 @@ def write_tokenizer(directory: str, vocab: int, chat: bool = False):
     doc = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
            "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
            "model": {"type": "WordLevel", "vocab": tokens, "unk_token": "<unk>"}}  # fmt: skip
-    with open(os.path.join(directory, "tokenizer.json"), "w") as fh:
+    with open(os.path.join(directory, TOKENIZER_JSON), "w") as fh:
         json.dump(doc, fh, ensure_ascii=False)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
               "unk_token": "<unk>", "model_max_length": 2048}  # fmt: skip
     if chat:
         config.update(eos_token="<|im_end|>", chat_template=CHAT_TEMPLATE)
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as fh:
+    with open(os.path.join(directory, TOKENIZER_CONFIG), "w") as fh:
         json.dump(config, fh, indent=2)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..filenames import REPORT_NAME
-from ..write.staging import sha256_file
+from ..write.records import sha256_file
 
 
 def check_files(out: str, report: dict) -> list[str]:

@@ -3,13 +3,13 @@ report it cannot use is a clear error, never a traceback or a silent pass."""
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import InputError
 from ..filenames import REPORT_NAME
-from ..job import COMMANDS
+from ..read.json_file import load_json
 from ..report import REPORT_FORMAT
+from ..settings import COMMANDS
 
 _OPTION_TYPES = {"skip": list, "vocab_mismatch": str, "dtype": (str, type(None)), "max_shard_size": (int, type(None)),
                  "alpha_for": list}  # fmt: skip
@@ -21,9 +21,8 @@ def load_report(out: str) -> dict:
     if not os.path.isfile(path):
         raise InputError(f"{out}: no {REPORT_NAME}; verify checks outputs written by chatvec-fast")
     try:
-        with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        report = load_json(path, "report")
+    except InputError as exc:
         raise InputError(f"{path}: cannot read the report ({exc}); it is damaged: re-run the merge") from None
 
     def bad(what: str):

@@ -1,106 +1,133 @@
-"""One output directory, from the first shard byte to the rename: a context manager.
+"""One output directory, owned from its path checks to the rename: a context manager.
 
+    check_outputs(paths, inputs, overwrite, nbytes)       # before any work: paths, free space
     with ModelOutput("out", inputs) as out:
+        out.claim(fingerprint)                             # --resume continues only the same command
         f = out.shard_file("model.safetensors", entries, metadata)   # stream bytes into f.write(...)
         ...
         out.finish(files, index, report, aux)   # index, config/tokenizer files, chatvec_report.json
         out.commit()                           # fsync + rename; without it, exit leaves no output
 
-It owns everything the output holds besides tensor bytes, so the finished directory is assembled in
-one place, in the staging directory, and appears at its final path in one rename.
+It owns everything the output holds besides tensor bytes (the staging directory, its lock and resume
+records, the index, the report listing every file with its sha256, the other files), so the finished
+directory is assembled in one place and appears at its final path in one rename. mergekit's
+io/tensor_writer.py is the shape; staging, fsync, the atomic commit and resume are ours.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 from ..errors import OutputError
-from ..filenames import DONE_DIR, INDEX_NAME, PLAN_FILE, REPORT_NAME, STAGING_MARKER
-from .durable import write_json, writing
+from ..filenames import INDEX_NAME, REPORT_NAME
+from ..units import format_bytes
+from .durable import write_json
+from .names import INTERNAL
+from .paths import check_output_path
+from .records import sha256_file
 from .shard import CompletedFile, ShardFile, build_header
-from .staging import OutputDirectory, sha256_file
+from .staging import OutputDirectory
 
-_INTERNAL = {DONE_DIR, PLAN_FILE, STAGING_MARKER}  # the staging directory's own records, never in the output
-
-# A patched header value (see filenames.INEXACT_KEY) is written as this placeholder first.
-PLACEHOLDER = "0" * 20
+SPARE_BYTES = 1 << 20  # headers, index, report and small files: well under 1 MB for any model
 
 
-class ModelOutput:
+def check_outputs(paths, inputs: dict[str, str], overwrite: bool, nbytes: int = 0):
+    """Before any work: every path may be written (write/paths.py), no two outputs share one, and the disk
+    has room for each (nbytes of tensor data, plus headers and small files)."""
+    for path in paths:
+        check_output_path(path, inputs, overwrite)
+    if len({os.path.realpath(p) for p in paths}) != len(paths):
+        raise OutputError("two outputs share a path; give each alpha its own directory")
+    if nbytes:
+        for path in paths:
+            _check_free_space(os.path.dirname(os.path.abspath(path)), (nbytes + SPARE_BYTES) * len(paths))
+            break  # a sweep's outputs share their parent: one check for all
+
+
+def _check_free_space(directory: str, needed: int):
+    probe = directory
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise OutputError(f"{directory}: the output needs {format_bytes(needed)} but only {format_bytes(free)} is "
+                          "free there; free space or choose another --out")  # fmt: skip
+
+
+def already_complete(out: str, fingerprint: str) -> bool:
+    """Whether `out` is the finished output of a run with this fingerprint (--resume after the end): its
+    report says so and every file it lists is there with its recorded size."""
+    try:
+        with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(report, dict) or report.get("fingerprint") != fingerprint:
+        return False
+    files = report.get("files")
+    if not isinstance(files, dict):
+        return False
+    for name, record in files.items():
+        path = os.path.join(out, name)
+        if not os.path.isfile(path) or not isinstance(record, dict) or os.path.getsize(path) != record.get("bytes"):
+            return False
+    return True
+
+
+class ModelOutput(OutputDirectory):
+    """An output directory being written (OutputDirectory: the staging directory, its lock and commit)."""
+
     def __init__(self, path: str, inputs: dict[str, str], overwrite=False, resume=False, join=False):
         """join=True: another process (torchrun's rank 0) owns the staging directory; only write into it.
         resume=True: keep a staging directory left by an interrupted run of the same command."""
-        self.staging = OutputDirectory(path, inputs, overwrite, join=join, resume=resume)
+        super().__init__(path, inputs, overwrite, join=join, resume=resume)
         self._shards: set[str] = set()
 
-    def __enter__(self) -> ModelOutput:
-        self.staging.__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return self.staging.__exit__(exc_type, exc, tb)
-
-    @property
-    def path(self) -> str:
-        """The staging directory being filled."""
-        return self.staging.path
-
     def claim(self, fingerprint: str):
-        self.staging.claim(fingerprint)
+        self.records.claim(fingerprint)
 
-    def shard_file(self, filename: str, entries, metadata: dict, mine: bool = True, patch_key: str | None = None):
+    def shard_file(self, filename: str, entries, metadata: dict, mine: bool = True):
         """The writer of one shard, header in place: a ShardFile, or a CompletedFile when an earlier run
-        finished it intact (--resume). entries: (name, dtype, shape, nbytes) in file order; patch_key: a
-        metadata key whose value is only known at the end (see patch). The result's tensor_offsets gives
-        each tensor's absolute offset."""
-        if filename in self._shards or filename in _INTERNAL | {INDEX_NAME, REPORT_NAME}:
+        finished it intact (--resume). entries: (name, dtype, shape, nbytes) in file order. The result's
+        tensor_offsets gives each tensor's absolute offset."""
+        if filename in self._shards or filename in INTERNAL | {INDEX_NAME, REPORT_NAME}:
             raise OutputError(f"{filename}: two shards of one output share a name; this is a bug, please report it")
         self._shards.add(filename)
-        metadata = dict(metadata)
-        if patch_key is not None:
-            metadata[patch_key] = PLACEHOLDER
         header, offsets = build_header(entries, metadata)
         size = len(header) + sum(e[3] for e in entries)
-        path = self.staging.file(filename)
-        done = self.staging.completed(filename, size) if mine else None
+        path = self.file(filename)
+        done = self.records.completed(filename, size) if mine else None
         if done:
             f = CompletedFile(path, size, done["sha256"], done.get("inexact", 0))
         else:
             f = ShardFile(path, header, size)
-            f.on_complete = lambda g: self.staging.mark_done(filename, g.size, g.sha256, g.inexact)
+            f.on_complete = lambda g: self.records.mark_done(filename, g.size, g.sha256, g.inexact)
         f.tensor_offsets = offsets
         return f
 
-    def recorded(self, filename: str) -> dict | None:
-        """The record of a completed shard file (by any rank)."""
-        return self.staging.recorded(filename)
+    def inexact(self, files) -> int:
+        """A saved vector's count of elements its dtype rounded, over every shard (this run's, an earlier run's
+        with --resume, any rank's)."""
+        records = [self.records.recorded(os.path.basename(f.path)) for f in files]
+        return sum(r.get("inexact", 0) for r in records if r)
 
-    def finish(self, files, index: dict | None, report: dict, aux=None, patch: tuple[str, int] | None = None) -> dict:
-        """Completes the staged output: patches headers, writes the index (None: a single file needs none),
-        calls aux(staging path) for the config and tokenizer files (it returns report entries), and writes
-        chatvec_report.json listing every file of the output with its size and sha256. Returns the report."""
-        if patch is not None:
-            key, value = patch
-            for f in files:
-                with writing(f.path, "patch"):
-                    changed = _patch_value(f.path, key, value)
-                if changed:  # the header changed, and with it the checksum
-                    name = os.path.basename(f.path)
-                    inexact = self.staging.recorded(name).get("inexact", 0)
-                    self.staging.mark_done(name, f.size, sha256_file(f.path), inexact)
+    def finish(self, files, index: dict | None, report: dict, aux=None) -> dict:
+        """Completes the staged output: writes the index (None: a single file needs none), calls aux(staging
+        path) for the config and tokenizer files (it returns report entries), and writes chatvec_report.json
+        listing every file of the output with its size and sha256. Returns the report."""
         if index is not None:
             write_json(self._new_file(INDEX_NAME), index, point="index")
         report = dict(report)
         if aux is not None:
-            report.update(aux(self.staging.path))
-        if patch is not None:
-            report["inexact_elements"] = patch[1]
+            report.update(aux(self.path))
         report["files"] = self._file_records(files)
         write_json(self._new_file(REPORT_NAME), report, point="report")
         return report
 
     def _new_file(self, name: str) -> str:
-        path = self.staging.file(name)
+        path = self.file(name)
         if os.path.lexists(path):
             raise OutputError(f"{path}: written twice in one output; this is a bug, please report it")
         return path
@@ -110,38 +137,15 @@ class ModelOutput:
         itself excepted; shards from their records, the small files hashed now."""
         shards = {os.path.basename(f.path): f.size for f in shard_files}
         records = {}
-        for root, dirs, names in os.walk(self.staging.path):
-            dirs[:] = sorted(d for d in dirs if d not in _INTERNAL)
+        for root, dirs, names in os.walk(self.path):
+            dirs[:] = sorted(d for d in dirs if d not in INTERNAL)
             for name in sorted(names):
-                rel = os.path.relpath(os.path.join(root, name), self.staging.path).replace(os.sep, "/")
-                if rel in _INTERNAL or rel == REPORT_NAME:
+                rel = os.path.relpath(os.path.join(root, name), self.path).replace(os.sep, "/")
+                if rel in INTERNAL or rel == REPORT_NAME:
                     continue
                 path = os.path.join(root, name)
                 if rel in shards:
-                    records[rel] = {"bytes": shards[rel], "sha256": self.staging.recorded(rel)["sha256"]}
+                    records[rel] = {"bytes": shards[rel], "sha256": self.records.recorded(rel)["sha256"]}
                 else:
                     records[rel] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
         return dict(sorted(records.items()))
-
-    def commit(self):
-        self.staging.commit()
-
-
-def _patch_value(path: str, key: str, count: int) -> bool:
-    """Replaces the placeholder digits of `key` in a finished shard's header by `count` (same length).
-    Returns False when the header already holds them (a resumed run patched it before)."""
-    old = f'"{key}":"{PLACEHOLDER}"'.encode()
-    new = f'"{key}":"{count:020d}"'.encode()
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = f.read(n)
-        at = header.find(old)
-        if at < 0:
-            if new in header:
-                return False
-            raise OutputError(f"{path}: header lacks the {key} placeholder; this is a bug")
-        f.seek(8 + at)
-        f.write(new)
-        f.flush()
-        os.fsync(f.fileno())
-    return True

@@ -3,7 +3,8 @@ lock and the set-aside name.
 
 No path we write may be, contain or lie inside an input (symlinks resolved); none of the side paths may
 be a symlink; an existing output is replaced only when it is a model (our report, or model files alone)
-and --overwrite says so; and the output must be renameable into place (not a mount point). The state of
+and --overwrite says so; the output must be renameable into place (not a mount point) and must not be, or
+contain, the current directory (replacing it would pull the directory from under the caller's shell). The state of
 --out found here is checked again at commit, so that nothing this run did not write is ever deleted.
 """
 
@@ -15,7 +16,8 @@ import os
 from dataclasses import dataclass
 
 from ..errors import OutputError
-from ..filenames import MODEL_FILE_PATTERNS, REPORT_NAME, lock_path, set_aside_path, staging_path
+from ..filenames import MODEL_FILE_PATTERNS, REPORT_NAME
+from .names import lock_path, set_aside_path, staging_path
 
 _MAX_LISTED = 5
 
@@ -58,6 +60,13 @@ def check_output_path(out: str, inputs: dict[str, str], overwrite: bool) -> OutS
     """Refuses an output that is, contains or lies inside an input, or whose replacement would lose data;
     refuses side paths (staging, lock, set-aside) that are symlinks or point into an input. Returns --out's
     state, to compare at commit."""
+    if not os.fspath(out).strip():
+        raise OutputError(f"the output path is empty ({out!r}): an unset shell variable? Name the output directory")
+    here = _real(os.curdir)
+    if _inside(here, _real(out)):
+        what = "is" if _real(out) == here else "contains"
+        raise OutputError(f"--out {out} {what} the current directory ({here}); the output replaces --out as "
+                          "a whole, which would pull the directory from under this shell. Choose another path")
     check_not_in_inputs(out, inputs, "--out")
     for side, what in ((staging_path(out), "the staging directory"), (lock_path(out), "the lock file"),
                        (set_aside_path(out), "the set-aside path")):  # fmt: skip

@@ -8,24 +8,23 @@ the same output at the same time; the lock is an flock, which the kernel release
 Nothing this run did not write is ever deleted: a staging directory without our marker (or a symlink) is
 refused, never removed; --out is replaced only if it is still the model directory it was at the start.
 
-Resuming: the staging directory records the run's fingerprint (inputs, with their identities; options;
-layout) and, for every shard file once it is complete and fsynced, its size and sha256 (one small file
-each, so torchrun ranks never write the same file). `--resume` keeps a matching staging directory and
-skips the shards whose checksums still match; anything else is redone.
+Directories a run creates to hold its output (missing parents of --out, a sweep's parent) are removed
+again when the run fails, if they are empty: a failed run leaves what it found. Resuming (--resume) keeps a
+matching staging directory and the shards its records (records.py) say are complete.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import shutil
 
+from .. import faults
 from ..errors import OutputError
-from ..filenames import DONE_DIR, PLAN_FILE, STAGING_MARKER, lock_path, set_aside_path, staging_path
 from .durable import fsync_dir, write_atomic, writing
+from .names import INTERNAL, STAGING_MARKER, lock_path, set_aside_path, staging_path
 from .paths import OutState, check_output_path, check_unchanged
+from .records import ShardRecords
 
 
 class OutputDirectory:
@@ -48,8 +47,9 @@ class OutputDirectory:
         self.parent = os.path.dirname(self.final.rstrip(os.sep))
         self.path = staging_path(out)
         self._lock_path = lock_path(out)
-        self._done_dir = os.path.join(self.path, DONE_DIR)
+        self.records = ShardRecords(self.path)
         self.overwrite = overwrite
+        self._made: list[str] = []  # directories this run created to hold the output, outermost first
         self._lock_fd = -1
         self.committed = False
         self.kept = None  # why the staging directory stays after exit, if it does
@@ -59,15 +59,19 @@ class OutputDirectory:
             if not self._is_ours():
                 raise OutputError(f"{self.path}: the staging directory rank 0 should have made is missing")
             return self
-        with writing(self.parent, "staging"):
-            os.makedirs(self.parent, exist_ok=True)
-        self._lock()
+        try:
+            self._make_parents()
+            self._lock()
+        except BaseException:
+            self._remove_made_parents()
+            raise
         try:
             # Again, under the lock: a run that held it may have finished this output meanwhile.
             self.state = check_output_path(self.final, self.inputs, self.overwrite)
             self._prepare_staging()
         except BaseException:
             self._unlock()
+            self._remove_made_parents()
             raise
         return self
 
@@ -96,68 +100,42 @@ class OutputDirectory:
             with writing(self.path, "staging"):
                 os.mkdir(self.path)
                 write_atomic(os.path.join(self.path, STAGING_MARKER), self.final, point="staging")
-        with writing(self._done_dir, "staging"):
-            os.makedirs(self._done_dir, exist_ok=True)
+        with writing(self.records.done_dir, "staging"):
+            os.makedirs(self.records.done_dir, exist_ok=True)
+
+    def _make_parents(self):
+        """Creates the missing directories above the output, remembering them (removed again on failure)."""
+        missing, probe = [], self.parent
+        while probe and not os.path.lexists(probe):
+            missing.append(probe)
+            probe = os.path.dirname(probe.rstrip(os.sep))
+        for directory in reversed(missing):
+            with writing(directory, "staging"):
+                try:
+                    os.mkdir(directory)
+                except FileExistsError:  # another output of the same sweep, or another run, made it first
+                    continue
+            self._made.append(directory)
+
+    def _remove_made_parents(self):
+        for directory in reversed(self._made):
+            try:
+                os.rmdir(directory)  # only when empty: never anything another run or the user put there
+            except OSError:
+                break
+        self._made = []
 
     def _keep_only_completed_shards(self):
         """--resume keeps the shards an earlier run completed; everything written after them (index, config
         and tokenizer files, the report) is written again at the end, exactly once."""
-        keep = {DONE_DIR, PLAN_FILE, STAGING_MARKER}
         for name in os.listdir(self.path):
             path = os.path.join(self.path, name)
-            if name in keep or (self.recorded(name) is not None and os.path.isfile(path)):
+            if name in INTERNAL or (self.records.recorded(name) is not None and os.path.isfile(path)):
                 continue
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
-
-    # -- resume state ---------------------------------------------------------
-
-    def claim(self, fingerprint: str):
-        """Records the run's fingerprint. With resume, a staging directory of another command is an error."""
-        path = os.path.join(self.path, PLAN_FILE)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                previous = f.read().strip()
-            if previous != fingerprint:
-                raise OutputError(
-                    f"{self.path} holds a partial output of a different command (other inputs, options or "
-                    "input files changed since); run without --resume to start over"
-                )
-        else:
-            write_atomic(path, fingerprint, point="fingerprint")
-            fsync_dir(self.path)
-
-    def completed(self, name: str, size: int) -> dict | None:
-        """The record of shard file `name` ({"bytes", "sha256", "inexact"}) if an earlier run completed it and
-        it is intact, else None (and any partial file is removed, so it is written again)."""
-        record = self.recorded(name)
-        target = self.file(name)
-        with writing(target, "staging"):
-            if record is not None:
-                if record.get("bytes") == size and os.path.isfile(target) and os.path.getsize(target) == size:
-                    if sha256_file(target) == record.get("sha256"):
-                        return record
-                os.unlink(os.path.join(self._done_dir, name + ".json"))
-            if os.path.lexists(target):
-                os.unlink(target)
-        return None
-
-    def mark_done(self, name: str, size: int, sha256: str, inexact: int = 0):
-        """Records a complete, fsynced shard file."""
-        record = {"bytes": size, "sha256": sha256, "inexact": inexact}
-        write_atomic(os.path.join(self._done_dir, name + ".json"), json.dumps(record), point="marker")
-
-    def recorded(self, name: str) -> dict | None:
-        """The record of a completed shard file (by any rank), without re-reading the file."""
-        marker = os.path.join(self._done_dir, name + ".json")
-        try:
-            with open(marker, encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -165,11 +143,14 @@ class OutputDirectory:
     def commit(self):
         """Makes the staged output durable and moves it to its final path, if --out is as the run found it."""
         with writing(self.path, "commit"):
-            shutil.rmtree(self._done_dir, ignore_errors=True)
-            for name in (PLAN_FILE, STAGING_MARKER):
-                if os.path.exists(os.path.join(self.path, name)):
-                    os.unlink(os.path.join(self.path, name))
+            for name in INTERNAL:
+                path = os.path.join(self.path, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.unlink(path)
         fsync_dir(self.path)
+        faults.check("committing", path=self.final)
         try:
             check_unchanged(self.final, self.state, self.path)
         except OutputError as exc:
@@ -202,6 +183,8 @@ class OutputDirectory:
                     shutil.rmtree(self.path, ignore_errors=True)
         finally:
             self._unlock()
+        if not self.committed and self.kept is None:
+            self._remove_made_parents()
         return False
 
     def _lock(self):
@@ -250,10 +233,3 @@ def kept_outputs(exc) -> list[tuple[str, str]]:
     """(staging directory, "partial" or "finished") for each staging directory the failed run kept."""
     return list(getattr(exc, "chatvec_kept", []))
 
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-    return h.hexdigest()
