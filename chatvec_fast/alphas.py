@@ -125,6 +125,11 @@ def vector_alphas(count: int, alpha=None, alphas=None) -> tuple[list, bool]:
             raise ValueError(f"{count} vectors need {count} alpha lists (--alphas once per --vector, in the same "
                              f"order), got {len(lists)}: {alphas!r}")  # fmt: skip
         per_vector = [normalize_alphas(a if isinstance(a, str) else list(a)) for a in lists]
+        outputs = math.prod(len(values) for values in per_vector)  # counted before the grid is built
+        if outputs > MAX_OUTPUTS:
+            sizes = " x ".join(str(len(values)) for values in per_vector)
+            raise ValueError(f"the alphas of {count} vectors make a grid of {sizes} = {outputs} outputs, each a whole "
+                             f"model; at most {MAX_OUTPUTS}")  # fmt: skip
         return normalize_alphas(list(itertools.product(*per_vector))), True
     given = [1.0] * count if alpha is None else alpha
     if not isinstance(given, (list, tuple)) or len(given) != count:

@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+from .units import format_rate
+
 LOG_INTERVAL = 10.0  # seconds between lines when stderr is not a terminal
 _DRAW_INTERVAL = 0.1
 
@@ -46,7 +48,7 @@ class Progress:
         rate = self.done / elapsed
         frac = min(self.done / self.total, 1.0)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        numbers = (f"{self.done / 1e9:.2f}/{self.total / 1e9:.2f} GB ({100 * frac:.0f}%)  {rate / 1e9:.2f} GB/s  "
+        numbers = (f"{self.done / 1e9:.2f}/{self.total / 1e9:.2f} GB ({100 * frac:.0f}%)  {format_rate(rate)}  "
                    f"ETA {eta:.0f} s")  # fmt: skip
         if not self.tty:
             return f"{self.label}: {numbers}"

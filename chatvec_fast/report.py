@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .plan.types import Plan
-from .units import format_bytes
+from .units import format_bytes, format_rate, plural
 
 # 2: "files" lists every file of the output (1: the shards only), "fingerprint" identifies the run.
 REPORT_FORMAT = 2
@@ -151,7 +151,7 @@ class MergeReport:
         outputs = self.outputs[0] if len(self.outputs) == 1 else f"{len(self.outputs)} outputs"
         fp8 = f", {scales} FP8 scales" if scales else ""
         return (
-            f"{self.tensors} tensors ({computed} {verb}, {self.tensors - computed - scales} copied{fp8}) | "
+            f"{plural(self.tensors, 'tensor')} ({computed} {verb}, {self.tensors - computed - scales} copied{fp8}) | "
             f"read {format_bytes(self.bytes_read)}, wrote {format_bytes(self.bytes_written)} in {self.seconds:.2f} s "
-            f"= {self.gbps:.2f} GB/s | {self.backend} | {outputs}"
+            f"= {format_rate(self.gbps * 1e9)} | {self.backend} | {outputs}"
         )

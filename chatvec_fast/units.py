@@ -45,3 +45,17 @@ def format_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """1.23 GB/s, 4.56 MB/s or 789 kB/s: three digits that say something at any speed (a slow disk at 3 MB/s
+    is not '0.00 GB/s')."""
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if bytes_per_second >= scale:
+            return f"{bytes_per_second / scale:.2f} {unit}"
+    return f"{bytes_per_second:.0f} B/s"
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 tensor', '2 tensors'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

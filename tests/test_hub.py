@@ -168,6 +168,19 @@ def test_offline_revision_not_cached_says_where_it_looked(offline, tmp_path):
         resolve_model("org/other")
 
 
+def test_a_ref_whose_snapshot_was_deleted_is_not_called_cached(offline, tmp_path):
+    """refs/main names a commit whose snapshot folder is gone: the message says so, not 'cached revisions: main'."""
+    import shutil
+
+    snapshot = write_cache(offline, "org/chat", llama_files(tmp_path))
+    shutil.rmtree(snapshot)
+    with pytest.raises(InputError) as e:
+        resolve_model("org/chat", role="chat")
+    msg = str(e.value)
+    assert "revision 'main' is not in the cache" in msg and f"its snapshot {os.path.basename(snapshot)[:12]}" in msg
+    assert "is missing" in msg and "cached revisions of org/chat: main)" not in msg
+
+
 def test_offline_cache_with_a_missing_shard_is_incomplete(offline, tmp_path):
     files = llama_files(tmp_path)
     shards = sorted(n for n in files if n.startswith("model-"))

@@ -112,3 +112,10 @@ def test_a_failed_run_removes_the_directories_it_created_and_only_those(triple, 
     r = cli(command, *model_args(paths), "--out", out, *extra, env={"CHATVEC_FAULT": "write:ENOSPC#2"})
     assert_one_line_error(r, "No space left on device")
     assert os.listdir(tmp_path / "kept") == []  # new/, deeper/ and out/ (a sweep's parent) are gone; kept/ stays
+
+
+def test_small_rates_and_counts_read_as_words():
+    from chatvec_fast.units import format_rate, plural
+
+    assert format_rate(3.87e9) == "3.87 GB/s" and format_rate(4.2e6) == "4.20 MB/s" and format_rate(512) == "512 B/s"
+    assert plural(1, "tensor") == "1 tensor" and plural(0, "tensor") == "0 tensors"

@@ -33,7 +33,7 @@ ALLOWED = {
     "verification": {"read", "plan", "backends", "write", "settings", "report"},
     "testing": {"write", "backends"},
     "api": {"job", "settings", "plan", "report", "run", "verification"},
-    "cli": {"api", "backends", "settings", "testing"},
+    "cli": {"api", "backends", "settings", "testing", "read"},  # read: mergekit's tokenizer_source base
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -120,7 +121,7 @@ def test_cli_merge_loads_and_matches_float64_reference(llama_triples, variant):
         "--quiet",
     )
     assert r.returncode == 0, r.stderr
-    assert "tensors" in r.stdout and "GB/s" in r.stdout
+    assert "tensors" in r.stdout and re.search(r"= \d+\.\d\d [kMG]?B/s", r.stdout), r.stdout
     merged = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16)
     want_state = reference_state(states)
     got_state = merged.state_dict()

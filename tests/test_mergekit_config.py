@@ -294,8 +294,6 @@ REFUSED = {  # name: (config, the key path the error names)
     "dtype_float64": (ta(("dtype", "float64")), "dtype"),
     "out_dtype_float64": (ta(("dtype", "float32"), ("out_dtype", "float64")), "out_dtype"),
     "dtype_unknown": (ta(("dtype", "int8")), "dtype"),
-    "linear_normalize_default": (linear(("parameters", DELETE)), "parameters.normalize"),
-    "linear_normalize_true": (linear(("parameters.normalize", True)), "parameters.normalize"),
     "linear_two_models": (linear(("models", LINEAR["models"][:2])), "models"),
     "linear_not_mirrored": (linear(("models[2].parameters.weight", -0.4)), "models[*].parameters.weight"),
     "linear_filters_differ": (linear(("models[1].parameters.weight", filtered("mlp", 0, 0.5))),
@@ -310,6 +308,28 @@ REFUSED = {  # name: (config, the key path the error names)
     "tokenizer_source_mapping": (ta(("tokenizer.source", {"model": "/m/cp"})), "tokenizer.source"),
     "tokenizer_source_null": (ta(("tokenizer.source", None)), "tokenizer.source"),
 }  # fmt: skip
+
+
+@pytest.mark.parametrize("change", [("parameters", DELETE), ("parameters.normalize", True)], ids=["default", "true"])
+def test_linear_with_normalize_is_accepted_as_its_weights_sum_to_1(tmp_path, change):
+    """cp 1, chat w, base -w: normalize divides by 1 for every tensor, so mergekit's merge is the Chat Vector."""
+    m = read_mergekit_config(config_file(tmp_path, linear(change)))
+    assert m.alpha == 0.5 and any("sum to 1" in note for note in m.notes)
+
+
+def test_tokenizer_source_base_is_accepted_when_cp_has_bases_vocabulary(tmp_path):
+    from chatvec_fast.testing.synthetic import make_triple
+
+    same = make_triple(str(tmp_path / "same"), "tiny")
+    cfg = edit(TA, ("base_model", same["base"]), ("models[0].model", same["chat"]), ("models[1].model", same["cp"]),
+               ("tokenizer_source", "base"))  # fmt: skip
+    m = read_mergekit_config(config_file(tmp_path, cfg, "same.yml"))
+    assert m.cp == same["cp"] and any("whose vocabulary is cp's" in note for note in m.notes)
+    expanded = make_triple(str(tmp_path / "expanded"), "tiny", cp_vocab=600)
+    cfg = edit(cfg, ("base_model", expanded["base"]), ("models[0].model", expanded["chat"]),
+               ("models[1].model", expanded["cp"]))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"tokenizer_source: 'base' gives .* vocabulary is not base's \(600 tokens"):
+        read_mergekit_config(config_file(tmp_path, cfg, "expanded.yml"))
 
 
 def test_the_refused_configs_change_one_thing_of_accepted_ones(tmp_path):

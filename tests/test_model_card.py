@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import yaml
 from conftest import cli, model_args
 
@@ -28,7 +29,8 @@ def test_the_model_card_says_what_was_merged_and_how(triple, tmp_path):
     assert r.returncode == 0, r.stderr
     front, body = card(out)
     assert front["tags"] == ["merge", "chat-vector"] and front["library_name"] == "transformers"
-    assert front["base_model"] == [os.path.abspath(paths["cp"]), "org/chat-model", os.path.abspath(paths["base"])]
+    assert front["base_model"] == ["org/chat-model"]  # Hub ids only; local inputs are named in the body
+    assert os.path.abspath(paths["cp"]) in body and os.path.abspath(paths["base"]) in body
     assert "cp + alpha * (chat - base)" in body and "alpha = 0.5" in body and "0.0: 2 tensors" in body
     assert "--alpha-for 'embed_tokens|lm_head=0'" in body and "chatvec merge" in body and "float64" in body
     assert "0.1.0" in body or "chatvec-fast" in body
@@ -53,4 +55,21 @@ def test_apply_and_sweep_outputs_have_their_own_cards(triple, tmp_path):
     r = cli("apply", "--vector", tmp_path / "v", "--cp", paths["cp"], "--out", tmp_path / "a", "--quiet")
     assert r.returncode == 0
     front, body = card(tmp_path / "a")
-    assert "cp + alpha * vector" in body and os.path.abspath(tmp_path / "v") in front["base_model"]
+    assert "cp + alpha * vector" in body and os.path.abspath(tmp_path / "v") in body and "base_model" not in front
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cp: evil", "cp # comment", "cp\nbase_model: [x]\nlicense: mit", "cp | `x` ```", "- [cp]", "&a *b !!python"],
+    ids=["colon", "hash", "newline-keys", "markdown", "list", "yaml-syntax"],
+)
+def test_hostile_input_names_cannot_change_the_front_matter(triple, tmp_path, name):
+    paths = triple()
+    hostile = tmp_path / name
+    os.rename(paths["cp"], hostile)
+    out = tmp_path / "out"
+    r = cli("merge", "--base", paths["base"], "--chat", paths["chat"], "--cp", hostile, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    front, body = card(out)
+    assert front == {"tags": ["merge", "chat-vector"], "library_name": "transformers"}
+    assert sum(line.startswith("| cp ") for line in body.splitlines()) == 1  # one table row, whatever the name

@@ -589,3 +589,19 @@ def test_mutated_files_give_input_error_or_valid_ranges(tmp_path):
             continue
         size = os.path.getsize(path)
         assert all(0 <= t.offset and t.offset + t.nbytes <= size for t in tensors)
+
+
+@pytest.mark.parametrize("dirname", ["cp$(touch PWNED)", "cp`touch PWNED`", "it's \"quoted\"; touch PWNED"])
+def test_fix_commands_quote_paths_for_the_shell(tmp_path, dirname):
+    """The command a message suggests, pasted into a shell, treats the path as a name: nothing in it runs."""
+    folder = tmp_path / dirname
+    folder.mkdir()
+    x = random_tensor((3, 4), torch.float32, torch.Generator().manual_seed(4))
+    path = save(folder, {"w": x.t()})
+    with pytest.raises(InputError, match="re-save with .contiguous()") as err:
+        read_torch_zip(str(path))
+    command = str(err.value)[str(err.value).index("python -c ") :].replace("python", shlex.quote(sys.executable), 1)
+    r = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "PWNED").exists() and not (folder / "PWNED").exists()
+    check(path, {"w": x.t().contiguous()})  # and the command did its job

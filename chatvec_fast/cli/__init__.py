@@ -12,6 +12,7 @@ import sys
 
 from ..errors import ChatvecError
 from ..settings import Settings
+from ..units import plural
 from .arguments import build_parser
 
 
@@ -26,7 +27,7 @@ def _print_report(report, dry_run: bool) -> int:
     for note in report.notes if not dry_run else ():  # a dry run's plan lists them
         print(f"note: {note}", file=sys.stderr)
     if report.dropped and not dry_run:
-        print(f"note: {len(report.dropped)} tensors of the chat vector are not in cp and were left out: "
+        print(f"note: {plural(len(report.dropped), 'tensor')} of the chat vector not in cp left out: "
               f"{', '.join(report.dropped[:5])}", file=sys.stderr)  # fmt: skip
     if report.inexact:
         print(f"warning: the vector's dtype could not hold {report.inexact} elements of chat - base exactly; "

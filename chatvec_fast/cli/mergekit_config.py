@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 
 from ..errors import ChatvecError
+from ..read.model_files import different_vocabularies
 
 
 class ConfigError(ChatvecError):
@@ -71,6 +73,32 @@ _DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32", "float64": No
 _FLAGS = ("normalize", "rescale", "int8_mask")
 
 
+MAX_CONFIG_BYTES = 1 << 20  # mergekit configs are a few hundred bytes
+# Values of the config with every YAML alias expanded: a real config has tens; an "alias bomb" (each anchor
+# listing the previous one ten times) has 10^9 in a few hundred bytes, which any walk or repr would pay for.
+MAX_VALUES = 10_000
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = 6
+short = _repr.repr  # a bounded repr for messages: never the whole of a value the file controls
+
+
+def _check_size(path: str, doc):
+    """Counts the values of doc as a walk would meet them (aliases expanded), stopping at MAX_VALUES."""
+    count, todo = 0, [doc]
+    while todo:
+        value = todo.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{path}: expands to more than {MAX_VALUES} values (YAML anchors and aliases that "
+                              "repeat each other?); a mergekit config has tens. Write it out plainly")  # fmt: skip
+        if isinstance(value, dict):
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+
+
 def read_mergekit_config(path: str) -> MergekitMerge:
     """Reads a mergekit YAML that computes cp + alpha * (chat - base); raises ConfigError for any other.
 
@@ -80,12 +108,20 @@ def read_mergekit_config(path: str) -> MergekitMerge:
     import yaml  # PyYAML: only this entry point needs it
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the mergekit config: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:  # its message says where: 'in "<file>", line 3, column 7'
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a mergekit config is a few hundred")
+    try:
+        docs = [d for d in yaml.safe_load_all(raw.decode("utf-8")) if d is not None]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except (yaml.YAMLError, RecursionError) as exc:  # its message says where: 'in "<file>", line 3, column 7'
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())[:300]}") from None
+    for doc in docs:
+        _check_size(path, doc)
     if len(docs) != 1:
         what = "is empty" if not docs else f"holds {len(docs)} YAML documents (a mergekit-multi file)"
         raise ConfigError(f"{path}: {what}; chatvec merge takes one config (several alphas: chatvec sweep --alphas)")
@@ -97,7 +133,7 @@ class _Reader:
         self.source, self.notes = source, []
 
     def fail(self, key: str, problem: str, fix: str):
-        raise ConfigError(f"{self.source}: {key}: {problem}; {fix}")
+        raise ConfigError(f"{self.source}: {short(key) if not isinstance(key, str) else key[:200]}: {problem}; {fix}")
 
     def translate(self, doc) -> MergekitMerge:
         if not isinstance(doc, dict):
@@ -107,8 +143,9 @@ class _Reader:
                 self.fail(str(key), *_REFUSED_KEYS.get(key, _UNKNOWN))
         method = doc.get("merge_method")
         if not isinstance(method, str) or method not in _METHODS:
-            fix = "write it as task_arithmetic or linear (see this module's docs), or use mergekit"
-            self.fail("merge_method", f"{method!r}: chatvec computes cp + alpha * (chat - base) only", fix)
+            fix = ("write merge_method: task_arithmetic, with base_model: BASE and models CHAT (weight: alpha) and CP "
+                   "(weight: 1); or use mergekit for other methods")  # fmt: skip
+            self.fail("merge_method", f"{short(method)}: chatvec computes cp + alpha * (chat - base) only", fix)
         shared, per_model = _METHODS[method]
         glob = self._params(doc.get("parameters"), "parameters", method, (*shared, *per_model), {})
         models = doc.get("models")
@@ -120,7 +157,13 @@ class _Reader:
         base_model = None if doc.get("base_model") is None else self._ref(doc["base_model"], "base_model")
         tokenizer, tokenizer_key = self._tokenizer(doc)
         for name, default in shared.items():
-            self._require(self._chain([glob.get(name, [])], default, f"parameters.{name}"), name)
+            rules = self._chain([glob.get(name, [])], default, f"parameters.{name}")
+            if method == "linear" and name == "normalize":  # any value: the weights sum to 1 (see _linear)
+                if any(value for _, value, _ in rules):
+                    self.notes.append("linear with normalize: cp 1, chat w and base -w sum to 1 for every tensor, "
+                                      "so dividing by the sum changes nothing")  # fmt: skip
+                continue
+            self._require(rules, name)
         form = self._task_arithmetic if method == "task_arithmetic" else self._linear
         options, base_note = form(entries, glob, base_model)
         if not options:
@@ -129,12 +172,22 @@ class _Reader:
         base, (chat, chat_at, rules), (cp, cp_at, _) = self._pick(options, tokenizer)
         self.notes.append(f"{method}: {_FITS[method][0]} = cp + w*(chat - base); cp: {cp_at}, chat: {chat_at}, "
                           f"base: {base_note}")  # fmt: skip
-        if tokenizer is not None and (tokenizer != cp or tokenizer in ("union", "base")):  # mergekit's words first
+        if tokenizer in ("base", base) and tokenizer != cp:
+            differ = different_vocabularies(base, cp)
+            if differ:
+                self.fail(tokenizer_key, f"{short(tokenizer)} gives the output base's tokenizer, and {differ}",
+                          f"set it to cp ({cp!r}) or remove it")
+            self.notes.append(f"{tokenizer_key}: base, whose vocabulary is cp's (same tokens, same vocab_size): "
+                              "chatvec writes cp's tokenizer, the same tokens")  # fmt: skip
+        elif tokenizer is not None and (tokenizer != cp or tokenizer == "union"):  # mergekit's words first
             what = _TOKENIZER.get(str(tokenizer), "is not cp; chatvec writes cp's tokenizer")
-            self.fail(tokenizer_key, f"{tokenizer!r} {what}", f"set it to cp ({cp!r}) or remove it")
-        self.notes.append(f"{tokenizer_key}: cp, as chatvec (mergekit lines rows up by token, chatvec by id: the same "
-                          "when cp's vocabulary extends base's)" if tokenizer else "no tokenizer setting: mergekit "
-                          "copies base_model's (and stops if cp's vocabulary is larger), chatvec cp's")  # fmt: skip
+            self.fail(tokenizer_key, f"{short(tokenizer)} {what}", f"set it to cp ({cp!r}) or remove it")
+        if tokenizer is None:
+            self.notes.append("no tokenizer setting: mergekit copies base_model's (and stops if cp's vocabulary is "
+                              "larger), chatvec cp's")  # fmt: skip
+        elif tokenizer not in ("base", base) or tokenizer == cp:
+            self.notes.append(f"{tokenizer_key}: cp, as chatvec (mergekit lines rows up by token, chatvec by id: the "
+                              "same when cp's vocabulary extends base's)")  # fmt: skip
         self.notes.append("chatvec gives the tokenizer chat's chat template (--chat-template-from cp: cp's)")
         *filtered, (_, alpha, _) = rules
         alpha_for = tuple(f"{re.escape(f)}={v!r}" for f, v, _ in filtered)
@@ -155,7 +208,7 @@ class _Reader:
     def _params(self, params, at, method, allowed, top_level_only) -> dict:
         """name -> its rules [(filter or None, value, key path)]."""
         if not isinstance(params, (dict, type(None))):
-            self.fail(at, f"expected a mapping, got {params!r}", "write parameters: {weight: ...}")
+            self.fail(at, f"expected a mapping, got {short(params)}", "write parameters: {weight: ...}")
         out = {}
         for name, setting in (params or {}).items():
             if name in top_level_only:
@@ -176,7 +229,7 @@ class _Reader:
             where = at if isinstance(setting, dict) else f"{at}[{i}]"
             f, value = cond.get("filter"), cond.get("value")
             if set(cond) - {"filter", "value"} or not isinstance(f, (str, type(None))) or isinstance(value, list):
-                self.fail(where, f"expected {{filter: TEXT, value: NUMBER}}, got {cond!r}", "write it that way")
+                self.fail(where, f"expected {{filter: TEXT, value: NUMBER}}, got {short(cond)}", "write it that way")
             # '' is a substring of every name, so it matches every tensor, as '*' and no filter do
             value = self._value(value, f"{where}.value", flag)
             rules.append((None if f in (None, "*", "") else f, value, f"{where}.value"))
@@ -195,7 +248,7 @@ class _Reader:
     def _require(self, rules, name):
         for _, value, at in rules:
             if value != _WHY[name][0]:
-                self.fail(at, f"{value!r} {_WHY[name][1]}", _WHY[name][2])
+                self.fail(at, f"{short(value)} {_WHY[name][1]}", _WHY[name][2])
 
     def _weights(self, params, glob, at):
         return self._chain([params.get("weight", []), glob.get("weight", [])], None, f"{at}.parameters.weight")
@@ -248,7 +301,7 @@ class _Reader:
         if tok is not None and source is not None:
             self.fail("tokenizer", "given with tokenizer_source (mergekit refuses both)", "keep one")
         if not isinstance(tok, (dict, type(None))):
-            self.fail("tokenizer", f"expected a mapping, got {tok!r}", "write tokenizer: {source: CP}")
+            self.fail("tokenizer", f"expected a mapping, got {short(tok)}", "write tokenizer: {source: CP}")
         for key, value in (tok or {}).items():
             if key not in ("source", "tokens", "pad_to_multiple_of") or (key != "source" and value):
                 self.fail(f"tokenizer.{key}", _TOKENIZER.get(key, "not a mergekit tokenizer key"), "remove it")
@@ -260,7 +313,7 @@ class _Reader:
         names = {k: re.sub(r"^torch\.", "", v) if isinstance(v, str) else v for k, v in doc.items() if "dtype" in k}
         for key, name in names.items():
             if name is not None and not (isinstance(name, str) and name in _DTYPES):
-                self.fail(key, f"{doc[key]!r}: not a dtype chatvec can write", "use bfloat16, float16 or float32")
+                self.fail(key, f"{short(doc[key])}: not a dtype chatvec can write", "use bfloat16, float16 or float32")
         if names.get("dtype"):
             self.notes.append(f"dtype {names['dtype']}: mergekit's arithmetic; chatvec's is float64, rounded once")
         key = "out_dtype" if names.get("out_dtype") else "dtype"  # mergekit writes `dtype` when out_dtype is absent
@@ -276,7 +329,7 @@ class _Reader:
         text = value if isinstance(value, str) else ""
         what = "a LoRA adapter (MODEL+LORA)" if "+" in text else "a revision (MODEL@REVISION)" if "@" in text else ""
         if not text or what:
-            self.fail(at, f"{value!r} names {what or 'no model'}", "name a directory holding a full checkpoint")
+            self.fail(at, f"{short(value)} names {what or 'no model'}", "name a directory holding a full checkpoint")
         return value
 
     def _value(self, value, at, flag: bool):
@@ -286,7 +339,7 @@ class _Reader:
                 return value
         except (TypeError, ValueError):
             pass
-        self.fail(at, f"{value!r} is not {'true or false' if flag else 'a finite number'}", "correct it")
+        self.fail(at, f"{short(value)} is not {'true or false' if flag else 'a finite number'}", "correct it")
 
 
 def _ones(rules) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 
 from ..errors import PlanError
-from ..units import format_bytes
+from ..units import format_bytes, plural
 
 # How many offending names an error lists before "... and N more".
 MAX_LISTED = 5
@@ -77,7 +77,7 @@ def _fmt_alpha(a) -> str:
 def describe_plan(plan) -> str:
     """The --dry-run report of a Plan."""
     alphas = ", ".join(map(_fmt_alpha, plan.options.alphas))
-    lines = [f"plan: {len(plan.tensors)} tensors, alpha {alphas}"]
+    lines = [f"plan: {plural(len(plan.tensors), 'tensor')}, alpha {alphas}"]
     for policy, count in sorted(plan.policy_counts().items()):
         lines.append(f"  {count:6d}  {policy}")
     if plan.dropped:
@@ -86,7 +86,7 @@ def describe_plan(plan) -> str:
     if len(groups) > 1 or (groups and next(iter(groups)) != tuple(plan.options.alphas)):
         lines.append("alphas by tensor:")
         for a, names in groups.items():
-            lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {len(names)} tensors ({listing(names)})")
+            lines.append(f"  {', '.join(map(_fmt_alpha, a))}: {plural(len(names), 'tensor')} ({listing(names)})")
     for token, chat_row, cp_row in plan.special_rows:
         lines.append(f"  special token {token!r}: row {cp_row} of the vocabulary tensors from chat's row {chat_row}")
     for t in plan.appended:
@@ -97,7 +97,7 @@ def describe_plan(plan) -> str:
     kind = "1 file" if plan.single_file else f"{len(plan.shards)} shards + index"
     lines.append(f"output: {kind}, {format_bytes(plan.write_nbytes)} per output")
     for shard in plan.shards:
-        lines.append(f"  {shard.filename}: {len(shard.tensors)} tensors, {format_bytes(shard.data_nbytes)}")
+        lines.append(f"  {shard.filename}: {plural(len(shard.tensors), 'tensor')}, {format_bytes(shard.data_nbytes)}")
     lines.append(f"reads {format_bytes(plan.read_nbytes)} from the inputs")
     return "\n".join(lines)
 

@@ -188,10 +188,20 @@ class HubRepo:
             return None
 
     def _cached(self) -> str:
-        """What the cache holds for this repo, for an error message."""
+        """What the cache holds for this repo, for an error message: each cached ref and whether its snapshot is
+        there (a ref whose snapshot folder was deleted is named as such, not as a cached revision)."""
         refs = os.path.join(self.storage, "refs")
         names = sorted(os.path.relpath(os.path.join(d, f), refs) for d, _, fs in os.walk(refs) for f in fs)
-        return f"cached revisions of {self.repo_id}: {', '.join(names) or 'none'}"
+        found = []
+        for name in names:
+            try:
+                with open(os.path.join(refs, name), encoding="utf-8") as f:
+                    commit = f.read(100).strip()
+            except (OSError, UnicodeDecodeError):
+                commit = ""
+            here = bool(commit) and os.path.isdir(os.path.join(self.storage, "snapshots", commit))
+            found.append(name if here else f"{name} (its snapshot {commit[:12] or '?'} is missing: deleted?)")
+        return f"cached revisions of {self.repo_id}: {', '.join(found) or 'none'}"
 
     def _record_ref(self, commit: str) -> None:
         """refs/<branch or tag> -> commit, as snapshot_download writes it, so that an offline run finds it."""

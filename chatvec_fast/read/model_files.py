@@ -13,10 +13,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import reprlib
 
 from ..errors import InputError
 from ..filenames import (
     CHAT_TEMPLATE_FILES,
+    CONFIG_NAME,
     REPORT_NAME,
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
@@ -26,6 +28,10 @@ from ..filenames import (
 from .json_file import load_json, load_json_object
 
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
+MAX_TOKEN_ID = 1 << 31  # the largest vocabularies have ~260,000 tokens; an id past 2^31 indexes nothing real
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+short = _repr.repr  # a bounded repr of a value the file controls
 
 
 def model_files(model_dir: str, patterns, exclude=()) -> list[str]:
@@ -74,10 +80,10 @@ def has_vocab(model_dir: str) -> bool:
 def _token_id(path: str, token, value, where: str) -> int:
     """A token id from a tokenizer file, which is input like any other: a non-negative integer, else an error
     naming the file and the token (a negative id would otherwise address the bytes before a tensor)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_TOKEN_ID:
         raise InputError(
-            f"{path}: {where} gives token {token!r} the id {value!r}; token ids are non-negative integers. "
-            "The tokenizer file is corrupt: re-download it, or save it again with transformers"
+            f"{path}: {where} gives token {short(token)} the id {short(value)}; token ids are integers from 0 to "
+            f"{MAX_TOKEN_ID - 1}. The tokenizer file is corrupt: re-download it, or save it again with transformers"
         )
     return value
 
@@ -194,3 +200,27 @@ def vector_inexact(vector) -> int:
     if isinstance(count, str) and count.isdigit():
         count = int(count)
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+
+
+def different_vocabularies(a: str, b: str) -> str | None:
+    """None when model directories a and b hold the same vocabulary (the same tokens at the same ids in
+    tokenizer.json, or the same tokenizer.model bytes, and the same config vocab_size); else how they differ."""
+    for d in (a, b):
+        if not os.path.isdir(d):
+            return f"whether cp's vocabulary is base's cannot be checked: {d} is not a local directory"
+    if has_vocab(a) and has_vocab(b):
+        va, vb = load_vocab(a), load_vocab(b)
+        if va != vb:
+            only = sorted(set(va) ^ set(vb), key=str)[:3] or [t for t in va if va[t] != vb.get(t)][:3]
+            shown = ", ".join(map(short, only))
+            return f"cp's vocabulary is not base's ({len(vb)} tokens against {len(va)}; e.g. {shown})"
+    else:
+        files = [os.path.join(d, "tokenizer.model") for d in (a, b)]
+        if not all(os.path.isfile(f) for f in files):
+            return "whether cp's vocabulary is base's cannot be checked: they lack tokenizer.json (and tokenizer.model)"
+        if open(files[0], "rb").read() != open(files[1], "rb").read():
+            return "cp's tokenizer.model is not base's"
+    sizes = [optional_json(d, CONFIG_NAME).get("vocab_size") for d in (a, b)]
+    if sizes[0] != sizes[1]:
+        return f"cp's vocab_size is {sizes[1]}, base's {sizes[0]}"
+    return None

@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import reprlib
+import shlex
 from typing import NamedTuple
 
 from ..dtypes import itemsize
@@ -157,17 +158,51 @@ ALLOWED = {
 def convert_to_safetensors_command(path: str) -> str:
     """The one-liner that converts a trusted checkpoint to safetensors (it runs the file's pickle)."""
     out = os.path.splitext(path)[0] + ".safetensors"
-    return (
-        f'python -c "import torch, safetensors.torch as st; sd = torch.load({path!r}, weights_only=False); '
-        f'st.save_file({{k: v.contiguous().clone() for k, v in sd.items()}}, {out!r})"'
-    )
+    code = (f"import torch, safetensors.torch as st; sd = torch.load({path!r}, weights_only=False); "
+            f"st.save_file({{k: v.contiguous().clone() for k, v in sd.items()}}, {out!r})")  # fmt: skip
+    return shlex.join(["python", "-c", code])
+
+
+def _key(unpickler, key):
+    """A dict key of the pickle: a state dict's keys are strings. Anything else is refused before it is hashed:
+    50 nested tuples memoised as (t, t) are 107 bytes of pickle and 2^50 steps of hash()."""
+    if not isinstance(key, str):
+        raise unpickler._bad(f"a dict key of type {type(key).__name__}; a state dict's keys are strings")
+    return key
 
 
 class _Unpickler(pickle._Unpickler):  # the pure-Python one: see the module docstring
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def __init__(self, path: str, data: bytes):
         super().__init__(io.BytesIO(data))
         self.path = path
         self.storages: dict[str, StorageRef] = {}
+
+    # Every opcode that hashes a value the file built: dict keys must be strings, sets are refused.
+    def load_setitem(self):
+        value = self.stack.pop()
+        key = _key(self, self.stack.pop())
+        self.stack[-1][key] = value
+
+    def load_setitems(self):
+        items = self.pop_mark()
+        target = self.stack[-1]
+        for i in range(0, len(items), 2):
+            target[_key(self, items[i])] = items[i + 1]
+
+    def load_dict(self):
+        items = self.pop_mark()
+        self.append({_key(self, items[i]): items[i + 1] for i in range(0, len(items), 2)})
+
+    def load_set(self):
+        raise self._bad("a set; a state dict holds none")
+
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.DICT[0]] = load_dict
+    for _opcode in (pickle.EMPTY_SET, pickle.ADDITEMS, pickle.FROZENSET):
+        dispatch[_opcode[0]] = load_set
 
     def find_class(self, module, name):
         qualname = f"{module}.{name}"
@@ -243,9 +278,9 @@ def read_state_dict(path: str, data: bytes) -> list[tuple[str, TensorRef]]:
         fix = f"torch.load({path!r}, weights_only=True)[{name!r}]" if isinstance(value, dict) else (
             f"{{k: v for k, v in torch.load({path!r}, weights_only=True).items() if isinstance(v, torch.Tensor)}}"
         )  # fmt: skip
+        code = f"import torch; torch.save({fix}, 'tensors.bin')"
         raise InputError(
             f"{path}: state dict key {name!r} holds {kind}, not a tensor; a model checkpoint holds only tensors "
-            f'(is this a training checkpoint?). Save the tensors alone: python -c "import torch; torch.save({fix}, '
-            f"'tensors.bin')\""
+            f"(is this a training checkpoint?). Save the tensors alone: {shlex.join(['python', '-c', code])}"
         )
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import shlex
 import struct
 import zipfile
 import zlib
@@ -53,8 +54,10 @@ class TorchTensor:
 
 
 def resave_command(path: str, value: str = "sd") -> str:
-    """A one-liner that re-saves `path` in the current format with torch's safe (weights_only) loader."""
-    return f'python -c "import torch; sd = torch.load({path!r}, weights_only=True); torch.save({value}, {path!r})"'
+    """A one-liner that re-saves `path` in the current format with torch's safe (weights_only) loader. Quoted
+    for the shell (shlex): a path such as cp$(touch X) is a name, never a command."""
+    code = f"import torch; sd = torch.load({path!r}, weights_only=True); torch.save({value}, {path!r})"
+    return shlex.join(["python", "-c", code])
 
 
 def is_torch_zip(path: str) -> bool:

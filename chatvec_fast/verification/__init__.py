@@ -27,6 +27,7 @@ from ..plan.fp8 import fp8_scales
 from ..progress import Progress
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import special_rows
+from ..units import plural
 from .expected import Expectation, Rule, rules_for
 from .files import check_files
 from .report_file import load_report
@@ -80,12 +81,12 @@ class VerifyReport:
             return "\n".join(lines + [f"  {p}" for p in self.file_problems])
         share = self.equal / self.checked if self.checked else 1.0
         head = (
-            f"{self.output}: {len(self.tensors)} tensors, {self.checked} elements checked, "
+            f"{self.output}: {plural(len(self.tensors), 'tensor')}, {self.checked} elements checked, "
             f"{100 * share:.6f}% bit-identical to the float64 reference, max {self.max_ulp} ulp; {files}"
         )
         if self.ok:
             return head + " -- OK"
-        lines = [head + f" -- FAILED ({len(self.failures)} tensors)"]
+        lines = [head + f" -- FAILED ({plural(len(self.failures), 'tensor')})"]
         lines += [f"  {p}" for p in (*self.problems, *self.file_problems)]
         for t in self.failures[:10]:
             detail = t.problem or f"{t.checked - t.equal} of {t.checked} elements differ, up to {t.max_ulp} ulp"
