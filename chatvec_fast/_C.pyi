@@ -17,6 +17,11 @@ F64: int
 F8_E4M3: int
 F8_E5M2: int
 MAX_VECTORS: int
+# name -> code tables of the C++ enums (chatvec_fast/kernel_codes.py holds the same; a test compares them)
+DTYPE_CODES: dict[str, int]
+MODE_CODES: dict[str, int]
+SCALE_KIND_CODES: dict[str, int]
+NO_SCALE: int
 
 # run()'s operands (chatvec_fast/backends/native.py builds them from backends/call.py's dataclasses):
 # a scale is (kind: 0 tensor, 1 row, 2 block, float32 buffer, cols, first_element, block_rows, block_cols,

@@ -93,6 +93,10 @@ PYBIND11_MODULE(_C, m) {
   m.attr("F8_E4M3") = static_cast<int>(chatvec::kF8E4M3);
   m.attr("F8_E5M2") = static_cast<int>(chatvec::kF8E5M2);
   m.attr("MAX_VECTORS") = chatvec::kMaxVectors;
+  m.attr("DTYPE_CODES") = chatvec::code_table(chatvec::kDTypeNames);
+  m.attr("MODE_CODES") = chatvec::code_table(chatvec::kModeNames);
+  m.attr("SCALE_KIND_CODES") = chatvec::code_table(chatvec::kScaleKindNames);
+  m.attr("NO_SCALE") = static_cast<int>(chatvec::kNoScale);
 
   m.def("merge", &py_merge, "base"_a, "base_dtype"_a, "chat"_a, "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "n"_a, "alphas"_a,
         "outs"_a, "out_dtype"_a, "threads"_a = 0,

@@ -14,6 +14,25 @@ namespace chatvec {
 
 namespace py = pybind11;
 
+// The names Python uses for the codes (chatvec_fast/kernel_codes.py, which tests/test_kernel_codes.py checks
+// against these tables through the module's DTYPE_CODES, MODE_CODES and SCALE_KIND_CODES).
+struct NamedCode {
+  const char* name;
+  int code;
+};
+constexpr NamedCode kDTypeNames[] = {{"F32", kF32},         {"F16", kF16},        {"BF16", kBF16},
+                                     {"F64", kF64},         {"F8_E4M3", kF8E4M3}, {"F8_E5M2", kF8E5M2}};
+constexpr NamedCode kModeNames[] = {
+    {"merge", kMergeMode}, {"apply", kApplyMode}, {"extract", kExtractMode}, {"convert", kConvertMode}};
+constexpr NamedCode kScaleKindNames[] = {{"tensor", kTensorScale}, {"row", kRowScale}, {"block", kBlockScale}};
+
+template <size_t N>
+py::dict code_table(const NamedCode (&names)[N]) {
+  py::dict table;
+  for (const auto& n : names) table[n.name] = n.code;
+  return table;
+}
+
 inline DType to_dtype(int code, const std::string& what) {
   if (code < kF32 || code > kF8E5M2)
     throw py::value_error(what + ": unknown dtype code " + std::to_string(code) +

@@ -15,8 +15,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from chatvec_fast import _native
 from chatvec_fast.backends.reference import TORCH_DTYPES
 from chatvec_fast.backends.reference import ulp_distance as reference_ulp_distance
+
+requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 
 SCALE = 0.02  # weights ~ N(0, 0.02^2)
 DELTA = 0.002  # fine-tuning deltas ~ N(0, 0.002^2)

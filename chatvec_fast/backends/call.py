@@ -36,11 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..dtypes import FP8, KERNEL_CODES, KERNEL_OUTPUTS, itemsize
+from ..kernel_codes import MAX_VECTORS, MODE_CODES, SCALE_KIND_CODES
 
-MODES = {"merge": 0, "apply": 1, "extract": 2, "convert": 3}  # csrc/kernel_call.h Mode
-SCALE_KINDS = {"tensor": 0, "row": 1, "block": 2}  # csrc/kernel_call.h ScaleKind
-MAX_VECTORS = 16  # csrc/kernel_call.h kMaxVectors
-MAX_TRITON_VECTORS = 4  # kernels/merge.py: one pointer argument per vector
+MODES = MODE_CODES  # the codes, one source for csrc/ and kernels/ (kernel_codes.py)
+SCALE_KINDS = SCALE_KIND_CODES
 FP8_MAX = 448.0  # largest finite e4m3fn value
 
 

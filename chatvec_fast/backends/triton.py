@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..dtypes import KERNEL_CODES, itemsize
-from .call import MAX_TRITON_VECTORS, SCALE_KINDS, KernelCall, legacy_call, operands, scale_entries, validate
+from ..kernel_codes import MAX_TRITON_VECTORS, NO_SCALE
+from .call import SCALE_KINDS, KernelCall, legacy_call, operands, scale_entries, validate
 from .triton_device import DeviceSet, Now, Pending
 
 DEFAULT_GPU_MEMORY = 2 << 30  # 2 GiB: three buffer sets of (3 + K) x 4 MiB fit many times over
@@ -192,7 +193,7 @@ class TritonBackend:
             device_bytes = dev.buffer(f"in{self._k.SLOTS.index(name)}", nbytes)
             if nbytes:
                 device_bytes.copy_(self._host(op.buffer, nbytes), non_blocking=self._pin)
-            kind = -1
+            kind = NO_SCALE
             if op.scale is not None:
                 s = op.scale
                 kind = SCALE_KINDS[s.kind]
