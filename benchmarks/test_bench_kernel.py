@@ -111,13 +111,15 @@ def test_triton_interpreter_smoke(benchmark):
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no GPU, and TRITON_INTERPRET=1 was not set before triton was imported")
     from chatvec_fast.backends import get_backend
+    from chatvec_fast.backends.call import KernelCall, Operand
 
     n = 50_000
     base, chat, cp, _ = buffers(1 << 20)
     tri = get_backend("triton")
     out = np.empty(2 * n, np.uint8)
-    benchmark.pedantic(lambda: tri.compute(as_np(base[:n]), "BF16", as_np(chat[:n]), "BF16", as_np(cp[:n]), "BF16",
-                                         n, [0.5], [out], "BF16"), rounds=1, iterations=1)  # fmt: skip
+    call = KernelCall(n, "merge", [out], "BF16", [[0.5]], base=Operand(as_np(base[:n]), "BF16"),
+                      chat=Operand(as_np(chat[:n]), "BF16"), cp=Operand(as_np(cp[:n]), "BF16"))  # fmt: skip
+    benchmark.pedantic(lambda: tri.compute(call), rounds=1, iterations=1)
     want = merge_reference(base[:n], chat[:n], cp[:n], [0.5], torch.bfloat16)[0]
     assert torch.equal(torch.from_numpy(out).view(torch.int16), want.view(torch.int16))
     benchmark.extra_info["note"] = "interpreter: the time is not a measurement"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from chatvec_fast import _native
+from chatvec_fast.backends.call import KernelCall, Operand
 from chatvec_fast.backends.reference import TORCH_DTYPES
 from chatvec_fast.backends.reference import ulp_distance as reference_ulp_distance
 
@@ -48,6 +50,42 @@ def realistic_triple(shape, dtypes, seed, hostile=False):
             flat[idx] = specials[torch.randint(0, len(specials), (len(idx),), generator=g)]
         out.append(t.to(TORCH_DTYPES[dtype]))
     return out
+
+
+def as_buffer(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes as a uint8 array (a view where it is contiguous)."""
+    return bits(t.contiguous()).reshape(-1).numpy().view(np.uint8)
+
+
+def tensor_call(base, chat, cp, alphas, out_dtype: str) -> KernelCall:
+    """The KernelCall of CPU tensors of one shape, its mode from those given (None where absent): base, chat
+    and cp merge; chat and cp apply chat as one saved vector; base and chat extract; cp alone converts.
+    Fresh zeroed output buffers, one per alpha (extract: one)."""
+    dtype_name = {v: k for k, v in TORCH_DTYPES.items()}
+
+    def op(t):
+        return None if t is None else Operand(as_buffer(t), dtype_name[t.dtype])
+
+    some = next(t for t in (cp, chat, base) if t is not None)
+    n, width = some.numel(), torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size()
+    k = 1 if cp is None else len(alphas)
+    outs = [np.zeros(n * width, np.uint8) for _ in range(k)]
+    rows = [[float(a)] for a in alphas[:k]]
+    if cp is None:
+        return KernelCall(n, "extract", outs, out_dtype, [[1.0]], base=op(base), chat=op(chat))
+    if chat is None:
+        return KernelCall(n, "convert", outs, out_dtype, [[1.0]] * k, cp=op(cp))
+    if base is None:
+        return KernelCall(n, "apply", outs, out_dtype, rows, cp=op(cp), vectors=(op(chat),))
+    return KernelCall(n, "merge", outs, out_dtype, rows, base=op(base), chat=op(chat), cp=op(cp))
+
+
+def call_outputs(call: KernelCall, shape) -> list[torch.Tensor]:
+    """A call's output buffers as tensors of its out_dtype and the given shape."""
+    dtype = TORCH_DTYPES[call.out_dtype]
+    if call.n == 0:
+        return [torch.empty(shape, dtype=dtype) for _ in call.outs]
+    return [torch.from_numpy(o).view(dtype).reshape(shape) for o in call.outs]
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bits_equal, realistic_triple
+from conftest import as_buffer, assert_bits_equal, realistic_triple
 from fp8_data import chunk_operand, quantize
 from test_fp8_kernel import WIDTH, check, each_isa
-from test_kernel import as_buffer, run_backend
+from test_kernel import run_backend
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
-from chatvec_fast.backends.call import KernelCall, Operand, OutScale, legacy_call
+from chatvec_fast.backends.call import KernelCall, Operand, OutScale
 from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
 from chatvec_fast.backends.reference_call import reference_call
 
@@ -81,7 +81,7 @@ def test_triton_vectors(m, k):
 @pytest.mark.parametrize("backend_name", ["torch"] + (["native"] if _native.available else []) + ["triton"])
 @pytest.mark.parametrize("vector_dtype", ["F32", "F64", "BF16"])
 def test_one_vector_is_the_original_apply(backend_name, vector_dtype):
-    """M = 1 through compute_call gives the bits of compute(None, vector, ...) and of merge_reference."""
+    """M = 1 written out as a KernelCall gives the bits of the tensor helper's apply and of merge_reference."""
     if backend_name == "triton":
         pytest.importorskip("triton", reason="triton not installed")
     base, chat, cp = realistic_triple((30_011,), ("BF16", "BF16", "F16"), seed=21, hostile=True)
@@ -90,14 +90,14 @@ def test_one_vector_is_the_original_apply(backend_name, vector_dtype):
     old = run_backend(backend, None, vector, cp, [0.5, -2.0], "BF16")
     n = cp.numel()
     outs = [np.zeros(2 * n, np.uint8) for _ in range(2)]
-    call = legacy_call(None, None, as_buffer(vector), vector_dtype, as_buffer(cp), "F16", n, [0.5, -2.0], outs, "BF16")
-    assert call.mode == "apply" and len(call.vectors) == 1
-    backend.compute_call(call)
+    vectors = (Operand(as_buffer(vector), vector_dtype),)
+    call = KernelCall(n, "apply", outs, "BF16", [[0.5], [-2.0]], cp=Operand(as_buffer(cp), "F16"), vectors=vectors)
+    backend.compute(call)
     want = merge_reference(None, vector, cp, [0.5, -2.0], torch.bfloat16)
     for o, g, w in zip(outs, old, want):
         new = torch.from_numpy(o).view(torch.bfloat16)
-        assert_bits_equal(new, g, f"{backend_name}: compute_call vs compute")
-        assert_bits_equal(new, w, f"{backend_name}: compute_call vs merge_reference")
+        assert_bits_equal(new, g, f"{backend_name}: KernelCall vs run_backend")
+        assert_bits_equal(new, w, f"{backend_name}: KernelCall vs merge_reference")
 
 
 def test_vectors_accumulate_in_order():
@@ -111,9 +111,7 @@ def test_vectors_accumulate_in_order():
     assert result.item() == 1.0  # each addition of 2^-53 to 1.0 is a tie that rounds to even
     for name in ["torch"] + (["native"] if _native.available else []):
         out = np.zeros(8, np.uint8)
-        get_backend(name).compute_call(
-            KernelCall(1, "apply", [out], "F64", [[1.0, 1.0]], cp=call.cp, vectors=call.vectors)
-        )
+        get_backend(name).compute(KernelCall(1, "apply", [out], "F64", [[1.0, 1.0]], cp=call.cp, vectors=call.vectors))
         assert out.view(np.float64)[0] == 1.0, name
 
 
@@ -123,9 +121,9 @@ def test_too_many_vectors_are_refused_with_the_limit():
     call = KernelCall(n, "apply", [np.zeros(4 * n, np.uint8)], "F32", [[1.0] * 5], cp=v, vectors=(v,) * 5)
     pytest.importorskip("triton", reason="triton not installed")
     with pytest.raises(ValueError, match="1 to 4 on the triton backend"):
-        get_backend("triton").compute_call(call)
+        get_backend("triton").compute(call)
     if _native.available:
-        get_backend("native").compute_call(call)  # 5 is fine natively
+        get_backend("native").compute(call)  # 5 is fine natively
         big = KernelCall(n, "apply", call.outs, "F32", [[1.0] * 17], cp=v, vectors=(v,) * 17)
         with pytest.raises(ValueError, match="1 to 16"):
-            get_backend("native").compute_call(big)
+            get_backend("native").compute(big)

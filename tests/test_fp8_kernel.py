@@ -89,7 +89,7 @@ def check(backend, factory, what=""):
     written past the chunk)."""
     want_call, got_call = factory(), factory()
     results, scales, count = reference_call(want_call)
-    got_count = backend.compute_call(got_call)
+    got_count = backend.compute(got_call)
     n = got_call.n
     for k, (out, result) in enumerate(zip(got_call.outs, results)):
         want = result.contiguous().view(-1).view(torch.uint8).numpy()
@@ -245,6 +245,6 @@ def test_zero_groups_get_scale_one():
         bufs, out = [np.zeros(16, np.uint8)], np.full(n, 0xAB, np.uint8)
         call = KernelCall(n, "convert", [out], "F8_E4M3", [[1.0]], cp=Operand(cp.view(np.uint8), "BF16"),
                           out_scale=OutScale("row", bufs, cols, 0))  # fmt: skip
-        get_backend(name).compute_call(call)
+        get_backend(name).compute(call)
         assert (bufs[0].view(np.float32) == 1.0).all(), name
         assert out[20] == 0x80 and (np.delete(out, 20) == 0).all(), name

@@ -72,7 +72,7 @@ def test_every_code_decodes_exactly(backend_name, dtype):
         s = None if scale is None else Scale("row", scale, cols=128, first_element=0)
         out = np.zeros(256 * 8, np.uint8)
         call = KernelCall(256, "convert", [out], "F64", [[1.0]], cp=Operand(codes, dtype, s))
-        get_backend(backend_name).compute_call(call)
+        get_backend(backend_name).compute(call)
         want = fp8_table(dtype) * (1.0 if scale is None else np.repeat(scale.astype(np.float64), 128))
         got = out.view(np.float64)
         assert same(got, want), np.nonzero(~((got == want) | np.isnan(want)))[0][:8]
@@ -109,7 +109,7 @@ def test_kernels_round_to_e4m3_like_the_oracle(backend_name):
     out, scales = np.zeros(n, np.uint8), np.zeros(4 * rows, np.uint8)
     call = KernelCall(n, "convert", [out], "F8_E4M3", [[1.0]], cp=Operand(grid.reshape(-1).view(np.uint8), "F64"),
                       out_scale=OutScale("row", [scales], cols, 0))  # fmt: skip
-    get_backend(backend_name).compute_call(call)
+    get_backend(backend_name).compute(call)
     assert (scales.view(np.float32) == 1.0).all()
     want = nearest_codes(grid.reshape(-1), "F8_E4M3")
     bad = np.nonzero(out != want)[0]

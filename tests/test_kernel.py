@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bits_equal, bits, realistic_triple, ulp_distance
+from conftest import assert_bits_equal, bits, call_outputs, realistic_triple, tensor_call, ulp_distance
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
@@ -22,29 +22,11 @@ ALPHAS = (0.0, 0.5, 0.7, 1.0, -1.0, 2.5)
 requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 
 
-def as_buffer(t: torch.Tensor) -> np.ndarray:
-    return bits(t.contiguous()).reshape(-1).numpy().view(np.uint8)
-
-
 def run_backend(backend, base, chat, cp, alphas, out_dtype: str) -> list[torch.Tensor]:
-    n = cp.numel()
-    outs = [np.zeros(n * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8) for _ in alphas]
-    dt = {v: k for k, v in TORCH_DTYPES.items()}
-    backend.compute(
-        None if base is None else as_buffer(base),
-        None if base is None else dt[base.dtype],
-        None if chat is None else as_buffer(chat),
-        None if chat is None else dt[chat.dtype],
-        as_buffer(cp),
-        dt[cp.dtype],
-        n,
-        alphas,
-        outs,
-        out_dtype,
-    )
-    if n == 0:
-        return [torch.empty(cp.shape, dtype=TORCH_DTYPES[out_dtype]) for _ in outs]
-    return [torch.from_numpy(o).view(TORCH_DTYPES[out_dtype]).reshape(cp.shape) for o in outs]
+    """The backend's outputs for tensors (the mode from which are None: see conftest.tensor_call)."""
+    call = tensor_call(base, chat, cp, alphas, out_dtype)
+    backend.compute(call)
+    return call_outputs(call, (cp if cp is not None else chat).shape)
 
 
 def exact_backends():
@@ -208,12 +190,9 @@ def test_extract_mode_counts_inexact_elements(backend_name, out_dtype):
     from chatvec_fast.backends.reference import count_inexact
 
     base, chat, _ = realistic_triple((40_009,), ("F32", "BF16", "BF16"), seed=8, hostile=True)
-    backend = get_backend(backend_name)
-    out = np.zeros(40_009 * torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size(), np.uint8)
-    count = backend.compute(
-        as_buffer(base), "F32", as_buffer(chat), "BF16", None, None, 40_009, [1.0], [out], out_dtype
-    )
-    got = torch.from_numpy(out).view(TORCH_DTYPES[out_dtype])
+    call = tensor_call(base, chat, None, [1.0], out_dtype)
+    count = get_backend(backend_name).compute(call)
+    (got,) = call_outputs(call, base.shape)
     want = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[out_dtype])[0]
     assert_bits_equal(got, want, f"extract -> {out_dtype}")
     exact = chat.double() - base.double()

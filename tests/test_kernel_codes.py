@@ -28,8 +28,9 @@ def test_python_modules_take_the_codes_from_the_one_source():
 
 def test_the_triton_constants_equal_the_python_codes():
     pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
-    from chatvec_fast.backends.triton import TritonBackend
     from chatvec_fast.kernels import convert, launch, merge
+
+    from chatvec_fast.backends.triton import TritonBackend
 
     for name, code in kernel_codes.DTYPE_CODES.items():
         assert getattr(convert, name).value == code, name

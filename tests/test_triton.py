@@ -9,9 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from conftest import assert_bits_equal, realistic_triple
-from test_kernel import as_buffer, dtype_mixes, run_backend
+from conftest import assert_bits_equal, realistic_triple, tensor_call
+from test_kernel import dtype_mixes, run_backend
 
 from chatvec_fast import _native, merge
 from chatvec_fast.backends import get_backend
@@ -49,15 +48,9 @@ def test_triton_grid_matches_native(mix, out_dtype, k):
 def test_triton_extract_apply_convert(out_dtype):
     tri, nat = get_backend("triton"), oracle("native")
     base, chat, cp = realistic_triple((20_011,), ("BF16", "F32", "F16"), seed=3, hostile=True)
-    n = 20_011
-    size = torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size()
-    outs = {name: np.zeros(n * size, np.uint8) for name in ("tri", "nat")}
-    counts = {}
-    for name, backend in (("tri", tri), ("nat", nat)):
-        counts[name] = backend.compute(
-            as_buffer(base), "BF16", as_buffer(chat), "F32", None, None, n, [1.0], [outs[name]], out_dtype
-        )
-    assert np.array_equal(outs["tri"], outs["nat"]) and counts["tri"] == counts["nat"]
+    calls = {name: tensor_call(base, chat, None, [1.0], out_dtype) for name in ("tri", "nat")}
+    counts = {name: backend.compute(calls[name]) for name, backend in (("tri", tri), ("nat", nat))}
+    assert np.array_equal(calls["tri"].outs[0], calls["nat"].outs[0]) and counts["tri"] == counts["nat"]
     vector = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[out_dtype])[0]
     for g, w in zip(
         run_backend(tri, None, vector, cp, [0.5, 2.0], "BF16"), run_backend(nat, None, vector, cp, [0.5, 2.0], "BF16")

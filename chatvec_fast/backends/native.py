@@ -19,24 +19,7 @@ class NativeBackend:
     def describe(self) -> str:
         return f"native ({self._c.active_isa()}, {self.threads} threads)"
 
-    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
-        # The original entry point calls _C.merge directly: no per-call tuples on the pipeline's hot path.
-        codes = KERNEL_CODES
-        return self._c.merge(
-            base,
-            codes.get(base_dtype, 0),
-            chat,
-            codes.get(chat_dtype, 0),
-            cp,
-            codes.get(cp_dtype, 0),
-            n,
-            list(alphas),
-            list(outs),
-            codes[out_dtype],
-            self.threads,
-        )
-
-    def compute_call(self, call: KernelCall) -> int:
+    def compute(self, call: KernelCall) -> int:
         """Runs one KernelCall (backends/call.py); returns extract's count of inexact elements, else 0."""
         validate(call, MAX_VECTORS, "native")
         alphas = [[float(a) for a in row] for row in call.alphas] if call.mode in ("merge", "apply") else []
