@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     from chatvec_fast import _native
-    from chatvec_fast.backends.reference import merge_reference
+    from chatvec_fast.testing.calls import oracle_outputs, tensor_call
 
     c = _native.require()
     threads = a.threads or c.available_cpus()
@@ -76,7 +76,7 @@ def main():
         def run():
             for s in range(0, n, chunk):
                 e = min(n, s + chunk)
-                merge_reference(base[s:e], chat[s:e], cp[s:e], alphas[:k], torch.bfloat16)
+                oracle_outputs(tensor_call(base[s:e], chat[s:e], cp[s:e], alphas[:k], "BF16"), (e - s,))
 
         return run
 
@@ -96,9 +96,10 @@ def main():
         gbps = (3 + k) * 2 * n / sec / 1e9
         results[name] = {"seconds": sec, "gbps": gbps}
         print(f"  {name:55s} {sec * 1e3:8.1f} ms  {gbps:6.2f} GB/s")
-    ref = merge_reference(base[: 1 << 22], chat[: 1 << 22], cp[: 1 << 22], [0.25], torch.bfloat16)[0]
+    m = min(n, 1 << 22)
+    ref = oracle_outputs(tensor_call(base[:m], chat[:m], cp[:m], [0.25], "BF16"), (m,))[0]
     native(1)()
-    got = torch.from_numpy(outs[0][: 2 << 22]).view(torch.bfloat16)
+    got = torch.from_numpy(outs[0][: 2 * m]).view(torch.bfloat16)
     assert torch.equal(got.view(torch.int16), ref.view(torch.int16)), "native differs from the reference"
     print("  native output checked bit-identical to the float64 reference (first 4M elements)")
     return results

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
+import zlib
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,11 +18,30 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from chatvec_fast import _native
-from chatvec_fast.backends.call import KernelCall, Operand
 from chatvec_fast.backends.reference import TORCH_DTYPES
 from chatvec_fast.backends.reference import ulp_distance as reference_ulp_distance
+from chatvec_fast.testing.calls import as_buffer, call_outputs, oracle_outputs, tensor_call  # noqa: F401 - for the tests
 
 requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
+TRITON = importlib.util.find_spec("triton") is not None
+requires_triton = pytest.mark.skipif(not TRITON, reason="triton not installed (pip install 'chatvec-fast[gpu]')")
+
+# The backends every kernel test runs, each against the float64 oracle (backends/reference_call.py). triton
+# runs in its interpreter without a GPU. The `torch` backend IS the oracle applied to buffers: comparing it
+# with the oracle would test nothing, so only tests with an oracle of their own (tests/fp8_data.py, IEEE
+# rules written out) take WITH_TORCH; tests/test_kernel.py checks its buffer handling against native.
+BACKENDS = [
+    pytest.param("native", marks=requires_native, id="native"),
+    pytest.param("triton", marks=requires_triton, id="triton"),
+]
+WITH_TORCH = [*BACKENDS, pytest.param("torch", id="torch")]
+
+
+def stable_seed(*params) -> int:
+    """A seed from a test's parameters that is the same in every process (hash() of a str or tuple is not:
+    PYTHONHASHSEED salts it); print it in failure messages."""
+    return zlib.crc32(repr(params).encode())
+
 
 SCALE = 0.02  # weights ~ N(0, 0.02^2)
 DELTA = 0.002  # fine-tuning deltas ~ N(0, 0.002^2)
@@ -50,42 +70,6 @@ def realistic_triple(shape, dtypes, seed, hostile=False):
             flat[idx] = specials[torch.randint(0, len(specials), (len(idx),), generator=g)]
         out.append(t.to(TORCH_DTYPES[dtype]))
     return out
-
-
-def as_buffer(t: torch.Tensor) -> np.ndarray:
-    """A tensor's bytes as a uint8 array (a view where it is contiguous)."""
-    return bits(t.contiguous()).reshape(-1).numpy().view(np.uint8)
-
-
-def tensor_call(base, chat, cp, alphas, out_dtype: str) -> KernelCall:
-    """The KernelCall of CPU tensors of one shape, its mode from those given (None where absent): base, chat
-    and cp merge; chat and cp apply chat as one saved vector; base and chat extract; cp alone converts.
-    Fresh zeroed output buffers, one per alpha (extract: one)."""
-    dtype_name = {v: k for k, v in TORCH_DTYPES.items()}
-
-    def op(t):
-        return None if t is None else Operand(as_buffer(t), dtype_name[t.dtype])
-
-    some = next(t for t in (cp, chat, base) if t is not None)
-    n, width = some.numel(), torch.empty((), dtype=TORCH_DTYPES[out_dtype]).element_size()
-    k = 1 if cp is None else len(alphas)
-    outs = [np.zeros(n * width, np.uint8) for _ in range(k)]
-    rows = [[float(a)] for a in alphas[:k]]
-    if cp is None:
-        return KernelCall(n, "extract", outs, out_dtype, [[1.0]], base=op(base), chat=op(chat))
-    if chat is None:
-        return KernelCall(n, "convert", outs, out_dtype, [[1.0]] * k, cp=op(cp))
-    if base is None:
-        return KernelCall(n, "apply", outs, out_dtype, rows, cp=op(cp), vectors=(op(chat),))
-    return KernelCall(n, "merge", outs, out_dtype, rows, base=op(base), chat=op(chat), cp=op(cp))
-
-
-def call_outputs(call: KernelCall, shape) -> list[torch.Tensor]:
-    """A call's output buffers as tensors of its out_dtype and the given shape."""
-    dtype = TORCH_DTYPES[call.out_dtype]
-    if call.n == 0:
-        return [torch.empty(shape, dtype=dtype) for _ in call.outs]
-    return [torch.from_numpy(o).view(dtype).reshape(shape) for o in call.outs]
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import requires_native
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from chatvec_fast import _native
 from chatvec_fast.backends.call import KernelCall, Operand, OutScale, Scale, scale_entries, validate
-
-requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 
 
 def fp8(n, scale=None):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import requires_native
 
 import chatvec_fast
 from chatvec_fast import _native, api, job
@@ -189,7 +190,7 @@ def pydoc_text(obj) -> str:
     return pydoc.render_doc(obj, renderer=pydoc.plaintext)
 
 
-@pytest.mark.skipif(not _native.available, reason="native module not built")
+@requires_native
 def test_native_stub_matches_the_bindings():
     stub = ast.parse(open(os.path.join(PACKAGE, "_C.pyi"), encoding="utf-8").read())
     declared = {n.name: n for n in stub.body if isinstance(n, ast.FunctionDef)}

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import chatvec_command, file_digests
+from conftest import chatvec_command, file_digests, requires_native
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
@@ -216,7 +216,7 @@ def test_awkward_paths(triple, tmp_path):
     same_dir(odd / "merged ✓", odd / "rel out")
 
 
-@pytest.mark.skipif(not _native.available, reason="native module not built")
+@requires_native
 @seed(5)
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
