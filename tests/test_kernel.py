@@ -230,22 +230,6 @@ def test_torch_fp32_runs_every_mode_but_refuses_fp8():
         fp32.compute(fp8)
 
 
-@requires_native
-def test_native_rejects_bad_buffers():
-    c = _native.module
-    small = np.zeros(4, np.uint8)
-    with pytest.raises(ValueError, match="buffer holds 4 bytes"):
-        c.merge(small, c.BF16, small, c.BF16, small, c.BF16, 10, [1.0], [np.zeros(20, np.uint8)], c.BF16)
-    with pytest.raises(ValueError, match="unknown dtype code"):
-        c.merge(small, 7, small, c.BF16, small, c.BF16, 1, [1.0], [np.zeros(2, np.uint8)], c.BF16)
-    with pytest.raises(ValueError, match="alphas"):
-        c.merge(small, c.BF16, small, c.BF16, small, c.BF16, 1, [1.0, 2.0], [np.zeros(2, np.uint8)], c.BF16)
-    read_only = np.zeros(20, np.uint8)
-    read_only.flags.writeable = False
-    with pytest.raises((ValueError, BufferError)):
-        c.merge(small, c.BF16, small, c.BF16, small, c.BF16, 2, [1.0], [read_only], c.BF16)
-
-
 def test_grid_covers_every_dtype_combination():
     """Guard against the grid silently shrinking."""
     mixes = dtype_mixes()

@@ -206,9 +206,9 @@ def test_native_stub_matches_the_bindings():
         assert [a.arg for a in node.args.args] == [a.arg for a in bound.args.args], (name, signature)
         assert [ast.literal_eval(d) for d in node.args.defaults] == [ast.literal_eval(d) for d in bound.args.defaults]
         assert ast.unparse(node.returns) == ast.unparse(bound.returns), (name, signature)
-        optional = [a.arg for a in node.args.args if "None" in ast.unparse(a.annotation)]
-        if name == "merge":
-            assert optional == ["base", "chat", "cp"]  # the four modes leave inputs out
+    # one kernel entry point, reading a KernelCall by name
+    assert [a.arg for a in declared["run"].args.args] == ["call", "threads"]
+    assert ast.unparse(declared["run"].args.args[0].annotation) == "KernelCall"
     assert "typing_extensions" not in open(os.path.join(PACKAGE, "_C.pyi")).read()
 
 
