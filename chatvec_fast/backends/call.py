@@ -146,7 +146,9 @@ def operands(call: KernelCall) -> list[tuple[str, Operand]]:
     return [(name, op) for name, op in named if op is not None]
 
 
-_WANTS = {"merge": {"base", "chat", "cp"}, "apply": {"cp"}, "extract": {"base", "chat"}, "convert": {"cp"}}
+# Which of (base, chat, cp) each mode reads.
+_WANTS = {"merge": (True, True, True), "apply": (False, False, True), "extract": (True, True, False),
+          "convert": (False, False, True)}  # fmt: skip
 
 
 def validate(call: KernelCall, max_vectors: int = MAX_VECTORS, backend: str = "native"):
@@ -157,10 +159,10 @@ def validate(call: KernelCall, max_vectors: int = MAX_VECTORS, backend: str = "n
     """
     if call.mode not in MODES:
         _fail(f"mode {call.mode!r}: expected one of {', '.join(MODES)}")
-    want = _WANTS[call.mode]
-    given = {name for name in ("base", "chat", "cp") if getattr(call, name) is not None}
-    if given != want:
-        _fail(f"mode {call.mode!r} takes {', '.join(sorted(want))}; got {', '.join(sorted(given)) or 'none'}")
+    given = (call.base is not None, call.chat is not None, call.cp is not None)
+    if given != _WANTS[call.mode]:
+        want, got = ([n for n, g in zip(("base", "chat", "cp"), flags) if g] for flags in (_WANTS[call.mode], given))
+        _fail(f"mode {call.mode!r} takes {', '.join(want)}; got {', '.join(got) or 'none'}")
     apply = call.mode == "apply"
     if not (1 <= len(call.vectors) <= max_vectors if apply else not call.vectors):
         _fail(
@@ -175,7 +177,7 @@ def validate(call: KernelCall, max_vectors: int = MAX_VECTORS, backend: str = "n
         _fail("extract writes one F32/F16/BF16/F64 output")
     if call.mode in ("merge", "apply"):
         per = len(call.vectors) if apply else 1
-        if len(call.alphas) != len(call.outs) or any(len(row) != per for row in call.alphas):
+        if len(call.alphas) != len(call.outs) or any([len(row) != per for row in call.alphas]):
             _fail(
                 f"alphas: need {len(call.outs)} rows (one per output) of {per} "
                 f"{'(one per vector)' if apply else 'alpha'}; got {[len(r) for r in call.alphas]}"
@@ -246,7 +248,10 @@ def _validate_out(call: KernelCall):
 
 
 def _nbytes(buf) -> int:
-    return memoryview(buf).nbytes
+    try:
+        return buf.nbytes  # a numpy array's (the pipeline's buffers): 0.04 us, a memoryview 0.16 us
+    except AttributeError:
+        return memoryview(buf).nbytes
 
 
 def _fail(message: str):
