@@ -15,11 +15,16 @@ from setuptools import find_packages, setup
 
 REQUIRE_NATIVE = os.environ.get("CHATVEC_REQUIRE_NATIVE", "") not in ("", "0")
 
-# The float64 results must not depend on the compiler: no fused multiply-add
-# (the Triton and torch backends round the product too) and no fast-math.
-# -fno-trapping-math lets GCC if-convert (and so vectorise) the select-heavy
-# rounding; we never enable FP exceptions, so results do not change.
-COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fvisibility=hidden"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def compile_flags() -> list[str]:
+    """The flags of csrc/compile_flags.txt (why each: see that file), shared with CMake and the Makefile."""
+    with open(os.path.join(HERE, "csrc", "compile_flags.txt"), encoding="utf-8") as f:
+        return [line.strip() for line in f if line.startswith("-")]
+
+
+COMPILE_ARGS = [*compile_flags(), "-fvisibility=hidden"]
 if sys.platform.startswith("linux"):
     COMPILE_ARGS.append("-pthread")
 

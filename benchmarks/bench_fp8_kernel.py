@@ -97,7 +97,7 @@ def main():
           f"median of {a.reps}")  # fmt: skip
     results = {}
     for name, (call, per_element) in cases.items():
-        sec = time_it(lambda call=call: backend.compute_call(call), a.reps)
+        sec = time_it(lambda call=call: backend.compute(call), a.reps)
         results[name] = {"seconds": sec, "gbps": per_element * n / sec / 1e9, "melems": n / sec / 1e6}
         print(f"  {name:50s} {sec * 1e3:7.1f} ms  {results[name]['gbps']:6.2f} GB/s  {n / sec / 1e9:5.2f} G elem/s")
     check = 1 << 20  # correctness after timing: the first 1M elements (whole block-rows) against the reference
@@ -109,7 +109,7 @@ def main():
                 part, out_scale=dataclasses.replace(o, buffers=[np.empty(o.groups(check) * 4, np.uint8)])
             )
         outs, scales, _ = reference_call(part)
-        backend.compute_call(part)
+        backend.compute(part)
         want = outs[0].view(-1).view(torch.uint8).numpy()
         assert np.array_equal(part.outs[0][: want.size], want), f"{name}: differs from the reference"
         if scales is not None:

@@ -12,9 +12,10 @@ import argparse
 import json
 import re
 
-from chatvec_fast.backends.reference import as_torch, merge_reference, ulp_distance
+from chatvec_fast.backends.reference import as_torch, ulp_distance
 from chatvec_fast.read.checkpoint import open_checkpoint
 from chatvec_fast.read.chunks import read_tensor_bytes
+from chatvec_fast.testing.calls import DTYPE_NAMES, oracle_outputs, tensor_call
 
 
 def sample_names(names: list[str]) -> list[str]:
@@ -43,7 +44,8 @@ def measure(base: str, chat: str, cp: str, out: str, alpha: float, every: bool =
             chat_t = as_torch(read_tensor_bytes(ci), ci.dtype, ci.shape)
             base_t = as_torch(read_tensor_bytes(bi), bi.dtype, bi.shape)
             want = want.clone()
-            want[:rows] = merge_reference(base_t, chat_t, want[:rows], [alpha], got.dtype)[0]
+            call = tensor_call(base_t, chat_t, want[:rows], [alpha], DTYPE_NAMES[got.dtype])
+            want[:rows] = oracle_outputs(call, base_t.shape)[0]
         distance = ulp_distance(got, want)
         total += got.numel()
         equal += int((distance == 0).sum())

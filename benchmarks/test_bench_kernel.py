@@ -1,7 +1,8 @@
 """Kernel-level benchmarks on in-memory bf16 buffers: GB/s of (3 inputs read + K outputs written).
 
-Contenders: the native kernel, the torch float64 reference (4M-element chunks; the exact oracle), torch
-float32 math (one rounding at the end) and naive bf16 torch ops, for K = 1 and K = 4 alphas. Triton runs
+Contenders: the native backend, the float64 oracle (4M-element chunks; exact), the torch-fp32 backend
+(float32 math, one cast at the end) and naive bf16 torch ops, for K = 1 and K = 4 alphas; the backends
+through their one contract, compute(KernelCall). Triton runs
 only as a correctness smoke under the interpreter: its time on a CPU means nothing.
 """
 
@@ -15,12 +16,14 @@ import torch
 from conftest import ROUNDS, SMOKE
 
 from chatvec_fast import _native
-from chatvec_fast.backends.reference import merge_reference
+from chatvec_fast.backends import get_backend
+from chatvec_fast.testing.calls import oracle_outputs, tensor_call
 
 ELEMENTS = [1 << 20] if SMOKE else [16 << 20, 64 << 20, 256 << 20]
 ALPHAS = [0.25, 0.5, 0.75, 1.0]
 CHUNK = 1 << 22
 _buffers: dict[int, tuple] = {}
+FP32_OUTS: dict[int, list] = {}  # torch-fp32's own outputs, so that its result is not the native one's
 
 
 def buffers(n: int):
@@ -47,24 +50,29 @@ def as_np(t):
 def contender(name: str, n: int, k: int):
     base, chat, cp, outs = buffers(n)
     alphas = ALPHAS[:k]
-    if name == "native":
-        c = _native.require()
-        nb, nc, npp = as_np(base), as_np(chat), as_np(cp)
-        return lambda: c.merge(nb, c.BF16, nc, c.BF16, npp, c.BF16, n, alphas, outs[:k], c.BF16)
+    if name == "native":  # the backend contract: one KernelCall
+        call = tensor_call(base, chat, cp, alphas, "BF16", outs=outs)
+        return lambda: get_backend("native").compute(call)
     if name == "torch float64 reference":
+        calls = [tensor_call(base[s:e], chat[s:e], cp[s:e], alphas, "BF16") for s, e in chunks(n)]
 
         def reference():
-            for s in range(0, n, CHUNK):
-                e = min(n, s + CHUNK)
-                for j, r in enumerate(merge_reference(base[s:e], chat[s:e], cp[s:e], alphas, torch.bfloat16)):
+            for (s, e), call in zip(chunks(n), calls):
+                for j, r in enumerate(oracle_outputs(call, (e - s,))):
                     outs[j][2 * s : 2 * e] = as_np(r)
 
         return reference
     if name == "torch float32 math":
-        return lambda: merge_reference(base, chat, cp, alphas, torch.bfloat16, math="fp32")
+        fp32_outs = FP32_OUTS.setdefault(n, [np.empty(2 * n, np.uint8) for _ in ALPHAS])
+        call = tensor_call(base, chat, cp, alphas, "BF16", outs=fp32_outs)
+        return lambda: get_backend("torch-fp32").compute(call)
     if name == "naive torch bf16 ops":
         return lambda: [cp + a * (chat - base) for a in alphas]
     raise ValueError(name)
+
+
+def chunks(n: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + CHUNK)) for s in range(0, n, CHUNK)]
 
 
 def result_of(name: str, n: int, k: int) -> torch.Tensor:
@@ -74,7 +82,7 @@ def result_of(name: str, n: int, k: int) -> torch.Tensor:
     if name in ("native", "torch float64 reference"):
         return torch.from_numpy(outs[0][: 2 * m]).view(torch.bfloat16)
     if name == "torch float32 math":
-        return merge_reference(base[:m], chat[:m], cp[:m], ALPHAS[:1], torch.bfloat16, math="fp32")[0]
+        return torch.from_numpy(FP32_OUTS[n][0][: 2 * m]).view(torch.bfloat16)
     return cp[:m] + ALPHAS[0] * (chat[:m] - base[:m])
 
 
@@ -91,7 +99,7 @@ def test_kernel(benchmark, name, k, n):
     seconds = benchmark.stats.stats.median
     base, chat, cp, _ = buffers(n)
     m = min(n, CHUNK)
-    want = merge_reference(base[:m], chat[:m], cp[:m], ALPHAS[:1], torch.bfloat16)[0]
+    want = oracle_outputs(tensor_call(base[:m], chat[:m], cp[:m], ALPHAS[:1], "BF16"), (m,))[0]
     exact = (result_of(name, n, k).view(torch.int16) == want.view(torch.int16)).double().mean().item()
     benchmark.extra_info.update(
         gbps=(3 + k) * 2 * n / seconds / 1e9,
@@ -110,14 +118,11 @@ def test_triton_interpreter_smoke(benchmark):
 
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no GPU, and TRITON_INTERPRET=1 was not set before triton was imported")
-    from chatvec_fast.backends import get_backend
-
     n = 50_000
     base, chat, cp, _ = buffers(1 << 20)
     tri = get_backend("triton")
-    out = np.empty(2 * n, np.uint8)
-    benchmark.pedantic(lambda: tri.compute(as_np(base[:n]), "BF16", as_np(chat[:n]), "BF16", as_np(cp[:n]), "BF16",
-                                         n, [0.5], [out], "BF16"), rounds=1, iterations=1)  # fmt: skip
-    want = merge_reference(base[:n], chat[:n], cp[:n], [0.5], torch.bfloat16)[0]
-    assert torch.equal(torch.from_numpy(out).view(torch.int16), want.view(torch.int16))
+    call = tensor_call(base[:n], chat[:n], cp[:n], [0.5], "BF16")
+    benchmark.pedantic(lambda: tri.compute(call), rounds=1, iterations=1)
+    want = oracle_outputs(call, (n,))[0]
+    assert torch.equal(torch.from_numpy(call.outs[0]).view(torch.int16), want.view(torch.int16))
     benchmark.extra_info["note"] = "interpreter: the time is not a measurement"

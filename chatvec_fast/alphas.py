@@ -11,12 +11,14 @@ import itertools
 import math
 from decimal import Decimal
 
+from .kernel_codes import MAX_VECTORS
+
 # The paper uses alpha 0.5 to 1; a chat vector scaled past +-100 is a typo (1e300 makes every merged
 # element Inf, a model nobody asked for, that verify would call exact).
 MAX_ALPHA = 100.0
 MAX_OUTPUTS = 64  # a sweep's outputs are whole models: 64 of a 70B model are 9 TB
-# One kernel call reads every vector of a chunk: 16 is the native kernel's limit (csrc/kernel_call.h).
-MAX_APPLY_VECTORS = 16
+# One kernel call reads every vector of a chunk: the native kernel's limit (kernel_codes.py).
+MAX_APPLY_VECTORS = MAX_VECTORS
 
 
 def check_alpha(value: float, what: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .kernel_codes import DTYPE_CODES
+
 # Bits per element of every dtype the safetensors format defines (F4 and the
 # F6 types are packed below a byte).
 BITS = {
@@ -26,8 +28,8 @@ BITS = {
     "F6_E3M2": 6,
 }
 
-# The dtypes the kernels read. Codes match csrc/dtype_convert.h and kernels/merge.py.
-KERNEL_CODES = {"F32": 0, "F16": 1, "BF16": 2, "F64": 3, "F8_E4M3": 4, "F8_E5M2": 5}
+# The dtypes the kernels read, and their codes (kernel_codes.py, shared with csrc/ and kernels/).
+KERNEL_CODES = DTYPE_CODES
 FP8 = frozenset({"F8_E4M3", "F8_E5M2"})  # codes whose values are decode(code) * scale
 KERNEL_OUTPUTS = frozenset({"F32", "F16", "BF16", "F64", "F8_E4M3"})  # F8_E4M3 with per-group scales
 MERGEABLE = frozenset({"F32", "F16", "BF16"})  # model tensors the planner applies the formula to

@@ -1,8 +1,14 @@
-// The general kernel call's binding (_C.run): parses operands, scales and the
-// FP8 output's scale buffers, checks every size the kernel will touch, and
-// runs the kernel without the GIL. Python (chatvec_fast/backends/call.py)
-// validates everything else.
+// _C.run(call, threads): the kernel's one entry point. `call` is the Python
+// KernelCall (chatvec_fast/backends/call.py), read here by attribute name:
+// mode, n, base/chat/cp (None or an Operand: buffer, dtype, scale), vectors,
+// alphas, outs, out_dtype, out_scale. Names ("BF16", "merge", "block") become
+// codes through the tables of bindings.h. Python's validate() checks the call
+// and names the fix; this file checks everything that keeps the kernel inside
+// the memory it is given (buffer sizes from n, dtypes, scale geometry and
+// group counts, all overflow-checked; writability; contiguity; the operands a
+// mode reads), whatever a caller passes, then runs without the GIL.
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -22,6 +28,80 @@ size_t checked_add(size_t a, size_t b, const std::string& what) {
   size_t r;
   if (__builtin_add_overflow(a, b, &r)) throw py::value_error(what + ": sizes overflow");
   return r;
+}
+
+std::string type_name(const py::handle& v) { return Py_TYPE(v.ptr())->tp_name; }
+
+// An attribute name, interned once (under the GIL) and kept for the process:
+// every call reads about 20 of them.
+struct Field {
+  const char* text;
+  PyObject* name;
+};
+Field kMode{"mode", nullptr}, kN{"n", nullptr}, kBase{"base", nullptr}, kChat{"chat", nullptr},
+    kCp{"cp", nullptr}, kVectors{"vectors", nullptr}, kAlphas{"alphas", nullptr}, kOuts{"outs", nullptr},
+    kOutDtype{"out_dtype", nullptr}, kOutScale{"out_scale", nullptr}, kBuffer{"buffer", nullptr},
+    kDtype{"dtype", nullptr}, kScale{"scale", nullptr}, kKind{"kind", nullptr}, kCols{"cols", nullptr},
+    kFirstElement{"first_element", nullptr}, kBlockRows{"block_rows", nullptr}, kBlockCols{"block_cols", nullptr},
+    kFirstScaleRow{"first_scale_row", nullptr}, kBuffers{"buffers", nullptr};
+
+// obj.<field>, or a ValueError naming where it is missing.
+py::object get(const py::handle& obj, Field& f, const std::string& where) {
+  if (f.name == nullptr && (f.name = PyUnicode_InternFromString(f.text)) == nullptr) throw py::error_already_set();
+  PyObject* value = PyObject_GetAttr(obj.ptr(), f.name);
+  if (value == nullptr) {
+    PyErr_Clear();
+    throw py::value_error(where + ": a " + type_name(obj) + " has no attribute '" + f.text +
+                          "'; pass a chatvec_fast.backends.call.KernelCall (Operand, Scale, OutScale)");
+  }
+  return py::reinterpret_steal<py::object>(value);
+}
+
+// An integer >= 0 (anything with __index__).
+size_t to_size(const py::handle& v, const std::string& what) {
+  PyObject* index = PyNumber_Index(v.ptr());
+  unsigned long long x = index ? PyLong_AsUnsignedLongLong(index) : static_cast<unsigned long long>(-1);
+  Py_XDECREF(index);
+  if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(what + ": expected an integer >= 0, got " + std::string(py::repr(v)));
+  }
+  return static_cast<size_t>(x);
+}
+
+double to_double(const py::handle& v, const std::string& what) {
+  const double x = PyFloat_AsDouble(v.ptr());
+  if (x == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(what + ": expected a number, got " + std::string(py::repr(v)));
+  }
+  return x;
+}
+
+py::sequence to_sequence(const py::handle& v, const std::string& what) {
+  if (!PySequence_Check(v.ptr()) || PyUnicode_Check(v.ptr()))
+    throw py::value_error(what + ": expected a list or tuple, got a " + type_name(v));
+  return py::reinterpret_borrow<py::sequence>(v);
+}
+
+// The code of a name in one of bindings.h's tables.
+template <size_t N>
+int code_of(const NamedCode (&names)[N], const py::handle& v, const std::string& what) {
+  const char* text = PyUnicode_Check(v.ptr()) ? PyUnicode_AsUTF8(v.ptr()) : nullptr;
+  if (text != nullptr)
+    for (const auto& n : names)
+      if (std::strcmp(n.name, text) == 0) return n.code;
+  PyErr_Clear();
+  std::string expected;
+  for (const auto& n : names) expected += std::string(expected.empty() ? "" : ", ") + n.name;
+  throw py::value_error(what + ": " + std::string(py::repr(v)) + ", expected one of " + expected);
+}
+
+template <size_t N>
+const char* name_of(const NamedCode (&names)[N], int code) {
+  for (const auto& n : names)
+    if (n.code == code) return n.name;
+  return "?";
 }
 
 // Scale values the n elements of a chunk read: one past the largest index
@@ -46,133 +126,136 @@ size_t scale_entries(const ScaleLayout& l, size_t n, const std::string& what) {
   return checked_mul(last_block_row - l.first_scale_row, l.blocks_per_row(), what) + max_block_col + 1;
 }
 
-ScaleLayout layout(int kind, size_t cols, size_t first_element, size_t block_rows, size_t block_cols,
-                   const std::string& what) {
-  if (kind < kTensorScale || kind > kBlockScale)
-    throw py::value_error(what + ": unknown scale kind " + std::to_string(kind) +
-                          " (expected 0 = tensor, 1 = row, 2 = block)");
-  if (cols == 0 || block_rows == 0 || block_cols == 0)
-    throw py::value_error(what + ": cols, block_rows and block_cols must be at least 1");
+// A Scale or an OutScale's kind and geometry.
+ScaleLayout layout(const py::handle& s, const std::string& what) {
   ScaleLayout l;
-  l.kind = static_cast<ScaleKind>(kind);
-  l.cols = cols;
-  l.first_element = first_element;
-  l.block_rows = block_rows;
-  l.block_cols = block_cols;
-  checked_mul(block_rows, cols, what);
+  l.kind = static_cast<ScaleKind>(code_of(kScaleKindNames, get(s, kKind, what), what + ".kind"));
+  l.cols = to_size(get(s, kCols, what), what + ".cols");
+  l.first_element = to_size(get(s, kFirstElement, what), what + ".first_element");
+  l.block_rows = to_size(get(s, kBlockRows, what), what + ".block_rows");
+  l.block_cols = to_size(get(s, kBlockCols, what), what + ".block_cols");
+  if (l.cols == 0 || l.block_rows == 0 || l.block_cols == 0)
+    throw py::value_error(what + ": cols, block_rows and block_cols must be at least 1");
+  checked_mul(l.block_rows, l.cols, what);
   return l;
 }
 
-// (buffer, dtype, scale or None), scale = (kind, buffer, cols, first_element, block_rows, block_cols, first_scale_row)
-Input operand(const py::object& obj, size_t n, std::vector<Buffer>& keep, const std::string& what) {
-  const auto t = obj.cast<py::tuple>();
-  if (t.size() != 3) throw py::value_error(what + ": an operand is (buffer, dtype, scale or None)");
+// An Operand: buffer (n elements of dtype), dtype, scale (None, or a Scale for an FP8 operand).
+Input operand(const py::handle& op, size_t n, std::vector<Buffer>& keep, const std::string& what) {
   Input in;
-  in.dtype = to_dtype(t[1].cast<int>(), what);
-  keep.emplace_back(t[0].cast<py::buffer>(), checked_mul(n, itemsize(in.dtype), what), false, what);
+  in.dtype = static_cast<DType>(code_of(kDTypeNames, get(op, kDtype, what), what + ".dtype"));
+  const std::string buffer = what + ".buffer";
+  keep.emplace_back(get(op, kBuffer, what), checked_mul(n, itemsize(in.dtype), buffer), false, buffer);
   in.data = keep.back().ptr();
-  if (t[2].is_none()) return in;
-  const auto s = t[2].cast<py::tuple>();
-  if (s.size() != 7)
-    throw py::value_error(what +
-                          ": a scale is (kind, buffer, cols, first_element, block_rows, block_cols, first_scale_row)");
-  in.scale = layout(s[0].cast<int>(), s[2].cast<size_t>(), s[3].cast<size_t>(), s[4].cast<size_t>(),
-                    s[5].cast<size_t>(), what + " scale");
-  in.scale.first_scale_row = s[6].cast<size_t>();
-  const size_t need = scale_entries(in.scale, n, what + " scale");
-  keep.emplace_back(s[1].cast<py::buffer>(), checked_mul(need, 4, what), false, what + " scale");
+  const py::object s = get(op, kScale, what);
+  if (s.is_none()) return in;
+  const std::string where = what + ".scale";
+  if (!is_fp8(in.dtype))
+    throw py::value_error(where + ": only FP8 operands take a scale, this one is " + name_of(kDTypeNames, in.dtype));
+  in.scale = layout(s, where);
+  in.scale.first_scale_row = to_size(get(s, kFirstScaleRow, where), where + ".first_scale_row");
+  const size_t need = scale_entries(in.scale, n, where);
+  keep.emplace_back(get(s, kBuffer, where), checked_mul(need, 4, where), false, where + ".buffer");
   in.scales = keep.back().ptr();
   return in;
 }
 
+const char* const kModeOperands = "(merge: base, chat, cp; apply: cp and vectors; extract: base, chat; convert: cp)";
+
 }  // namespace
 
-size_t py_run(int mode, size_t n, const py::object& base, const py::object& chat, const py::object& cp,
-              const std::vector<py::object>& vectors, const std::vector<std::vector<double>>& alphas,
-              const std::vector<py::buffer>& outs, int out_dtype, const py::object& out_scale, int threads) {
-  if (mode < kMergeMode || mode > kConvertMode)
-    throw py::value_error("unknown mode " + std::to_string(mode) + " (0 merge, 1 apply, 2 extract, 3 convert)");
-  KernelCall call;
-  call.mode = static_cast<Mode>(mode);
-  call.n = n;
-  call.out_dtype = to_out_dtype(out_dtype, "out");
+size_t py_run(const py::object& call, int threads) {
+  KernelCall c;
+  c.mode = static_cast<Mode>(code_of(kModeNames, get(call, kMode, "call"), "call.mode"));
+  const std::string mode = name_of(kModeNames, c.mode);
+  c.n = to_size(get(call, kN, "call"), "call.n");
+  c.out_dtype = static_cast<DType>(code_of(kDTypeNames, get(call, kOutDtype, "call"), "call.out_dtype"));
+  if (c.out_dtype == kF8E5M2) throw py::value_error("call.out_dtype: F8_E5M2 is not an output dtype (F8_E4M3 is)");
+  const py::sequence outs = to_sequence(get(call, kOuts, "call"), "call.outs");
   const size_t num_k = outs.size();
-  if (num_k == 0) throw py::value_error("need at least one output buffer");
-  const bool wants[3] = {mode == kMergeMode || mode == kExtractMode, mode == kMergeMode || mode == kExtractMode,
-                         mode != kExtractMode};
-  const py::object* given[3] = {&base, &chat, &cp};
-  const char* names[3] = {"base", "chat", "cp"};
-  Input* slots[3] = {&call.base, &call.chat, &call.cp};
+  if (num_k == 0) throw py::value_error("call.outs: empty; pass one output buffer per output");
+  const py::sequence vectors = to_sequence(get(call, kVectors, "call"), "call.vectors");
+  const size_t num_m = vectors.size();
   std::vector<Buffer> keep;
-  keep.reserve(2 * (3 + vectors.size()) + 2 * num_k);
+  keep.reserve(2 * (3 + num_m) + 2 * num_k);
+
+  const bool reads[3] = {c.mode == kMergeMode || c.mode == kExtractMode, c.mode == kMergeMode || c.mode == kExtractMode,
+                         c.mode != kExtractMode};
+  Field* fields[3] = {&kBase, &kChat, &kCp};
+  Input* slots[3] = {&c.base, &c.chat, &c.cp};
   for (int i = 0; i < 3; ++i) {
-    if (given[i]->is_none() == wants[i])
-      throw py::value_error(std::string(names[i]) + (wants[i] ? " is needed" : " must be None") + " in mode " +
-                            std::to_string(mode) + " (0 merge: base, chat, cp; 1 apply: cp and vectors; " +
-                            "2 extract: base, chat; 3 convert: cp)");
-    if (wants[i]) *slots[i] = operand(*given[i], n, keep, names[i]);
+    const std::string what = std::string("call.") + fields[i]->text;
+    const py::object op = get(call, *fields[i], "call");
+    if (op.is_none() == reads[i])
+      throw py::value_error(what + (reads[i] ? " is needed" : " must be None") + " in mode '" + mode + "' " +
+                            kModeOperands);
+    if (reads[i]) *slots[i] = operand(op, c.n, keep, what);
   }
-  const bool apply = mode == kApplyMode;
-  if (apply ? (vectors.empty() || vectors.size() > kMaxVectors) : !vectors.empty())
-    throw py::value_error("got " + std::to_string(vectors.size()) + " vectors; apply takes 1 to " +
+  const bool apply = c.mode == kApplyMode;
+  if (apply ? (num_m == 0 || num_m > static_cast<size_t>(kMaxVectors)) : num_m != 0)
+    throw py::value_error("call.vectors: " + std::to_string(num_m) + " vectors; apply takes 1 to " +
                           std::to_string(kMaxVectors) + ", the other modes none");
   std::vector<Input> inputs;
-  for (size_t m = 0; m < vectors.size(); ++m)
-    inputs.push_back(operand(vectors[m], n, keep, "vectors[" + std::to_string(m) + "]"));
-  call.vectors = inputs.data();
-  call.num_vectors = static_cast<int>(inputs.size());
-  if (mode == kExtractMode && (num_k != 1 || call.out_dtype == kF8E4M3))
-    throw py::value_error("extract writes one output of F32, F16, BF16 or F64");
-  std::vector<double> flat;
-  if (mode == kMergeMode || apply) {
-    const size_t per = apply ? inputs.size() : 1;
-    if (alphas.size() != num_k)
-      throw py::value_error("got " + std::to_string(alphas.size()) + " rows of alphas for " + std::to_string(num_k) +
+  inputs.reserve(num_m);
+  for (size_t m = 0; m < num_m; ++m)
+    inputs.push_back(operand(vectors[m], c.n, keep, "call.vectors[" + std::to_string(m) + "]"));
+  c.vectors = inputs.data();
+  c.num_vectors = static_cast<int>(num_m);
+  if (c.mode == kExtractMode && (num_k != 1 || c.out_dtype == kF8E4M3))
+    throw py::value_error("call.outs: extract writes one output of F32, F16, BF16 or F64");
+
+  std::vector<double> flat;  // merge: K alphas; apply: K x M, row-major
+  if (c.mode == kMergeMode || apply) {
+    const size_t per = apply ? num_m : 1;
+    const py::sequence rows = to_sequence(get(call, kAlphas, "call"), "call.alphas");
+    if (rows.size() != num_k)
+      throw py::value_error("call.alphas: " + std::to_string(rows.size()) + " rows for " + std::to_string(num_k) +
                             " outputs; pass one row per output");
-    for (const auto& row : alphas) {
+    flat.reserve(checked_mul(num_k, per, "call.alphas"));
+    for (size_t k = 0; k < num_k; ++k) {
+      const std::string what = "call.alphas[" + std::to_string(k) + "]";
+      const py::sequence row = to_sequence(rows[k], what);
       if (row.size() != per)
-        throw py::value_error("an alphas row has " + std::to_string(row.size()) + " alphas; pass " +
-                              std::to_string(per) + " (one per " + (apply ? "vector)" : "output)"));
-      flat.insert(flat.end(), row.begin(), row.end());
+        throw py::value_error(what + ": " + std::to_string(row.size()) + " alphas; pass " + std::to_string(per) +
+                              (apply ? " (one per vector)" : " (merge takes one per output)"));
+      for (size_t m = 0; m < per; ++m) flat.push_back(to_double(row[m], what + "[" + std::to_string(m) + "]"));
     }
   }
-  call.alphas = flat.data();
+  c.alphas = flat.data();
+
   std::vector<void*> out_ptrs, scale_ptrs;
   for (size_t k = 0; k < num_k; ++k) {
-    const std::string what = "out[" + std::to_string(k) + "]";
-    keep.emplace_back(outs[k], checked_mul(n, itemsize(call.out_dtype), what), true, what);
+    const std::string what = "call.outs[" + std::to_string(k) + "]";
+    keep.emplace_back(outs[k], checked_mul(c.n, itemsize(c.out_dtype), what), true, what);
     out_ptrs.push_back(keep.back().ptr());
   }
-  if (out_scale.is_none() != (call.out_dtype != kF8E4M3))
-    throw py::value_error("an F8_E4M3 output needs an out_scale, and only it takes one");
+  const py::object out_scale = get(call, kOutScale, "call");
+  if (out_scale.is_none() != (c.out_dtype != kF8E4M3))
+    throw py::value_error("call.out_scale: an F8_E4M3 output needs an out_scale, and only it takes one");
   if (!out_scale.is_none()) {
-    const auto t = out_scale.cast<py::tuple>();
-    if (t.size() != 6)
-      throw py::value_error("out_scale is (kind, buffers, cols, first_element, block_rows, block_cols)");
-    auto& l = call.out_scale.layout;
-    l = layout(t[0].cast<int>(), t[2].cast<size_t>(), t[3].cast<size_t>(), t[4].cast<size_t>(), t[5].cast<size_t>(),
-               "out_scale");
-    if (l.kind == kTensorScale) throw py::value_error("out_scale: kind must be 1 (row) or 2 (block)");
+    auto& l = c.out_scale.layout;
+    l = layout(out_scale, "call.out_scale");
+    if (l.kind == kTensorScale) throw py::value_error("call.out_scale.kind: 'tensor', expected 'row' or 'block'");
     const size_t unit = group_unit(l);
     if (l.first_element % unit != 0)
-      throw py::value_error("out_scale: first_element " + std::to_string(l.first_element) +
+      throw py::value_error("call.out_scale.first_element: " + std::to_string(l.first_element) +
                             " must start a row of groups (a multiple of " + std::to_string(unit) + ")");
-    const size_t groups = checked_mul((n + unit - 1) / unit, l.blocks_per_row(), "out_scale");
-    const auto buffers = t[1].cast<std::vector<py::buffer>>();
+    const size_t groups = checked_mul((c.n + unit - 1) / unit, l.blocks_per_row(), "call.out_scale");
+    const py::sequence buffers = to_sequence(get(out_scale, kBuffers, "call.out_scale"), "call.out_scale.buffers");
     if (buffers.size() != num_k)
-      throw py::value_error("out_scale: " + std::to_string(buffers.size()) + " scale buffers for " +
-                            std::to_string(num_k) + " outputs");
+      throw py::value_error("call.out_scale.buffers: " + std::to_string(buffers.size()) + " scale buffers for " +
+                            std::to_string(num_k) + " outputs; pass one per output");
     for (size_t k = 0; k < num_k; ++k) {
-      const std::string what = "out_scale buffer " + std::to_string(k);
+      const std::string what = "call.out_scale.buffers[" + std::to_string(k) + "]";
       keep.emplace_back(buffers[k], checked_mul(groups, 4, what), true, what);
       scale_ptrs.push_back(keep.back().ptr());
     }
-    call.out_scale.scales = scale_ptrs.data();
+    c.out_scale.scales = scale_ptrs.data();
   }
-  call.num_outputs = static_cast<int>(num_k);
-  call.outs = out_ptrs.data();
+  c.num_outputs = static_cast<int>(num_k);
+  c.outs = out_ptrs.data();
   py::gil_scoped_release release;
-  return run(call, threads);
+  return run(c, threads);
 }
 
 }  // namespace chatvec

@@ -13,7 +13,7 @@
 
 namespace chatvec {
 
-// Codes shared with Python (chatvec_fast/dtypes.py). Keep in sync.
+// Codes shared with Python: chatvec_fast/kernel_codes.py DTYPE_CODES (tests/test_kernel_codes.py compares them).
 enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kF64 = 3, kF8E4M3 = 4, kF8E5M2 = 5 };
 
 inline int itemsize(DType d) { return d == kF64 ? 8 : d == kF32 ? 4 : d >= kF8E4M3 ? 1 : 2; }

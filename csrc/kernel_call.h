@@ -18,9 +18,10 @@
 
 namespace chatvec {
 
+// Codes shared with Python: chatvec_fast/kernel_codes.py (MODE_CODES, SCALE_KIND_CODES, NO_SCALE,
+// MAX_VECTORS; tests/test_kernel_codes.py compares them). kNoScale: scale 1.
 enum Mode : int { kMergeMode = 0, kApplyMode = 1, kExtractMode = 2, kConvertMode = 3 };
 
-// Codes shared with Python (chatvec_fast/backends/call.py). kNoScale: scale 1.
 enum ScaleKind : int { kTensorScale = 0, kRowScale = 1, kBlockScale = 2, kNoScale = -1 };
 
 // Up to this many vectors in one apply call (the staged path keeps one

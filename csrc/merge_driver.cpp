@@ -96,39 +96,4 @@ size_t run(const KernelCall& c, int threads) {
   return total;
 }
 
-bool valid_mode(const MergeArgs& a) {
-  const bool merge = a.base && a.chat && a.cp;
-  const bool apply = !a.base && a.chat && a.cp;
-  const bool extract = a.base && a.chat && !a.cp && a.num_outputs == 1;
-  const bool convert = !a.base && !a.chat && a.cp;
-  return merge || apply || extract || convert;
-}
-
-size_t merge(const MergeArgs& m, int threads) {
-  KernelCall c;
-  c.n = m.n;
-  c.alphas = m.alphas;
-  c.num_outputs = m.num_outputs;
-  c.outs = m.outs;
-  c.out_dtype = m.out_dtype;
-  c.base.data = m.base;
-  c.base.dtype = m.base_dtype;
-  c.chat.data = m.chat;
-  c.chat.dtype = m.chat_dtype;
-  c.cp.data = m.cp;
-  c.cp.dtype = m.cp_dtype;
-  if (m.base && m.chat && m.cp) {
-    c.mode = kMergeMode;
-  } else if (m.chat && m.cp) {
-    c.mode = kApplyMode;  // chat holds the saved vector
-    c.vectors = &c.chat;
-    c.num_vectors = 1;
-  } else if (m.base && m.chat) {
-    c.mode = kExtractMode;
-  } else {
-    c.mode = kConvertMode;
-  }
-  return run(c, threads);
-}
-
 }  // namespace chatvec

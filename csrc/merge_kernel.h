@@ -1,8 +1,8 @@
-// The fused Chat Vector kernel. Four modes (kernel_call.h has the general
-// call: FP8 operands with scales, FP8 output, several vectors):
+// The fused Chat Vector kernel. Four modes of one call (kernel_call.h: FP8
+// operands with scales, FP8 output, several vectors):
 //
 //   merge    base, chat, cp   out_k = cp + alpha_k * (chat - base)   k = 1..K
-//   apply    chat, cp         out_k = cp + alpha_k * chat             (chat holds a saved chat vector)
+//   apply    cp, vectors      out_k = cp + alpha_k,1 * v_1 + ...      (saved chat vectors)
 //   extract  base, chat       out   = chat - base                     (counts inexact elements)
 //   convert  cp               out_k = cp                              (a dtype conversion)
 //
@@ -23,33 +23,12 @@
 
 namespace chatvec {
 
-// The original call (unscaled inputs, one alpha per output, no FP8 output).
-struct MergeArgs {
-  const void* base = nullptr;  // see the modes above
-  DType base_dtype = kBF16;
-  const void* chat = nullptr;
-  DType chat_dtype = kBF16;
-  const void* cp = nullptr;
-  DType cp_dtype = kBF16;
-  size_t n = 0;  // elements in every buffer
-  const double* alphas = nullptr;
-  int num_outputs = 0;          // K
-  void* const* outs = nullptr;  // K output buffers of n elements each
-  DType out_dtype = kBF16;
-};
-
-// Whether the given inputs make one of the four modes.
-bool valid_mode(const MergeArgs& args);
-
-// Runs the kernel over all n elements on up to `threads` threads (0: all
-// cores). Returns, in extract mode, how many results the output dtype could
-// not hold exactly (else 0).
-size_t merge(const MergeArgs& args, int threads);
-
-// The general call. The caller has checked it (bindings_run.cpp: operands of the
-// mode, buffer and scale sizes, 1 <= num_vectors <= kMaxVectors, FP8 output
-// exactly when out_scale is given, its first_element a multiple of the group
-// unit). Returns extract's inexact count (else 0).
+// Runs one call over all n elements on up to `threads` threads (0: all cores);
+// the one entry point. The caller has checked it (bindings_run.cpp: operands
+// of the mode, buffer and scale sizes, 1 <= num_vectors <= kMaxVectors, FP8
+// output exactly when out_scale is given, its first_element a multiple of the
+// group unit). Returns, in extract mode, how many results the output dtype
+// could not hold exactly (else 0).
 size_t run(const KernelCall& call, int threads);
 
 // Name of the instruction set the dispatcher picked: "x86-64-v4", "x86-64-v3",

@@ -9,17 +9,22 @@ FP8 casts differ between the interpreter and devices. Integer ops give the same 
 import triton
 import triton.language as tl
 
-# dtype codes, as chatvec_fast.dtypes.KERNEL_CODES and csrc/dtype_convert.h
-F32: tl.constexpr = 0
-F16: tl.constexpr = 1
-BF16: tl.constexpr = 2
-F64: tl.constexpr = 3
-F8_E4M3: tl.constexpr = 4
-F8_E5M2: tl.constexpr = 5
+from ..kernel_codes import DTYPE_CODES
 
-_ABS: tl.constexpr = 0x7FFFFFFFFFFFFFFF
-_EXP_ALL_ONES: tl.constexpr = 0x7FF0000000000000
-_QNAN: tl.constexpr = 0x7FF8000000000000
+# Globals a @triton.jit function reads must be tl.constexpr objects: the compiler refuses a plain int
+# ("Cannot access global variable"), and `X: tl.constexpr = 3` at module level is a plain int.
+# dtype codes, from chatvec_fast/kernel_codes.py (as csrc/dtype_convert.h)
+F32 = tl.constexpr(DTYPE_CODES["F32"])
+F16 = tl.constexpr(DTYPE_CODES["F16"])
+BF16 = tl.constexpr(DTYPE_CODES["BF16"])
+F64 = tl.constexpr(DTYPE_CODES["F64"])
+F8_E4M3 = tl.constexpr(DTYPE_CODES["F8_E4M3"])
+F8_E5M2 = tl.constexpr(DTYPE_CODES["F8_E5M2"])
+
+# float64 bit patterns: the magnitude mask, +Inf (above it: NaN), the canonical quiet NaN
+ABS_MASK = tl.constexpr(0x7FFFFFFFFFFFFFFF)
+EXP_ALL_ONES = tl.constexpr(0x7FF0000000000000)
+F64_QNAN = tl.constexpr(0x7FF8000000000000)
 
 
 @triton.jit
@@ -33,10 +38,10 @@ def _decode_fp8(bits, EXP_BITS: tl.constexpr, MANT_BITS: tl.constexpr, BIAS: tl.
     )
     subnormal = m.to(tl.float64) * (2.0 ** (1 - BIAS - MANT_BITS))  # small integer times a power of two: exact
     value = tl.where(e == 0, subnormal, normal)
-    nan = tl.full(value.shape, _QNAN, tl.int64).to(tl.float64, bitcast=True)
+    nan = tl.full(value.shape, F64_QNAN, tl.int64).to(tl.float64, bitcast=True)
     top = (1 << EXP_BITS) - 1
     if HAS_INF:  # e5m2: Inf and NaN as in f16
-        inf = tl.full(value.shape, _EXP_ALL_ONES, tl.int64).to(tl.float64, bitcast=True)
+        inf = tl.full(value.shape, EXP_ALL_ONES, tl.int64).to(tl.float64, bitcast=True)
         value = tl.where(e == top, tl.where(m == 0, inf, nan), value)
     else:  # e4m3fn: only S.1111.111 is NaN
         value = tl.where((e == top) & (m == (1 << MANT_BITS) - 1), nan, value)
@@ -75,14 +80,14 @@ def _round_half_like(x, MANT: tl.constexpr, EMIN: tl.constexpr, INF: tl.constexp
     SMALLEST_NORMAL: tl.constexpr = (1023 + EMIN) << 52
     MAGIC: tl.constexpr = (1023 + EMIN - MANT + 52) << 52
     bits = x.to(tl.int64, bitcast=True)
-    mag = bits & _ABS
+    mag = bits & ABS_MASK
     normal = ((mag + HALF_MINUS_ONE + ((mag >> SHIFT) & 1)) >> SHIFT) - REBIAS
     magic = tl.full(x.shape, MAGIC, tl.int64).to(tl.float64, bitcast=True)
     subnormal = (mag.to(tl.float64, bitcast=True) + magic).to(tl.int64, bitcast=True) - MAGIC
     out = tl.where(mag < SMALLEST_NORMAL, subnormal, normal)
     out = tl.minimum(out, INF)  # overflow, and Inf itself
     sign = (bits >> 48) & 0x8000
-    return tl.where(mag > _EXP_ALL_ONES, QNAN, out | sign)
+    return tl.where(mag > EXP_ALL_ONES, QNAN, out | sign)
 
 
 @triton.jit
@@ -90,7 +95,7 @@ def round_e4m3(x):
     """int32 e4m3fn code of float64 x: nearest-even (subnormals are multiples of 2^-9), saturating to
     +-448 beyond it and for +-Inf, NaN -> 0x7F, -0.0 -> 0x80 (csrc/dtype_convert.h double_to_e4m3)."""
     bits = x.to(tl.int64, bitcast=True)
-    mag = bits & _ABS
+    mag = bits & ABS_MASK
     normal = ((mag + ((1 << 48) - 1) + ((mag >> 49) & 1)) >> 49) - ((1023 - 6 - 1) << 3)
     MAGIC: tl.constexpr = (1023 - 6 - 3 + 52) << 52
     magic = tl.full(x.shape, MAGIC, tl.int64).to(tl.float64, bitcast=True)
@@ -98,7 +103,7 @@ def round_e4m3(x):
     out = tl.where(mag < ((1023 - 6) << 52), subnormal, normal)
     out = tl.minimum(out, 0x7E)  # saturate
     sign = (bits >> 56) & 0x80
-    return tl.where(mag > _EXP_ALL_ONES, 0x7F, out | sign).to(tl.int32)
+    return tl.where(mag > EXP_ALL_ONES, 0x7F, out | sign).to(tl.int32)
 
 
 @triton.jit
@@ -113,5 +118,5 @@ def round_bits(x, KIND: tl.constexpr):
         out = tl.where((f & 0x7FFFFFFF) > 0x7F800000, 0x7FC00000, f)
     else:
         b = x.to(tl.int64, bitcast=True)
-        out = tl.where((b & _ABS) > _EXP_ALL_ONES, _QNAN, b)
+        out = tl.where((b & ABS_MASK) > EXP_ALL_ONES, F64_QNAN, b)
     return out

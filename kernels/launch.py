@@ -8,15 +8,18 @@ import threading
 import torch
 import triton
 
+from ..kernel_codes import DTYPE_CODES, MODE_CODES, NO_SCALE
 from .merge import META, chatvec_kernel
 from .quantize import fp8_quantize_kernel
 
 # Storage views the kernel loads and stores: integer bits of each dtype code.
-BITS_DTYPE = {0: torch.int32, 1: torch.int16, 2: torch.int16, 3: torch.int64, 4: torch.uint8, 5: torch.uint8}
-MODES = {"merge": 0, "apply": 1, "extract": 2, "convert": 3}
+_BITS = {"F32": torch.int32, "F16": torch.int16, "BF16": torch.int16, "F64": torch.int64, "F8_E4M3": torch.uint8,
+         "F8_E5M2": torch.uint8}  # fmt: skip
+BITS_DTYPE = {DTYPE_CODES[name]: bits for name, bits in _BITS.items()}
+MODES = MODE_CODES
 SLOTS = ("base", "chat", "cp", "v1", "v2", "v3")  # apply: vector 0 in "chat", vectors 1..3 in v1..v3
-META_WORDS = META
-F64, F8_E4M3 = 3, 4
+META_WORDS = META.value
+F64, F8_E4M3 = DTYPE_CODES["F64"], DTYPE_CODES["F8_E4M3"]
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # The interpreter patches triton.language globally while a kernel runs: one launch at a time
@@ -47,7 +50,7 @@ def launch(mode: str, slots: dict, scales, meta, out, alphas, count, n: int, out
     args = [slots.get(name, (any_input,))[0] for name in SLOTS]
     args += [scales, meta, out, alphas, count, n]
     meta_args = {name.upper(): slots.get(name, (None, 0))[1] for name in SLOTS}
-    meta_args.update({f"S_{name.upper()}": slots[name][2] if name in slots else -1 for name in SLOTS})
+    meta_args.update({f"S_{name.upper()}": slots[name][2] if name in slots else NO_SCALE for name in SLOTS})
     meta_args.update({"OUT": out_code, "MODE": MODES[mode], "K": out.shape[0], "M": m})
     if INTERPRETING or not out.is_cuda:
         with _interpreter_lock:

@@ -14,23 +14,22 @@ written here as float64 results and re-quantized per group by kernels/quantize.p
 import triton
 import triton.language as tl
 
-from .convert import round_bits, widen_bits
+from ..kernel_codes import MODE_CODES, NO_SCALE, SCALE_KIND_CODES
+from .convert import ABS_MASK, EXP_ALL_ONES, round_bits, widen_bits
 
-MERGE: tl.constexpr = 0
-APPLY: tl.constexpr = 1
-EXTRACT: tl.constexpr = 2
-CONVERT: tl.constexpr = 3
+# tl.constexpr objects, not annotated ints: see convert.py. Codes from chatvec_fast/kernel_codes.py.
+MERGE = tl.constexpr(MODE_CODES["merge"])
+APPLY = tl.constexpr(MODE_CODES["apply"])
+EXTRACT = tl.constexpr(MODE_CODES["extract"])
+CONVERT = tl.constexpr(MODE_CODES["convert"])
 
-# scale kinds, as chatvec_fast/backends/call.py SCALE_KINDS; NONE: scale 1
-NONE: tl.constexpr = -1
-TENSOR: tl.constexpr = 0
-ROW: tl.constexpr = 1
-BLOCK_SCALE: tl.constexpr = 2
+# scale kinds; NONE: scale 1
+NONE = tl.constexpr(NO_SCALE)
+TENSOR = tl.constexpr(SCALE_KIND_CODES["tensor"])
+ROW = tl.constexpr(SCALE_KIND_CODES["row"])
+BLOCK_SCALE = tl.constexpr(SCALE_KIND_CODES["block"])
 
-META: tl.constexpr = 8  # int64 words per operand slot in meta_ptr (launch.py writes them)
-
-_ABS: tl.constexpr = 0x7FFFFFFFFFFFFFFF
-_EXP_ALL_ONES: tl.constexpr = 0x7FF0000000000000
+META = tl.constexpr(8)  # int64 words per operand slot in meta_ptr (launch.py writes them)
 
 
 @triton.jit
@@ -121,7 +120,7 @@ def chatvec_kernel(
             tl.store(out_ptr + offs, stored, mask=mask)
             back = widen_bits(stored, OUT).to(tl.int64, bitcast=True)
             exact = delta.to(tl.int64, bitcast=True)
-            nan = (exact & _ABS) > _EXP_ALL_ONES
+            nan = (exact & ABS_MASK) > EXP_ALL_ONES
             inexact = (back != exact) & (nan == 0) & mask
             tl.atomic_add(count_ptr, tl.sum(inexact.to(tl.int64), axis=0))
         else:

@@ -13,10 +13,7 @@ float64 `/` is IEEE division on GPUs (div.rn.f64; only float32 division has a fa
 import triton
 import triton.language as tl
 
-from .convert import round_e4m3
-
-_ABS: tl.constexpr = 0x7FFFFFFFFFFFFFFF
-_EXP_ALL_ONES: tl.constexpr = 0x7FF0000000000000
+from .convert import ABS_MASK, EXP_ALL_ONES, round_e4m3
 
 
 @triton.jit
@@ -43,8 +40,8 @@ def fp8_quantize_kernel(
         for c in range(c0, c1, BLOCK):
             idx = (first_row + r) * cols + c + lanes
             mask = (c + lanes < c1) & (idx < n)
-            bits = tl.load(x_ptr + k * n + idx, mask=mask, other=0.0).to(tl.int64, bitcast=True) & _ABS
-            finite = tl.where(bits < _EXP_ALL_ONES, bits, 0)  # NaN and Inf do not count
+            bits = tl.load(x_ptr + k * n + idx, mask=mask, other=0.0).to(tl.int64, bitcast=True) & ABS_MASK
+            finite = tl.where(bits < EXP_ALL_ONES, bits, 0)  # NaN and Inf do not count
             amax = tl.maximum(amax, finite.to(tl.float64, bitcast=True))
     top = tl.max(amax, axis=0)
     scale = (top / 448.0).to(tl.float32)  # one rounding of the float64 quotient

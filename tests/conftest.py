@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
+import zlib
 
 import pytest
 import torch
@@ -15,8 +17,31 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from chatvec_fast import _native
 from chatvec_fast.backends.reference import TORCH_DTYPES
 from chatvec_fast.backends.reference import ulp_distance as reference_ulp_distance
+from chatvec_fast.testing.calls import as_buffer, call_outputs, oracle_outputs, tensor_call  # noqa: F401 - for the tests
+
+requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
+TRITON = importlib.util.find_spec("triton") is not None
+requires_triton = pytest.mark.skipif(not TRITON, reason="triton not installed (pip install 'chatvec-fast[gpu]')")
+
+# The backends every kernel test runs, each against the float64 oracle (backends/reference_call.py). triton
+# runs in its interpreter without a GPU. The `torch` backend IS the oracle applied to buffers: comparing it
+# with the oracle would test nothing, so only tests with an oracle of their own (tests/fp8_data.py, IEEE
+# rules written out) take WITH_TORCH; tests/test_kernel.py checks its buffer handling against native.
+BACKENDS = [
+    pytest.param("native", marks=requires_native, id="native"),
+    pytest.param("triton", marks=requires_triton, id="triton"),
+]
+WITH_TORCH = [*BACKENDS, pytest.param("torch", id="torch")]
+
+
+def stable_seed(*params) -> int:
+    """A seed from a test's parameters that is the same in every process (hash() of a str or tuple is not:
+    PYTHONHASHSEED salts it); print it in failure messages."""
+    return zlib.crc32(repr(params).encode())
+
 
 SCALE = 0.02  # weights ~ N(0, 0.02^2)
 DELTA = 0.002  # fine-tuning deltas ~ N(0, 0.002^2)

@@ -1,7 +1,7 @@
 """apply with several saved vectors at once: acc = cp; acc = acc + alpha[k][m] * v_m in order, rounded once.
 
-Every backend bit for bit against the reference, for M = 1..4 (and 16 natively) vectors of mixed dtypes
-(F32, F64, BF16, F16, and FP8 with scales), K = 1 and 3; M = 1 equals the original apply path.
+Every backend bit for bit against the float64 oracle, for M = 1..4 (and 16 natively) vectors of mixed dtypes
+(F32, F64, BF16, F16, and FP8 with scales), K = 1 and 3.
 """
 
 from __future__ import annotations
@@ -9,18 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bits_equal, realistic_triple
+from conftest import BACKENDS, as_buffer, realistic_triple, requires_native, requires_triton
 from fp8_data import chunk_operand, quantize
-from test_fp8_kernel import WIDTH, check, each_isa
-from test_kernel import as_buffer, run_backend
+from test_fp8_kernel import WIDTH, check, check_each_isa
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
-from chatvec_fast.backends.call import KernelCall, Operand, OutScale, legacy_call
-from chatvec_fast.backends.reference import TORCH_DTYPES, merge_reference
+from chatvec_fast.backends.call import KernelCall, Operand, OutScale
+from chatvec_fast.backends.reference import TORCH_DTYPES
 from chatvec_fast.backends.reference_call import reference_call
 
-requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 VECTOR_DTYPES = ["F32", "F64", "BF16", "F16", "F8_E4M3"]
 
 
@@ -59,48 +57,27 @@ def vectors_call_factory(m, k, n, out_dtype, seed, rows=None):
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 16])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("out_dtype", ["BF16", "F32", "F16", "F8_E4M3"])
-@pytest.mark.parametrize("n", [1, 1023, 1025, 20_011, 150_001])
+@pytest.mark.parametrize("n", [1, 1023, 1025, 20_011, pytest.param(150_001, marks=pytest.mark.slow)])  # 3-8 s a cell
 def test_native_vectors(m, k, out_dtype, n):
     if out_dtype == "F8_E4M3":
         n = n // 45 * 45 or 45  # an FP8 output chunk holds whole rows
-    factory = vectors_call_factory(m, k, n, out_dtype, seed=m + 7 * k + n % 5)
-    backend = get_backend("native")
-    each_isa(lambda isa: check(backend, factory, f"{isa} M={m} K={k} n={n} -> {out_dtype}"))
+    seed = m + 7 * k + n % 5
+    factory = vectors_call_factory(m, k, n, out_dtype, seed)
+    check_each_isa(factory, f"M={m} K={k} n={n} -> {out_dtype} seed={seed}")
 
 
+@requires_triton
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
 @pytest.mark.parametrize("k", [1, 3])
 def test_triton_vectors(m, k):
-    pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
     factory = vectors_call_factory(m, k, 4_099, "BF16", seed=m + k)
     check(get_backend("triton"), factory, f"triton M={m} K={k}")
     if m == 3:  # an FP8 output (4 x 8 blocks; 12 rows of 45)
         check(get_backend("triton"), vectors_call_factory(m, k, 540, "F8_E4M3", seed=m), f"triton M={m} K={k} fp8")
 
 
-@pytest.mark.parametrize("backend_name", ["torch"] + (["native"] if _native.available else []) + ["triton"])
-@pytest.mark.parametrize("vector_dtype", ["F32", "F64", "BF16"])
-def test_one_vector_is_the_original_apply(backend_name, vector_dtype):
-    """M = 1 through compute_call gives the bits of compute(None, vector, ...) and of merge_reference."""
-    if backend_name == "triton":
-        pytest.importorskip("triton", reason="triton not installed")
-    base, chat, cp = realistic_triple((30_011,), ("BF16", "BF16", "F16"), seed=21, hostile=True)
-    vector = merge_reference(base, chat, None, [1.0], TORCH_DTYPES[vector_dtype])[0]
-    backend = get_backend(backend_name)
-    old = run_backend(backend, None, vector, cp, [0.5, -2.0], "BF16")
-    n = cp.numel()
-    outs = [np.zeros(2 * n, np.uint8) for _ in range(2)]
-    call = legacy_call(None, None, as_buffer(vector), vector_dtype, as_buffer(cp), "F16", n, [0.5, -2.0], outs, "BF16")
-    assert call.mode == "apply" and len(call.vectors) == 1
-    backend.compute_call(call)
-    want = merge_reference(None, vector, cp, [0.5, -2.0], torch.bfloat16)
-    for o, g, w in zip(outs, old, want):
-        new = torch.from_numpy(o).view(torch.bfloat16)
-        assert_bits_equal(new, g, f"{backend_name}: compute_call vs compute")
-        assert_bits_equal(new, w, f"{backend_name}: compute_call vs merge_reference")
-
-
-def test_vectors_accumulate_in_order():
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_vectors_accumulate_in_order(backend_name):
     """The reference adds the vectors one by one, each product and sum rounded: (cp + a0 v0) + a1 v1, which
     is not cp + (a0 v0 + a1 v1) in general."""
     cp = np.array([1.0], np.float64)
@@ -111,21 +88,23 @@ def test_vectors_accumulate_in_order():
     assert result.item() == 1.0  # each addition of 2^-53 to 1.0 is a tie that rounds to even
     for name in ["torch"] + (["native"] if _native.available else []):
         out = np.zeros(8, np.uint8)
-        get_backend(name).compute_call(
-            KernelCall(1, "apply", [out], "F64", [[1.0, 1.0]], cp=call.cp, vectors=call.vectors)
-        )
+        get_backend(name).compute(KernelCall(1, "apply", [out], "F64", [[1.0, 1.0]], cp=call.cp, vectors=call.vectors))
         assert out.view(np.float64)[0] == 1.0, name
 
 
-def test_too_many_vectors_are_refused_with_the_limit():
-    n = 4
-    v = Operand(np.zeros(4 * n, np.uint8), "F32")
-    call = KernelCall(n, "apply", [np.zeros(4 * n, np.uint8)], "F32", [[1.0] * 5], cp=v, vectors=(v,) * 5)
-    pytest.importorskip("triton", reason="triton not installed")
+def too_many(m: int) -> KernelCall:
+    v = Operand(np.zeros(16, np.uint8), "F32")
+    return KernelCall(4, "apply", [np.zeros(16, np.uint8)], "F32", [[1.0] * m], cp=v, vectors=(v,) * m)
+
+
+@requires_triton
+def test_more_vectors_than_triton_takes_are_refused_with_the_limit():
     with pytest.raises(ValueError, match="1 to 4 on the triton backend"):
-        get_backend("triton").compute_call(call)
-    if _native.available:
-        get_backend("native").compute_call(call)  # 5 is fine natively
-        big = KernelCall(n, "apply", call.outs, "F32", [[1.0] * 17], cp=v, vectors=(v,) * 17)
-        with pytest.raises(ValueError, match="1 to 16"):
-            get_backend("native").compute_call(big)
+        get_backend("triton").compute(too_many(5))
+
+
+@requires_native
+def test_more_vectors_than_native_takes_are_refused_with_the_limit():
+    get_backend("native").compute(too_many(5))  # 5 is fine natively
+    with pytest.raises(ValueError, match="1 to 16"):
+        get_backend("native").compute(too_many(17))

@@ -8,17 +8,18 @@ instruction set this CPU has; Triton runs in its interpreter on smaller shapes (
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from conftest import WITH_TORCH, requires_native, requires_triton
 from fp8_data import chunk_operand, dequantize, fp8_table, group_amax, group_ids, nearest_codes, plain_operand, quantize
 
 from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
 from chatvec_fast.backends.call import KernelCall, Operand, OutScale
 from chatvec_fast.backends.reference_call import operand_values, reference_call, reference_results
-
-requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 
 BIG, SMALL, ROW, TENSOR = ("block", 128, 128), ("block", 4, 8), ("row",), ("tensor",)
 WIDTH = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1}
@@ -84,12 +85,12 @@ def first_difference(got: np.ndarray, want: np.ndarray) -> str:
     return f"{int((got != want).sum())} bytes differ; first at {idx.tolist()}: got {got[idx]} want {want[idx]}"
 
 
-def check(backend, factory, what=""):
-    """The backend's outputs, group scales and count equal the reference's, byte for byte (and nothing is
-    written past the chunk)."""
-    want_call, got_call = factory(), factory()
-    results, scales, count = reference_call(want_call)
-    got_count = backend.compute_call(got_call)
+def check(backend, factory, what="", want=None):
+    """The backend's outputs, group scales and count equal the oracle's, byte for byte (and nothing is
+    written past the chunk). want: reference_call(factory()), when already computed."""
+    got_call = factory()
+    results, scales, count = want or reference_call(factory())
+    got_count = backend.compute(got_call)
     n = got_call.n
     for k, (out, result) in enumerate(zip(got_call.outs, results)):
         want = result.contiguous().view(-1).view(torch.uint8).numpy()
@@ -101,6 +102,12 @@ def check(backend, factory, what=""):
             assert np.array_equal(buf[: want.size], want), f"{what} scales[{k}]: " + first_difference(buf, want)
             assert (buf[want.size :] == 0xCD).all(), f"{what}: wrote past out_scale.buffers[{k}]"
     assert got_count == count, f"{what}: count {got_count}, reference {count}"
+
+
+def check_each_isa(factory, what: str):
+    """check() of the native backend with every instruction set, against one oracle result."""
+    backend, want = get_backend("native"), reference_call(factory())
+    each_isa(lambda isa: check(backend, factory, f"{isa} {what}", want))
 
 
 def each_isa(fn):
@@ -144,11 +151,10 @@ def test_native_fp8_grid(layout_name, dtype, mix, out, k):
     chunks = [(0, n), (unit, n)]  # the whole tensor, and from the second row of groups to the end
     if out != "F8_E4M3":
         chunks.append((cols * 5 + 3, n - 7))  # inputs may start and stop anywhere
-    backend = get_backend("native")
     for start, stop in chunks:
         factory = make_call(spec, out, k, "merge", start, stop, out_layout, seed=rows + k, own=start % 2 == 0)
-        label = f"{mix} {layout_name} {dtype}->{out} [{start}:{stop})"
-        each_isa(lambda isa, f=factory, label=label: check(backend, f, f"{isa} {label}"))
+        label = f"{mix} {layout_name} {dtype}->{out} [{start}:{stop}) seed={rows + k}"
+        check_each_isa(factory, label)
 
 
 @requires_native
@@ -158,7 +164,6 @@ def test_native_fp8_other_modes(mode, out):
     if mode == "extract" and out == "F8_E4M3":
         pytest.skip("extract writes F32/F16/BF16/F64 (validate() refuses FP8)")
     spec = {"rows": 37, "cols": 45, "roles": mixes("F8_E4M3", SMALL)["all-fp8-mixed"]}
-    backend = get_backend("native")
     k = 1 if mode == "extract" else 2
     factory = make_call(spec, out, k, mode, 45 * 4, 37 * 45, SMALL, seed=3)
     if mode == "apply":  # chat (e5m2, row scales) as the one vector
@@ -170,19 +175,26 @@ def test_native_fp8_other_modes(mode, out):
                 c.n, "apply", c.outs, out, [[0.5], [-2.0]], cp=c.cp, vectors=(c.chat,), out_scale=c.out_scale
             )
 
-    each_isa(lambda isa: check(backend, factory, f"{isa} {mode}->{out}"))
+    check_each_isa(factory, f"{mode}->{out}")
 
 
-@pytest.mark.parametrize(
-    "name,layout,rows,cols,out_layout",
-    [("block4x8", SMALL, 9, 20, SMALL), ("block128", BIG, 130, 136, BIG), ("row", ROW, 7, 33, ROW)],
-)
-@pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2"])
-@pytest.mark.parametrize("out", ["BF16", "F8_E4M3"])
+def triton_fp8_cases():
+    """(name, layout, rows, cols, out layout, dtype, out) for the interpreter: one 128 x 128 FP8-output case
+    (~12 s in the interpreter, so `slow`)."""
+    shapes = [("block4x8", SMALL, 9, 20, SMALL), ("block128", BIG, 130, 136, BIG), ("row", ROW, 7, 33, ROW)]
+    cases = []
+    for (name, *shape), dtype, out in itertools.product(shapes, ["F8_E4M3", "F8_E5M2"], ["BF16", "F8_E4M3"]):
+        big_fp8_out = name == "block128" and out == "F8_E4M3"
+        if big_fp8_out and dtype == "F8_E5M2":
+            continue
+        marks = [pytest.mark.slow] if big_fp8_out else []
+        cases.append(pytest.param(name, *shape, dtype, out, marks=marks, id=f"{name}-{dtype}-{out}"))
+    return cases
+
+
+@requires_triton
+@pytest.mark.parametrize("name,layout,rows,cols,out_layout,dtype,out", triton_fp8_cases())
 def test_triton_fp8_matches_reference(name, layout, rows, cols, out_layout, dtype, out):
-    pytest.importorskip("triton", reason="triton not installed (pip install 'chatvec-fast[gpu]')")
-    if name == "block128" and out == "F8_E4M3" and dtype == "F8_E5M2":
-        pytest.skip("one 128 x 128 FP8-output case is enough in the interpreter (~10 s each)")
     backend = get_backend("triton")
     unit = cols * (out_layout[1] if out_layout[0] == "block" else 1)
     n = rows * cols
@@ -236,15 +248,15 @@ def test_reference_fp8_output_follows_the_spec(out_layout):
     assert (codes[0].numpy() == 0x7F).any() and (np.abs(codes[0].numpy().astype(np.int32) & 0x7F) == 0x7E).any()
 
 
-def test_zero_groups_get_scale_one():
+@pytest.mark.parametrize("backend_name", WITH_TORCH)
+def test_zero_groups_get_scale_one(backend_name):
     """A row of zeros gets scale 1 and zero codes; -0.0 stays 0x80."""
     n, cols = 64, 16
     cp = np.zeros(n, np.uint16)
     cp[20] = 0x8000  # -0.0 in a zero row
-    for name in ["torch"] + (["native"] if _native.available else []):
-        bufs, out = [np.zeros(16, np.uint8)], np.full(n, 0xAB, np.uint8)
-        call = KernelCall(n, "convert", [out], "F8_E4M3", [[1.0]], cp=Operand(cp.view(np.uint8), "BF16"),
-                          out_scale=OutScale("row", bufs, cols, 0))  # fmt: skip
-        get_backend(name).compute_call(call)
-        assert (bufs[0].view(np.float32) == 1.0).all(), name
-        assert out[20] == 0x80 and (np.delete(out, 20) == 0).all(), name
+    bufs, out = [np.zeros(16, np.uint8)], np.full(n, 0xAB, np.uint8)
+    call = KernelCall(n, "convert", [out], "F8_E4M3", [[1.0]], cp=Operand(cp.view(np.uint8), "BF16"),
+                      out_scale=OutScale("row", bufs, cols, 0))  # fmt: skip
+    get_backend(backend_name).compute(call)
+    assert (bufs[0].view(np.float32) == 1.0).all()
+    assert out[20] == 0x80 and (np.delete(out, 20) == 0).all()

@@ -13,25 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import WITH_TORCH
 from fp8_data import fp8_table, nearest_codes
 
-from chatvec_fast import _native
 from chatvec_fast.backends import get_backend
 from chatvec_fast.backends.call import KernelCall, Operand, OutScale, Scale
 from chatvec_fast.backends.reference_call import FP8_VALUES, round_e4m3
 
 TORCH_FP8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-
-
-def backends():
-    names = ["torch"] + (["native"] if _native.available else [])
-    try:
-        import triton  # noqa: F401
-
-        names.append("triton")
-    except ImportError:
-        pass
-    return names
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -63,7 +52,7 @@ def test_decode_tables_agree(dtype):
     assert want[0x7E if dtype == "F8_E4M3" else 0x7B] == (448.0 if dtype == "F8_E4M3" else 57344.0)
 
 
-@pytest.mark.parametrize("backend_name", backends())
+@pytest.mark.parametrize("backend_name", WITH_TORCH)
 @pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2"])
 def test_every_code_decodes_exactly(backend_name, dtype):
     """convert from FP8 (scale 1, and a row scale) to F64: all 256 codes."""
@@ -72,7 +61,7 @@ def test_every_code_decodes_exactly(backend_name, dtype):
         s = None if scale is None else Scale("row", scale, cols=128, first_element=0)
         out = np.zeros(256 * 8, np.uint8)
         call = KernelCall(256, "convert", [out], "F64", [[1.0]], cp=Operand(codes, dtype, s))
-        get_backend(backend_name).compute_call(call)
+        get_backend(backend_name).compute(call)
         want = fp8_table(dtype) * (1.0 if scale is None else np.repeat(scale.astype(np.float64), 128))
         got = out.view(np.float64)
         assert same(got, want), np.nonzero(~((got == want) | np.isnan(want)))[0][:8]
@@ -93,7 +82,7 @@ def test_reference_rounding_matches_the_oracle():
         assert round_e4m3(torch.tensor([value], dtype=torch.float64)).item() == code, value
 
 
-@pytest.mark.parametrize("backend_name", backends())
+@pytest.mark.parametrize("backend_name", WITH_TORCH)
 def test_kernels_round_to_e4m3_like_the_oracle(backend_name):
     """An FP8 output whose rows each hold 448 (so every group scale is exactly 1) rounds every value as the
     oracle does; Inf saturates, NaN gives 0x7F."""
@@ -109,7 +98,7 @@ def test_kernels_round_to_e4m3_like_the_oracle(backend_name):
     out, scales = np.zeros(n, np.uint8), np.zeros(4 * rows, np.uint8)
     call = KernelCall(n, "convert", [out], "F8_E4M3", [[1.0]], cp=Operand(grid.reshape(-1).view(np.uint8), "F64"),
                       out_scale=OutScale("row", [scales], cols, 0))  # fmt: skip
-    get_backend(backend_name).compute_call(call)
+    get_backend(backend_name).compute(call)
     assert (scales.view(np.float32) == 1.0).all()
     want = nearest_codes(grid.reshape(-1), "F8_E4M3")
     bad = np.nonzero(out != want)[0]

@@ -12,12 +12,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import requires_native
 
 import chatvec_fast
 from chatvec_fast import _native, api, job
 
 PACKAGE = os.path.dirname(chatvec_fast.__file__)
-LEAVES = {"alphas", "errors", "dtypes", "units", "faults", "filenames", "progress", "_native"}
+LEAVES = {"alphas", "errors", "dtypes", "kernel_codes", "units", "faults", "filenames", "progress", "_native"}
 STAGES = {"read", "plan", "backends", "write", "run"}
 
 # What each part of the package may import (besides the leaf modules and itself).
@@ -190,7 +191,7 @@ def pydoc_text(obj) -> str:
     return pydoc.render_doc(obj, renderer=pydoc.plaintext)
 
 
-@pytest.mark.skipif(not _native.available, reason="native module not built")
+@requires_native
 def test_native_stub_matches_the_bindings():
     stub = ast.parse(open(os.path.join(PACKAGE, "_C.pyi"), encoding="utf-8").read())
     declared = {n.name: n for n in stub.body if isinstance(n, ast.FunctionDef)}
@@ -206,9 +207,9 @@ def test_native_stub_matches_the_bindings():
         assert [a.arg for a in node.args.args] == [a.arg for a in bound.args.args], (name, signature)
         assert [ast.literal_eval(d) for d in node.args.defaults] == [ast.literal_eval(d) for d in bound.args.defaults]
         assert ast.unparse(node.returns) == ast.unparse(bound.returns), (name, signature)
-        optional = [a.arg for a in node.args.args if "None" in ast.unparse(a.annotation)]
-        if name == "merge":
-            assert optional == ["base", "chat", "cp"]  # the four modes leave inputs out
+    # one kernel entry point, reading a KernelCall by name
+    assert [a.arg for a in declared["run"].args.args] == ["call", "threads"]
+    assert ast.unparse(declared["run"].args.args[0].annotation) == "KernelCall"
     assert "typing_extensions" not in open(os.path.join(PACKAGE, "_C.pyi")).read()
 
 

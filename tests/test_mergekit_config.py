@@ -16,11 +16,10 @@ import textwrap
 import pytest
 import torch
 import yaml
-from conftest import assert_bits_equal, ulp_distance
+from conftest import assert_bits_equal, oracle_outputs, tensor_call, ulp_distance
 
 import chatvec_fast
 from chatvec_fast.alphas import parse_alpha_for
-from chatvec_fast.backends.reference import merge_reference
 from chatvec_fast.cli.mergekit_config import ConfigError, read_mergekit_config
 from chatvec_fast.errors import ChatvecError
 
@@ -504,7 +503,8 @@ def test_translation_is_mergekits_merge_exactly(e2e, name):
     base, chat, cp, got = (load_dir(p) for p in (paths["base"], paths["chat"], paths["cp"], out))
     assert set(got) == set(cp)
     for k in got:
-        want = merge_reference(base[k], chat[k], cp[k], [mergekit_weight(chat_setting, k)], torch.bfloat16)[0]
+        call = tensor_call(base[k], chat[k], cp[k], [mergekit_weight(chat_setting, k)], "BF16")
+        want = oracle_outputs(call, cp[k].shape)[0]
         assert_bits_equal(got[k], want, f"{name}: {k}")
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import chatvec_command
+from conftest import chatvec_command, requires_native
 
 from chatvec_fast import _native
 from chatvec_fast.api import merge, sweep
@@ -47,7 +47,7 @@ def test_chunk_size_does_not_change_the_output(reference_output, tmp_path, chunk
     assert_same_dirs(ref, out)
 
 
-@pytest.mark.skipif(not _native.available, reason="native module not built")
+@requires_native
 def test_native_and_torch_backends_write_identical_files(reference_output, tmp_path):
     paths, ref = reference_output
     merge_with(paths, tmp_path / "native", backend="native")

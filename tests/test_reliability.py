@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import chatvec_command, file_digests
+from conftest import chatvec_command, file_digests, requires_native
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
@@ -216,22 +216,28 @@ def test_awkward_paths(triple, tmp_path):
     same_dir(odd / "merged ✓", odd / "rel out")
 
 
-@pytest.mark.skipif(not _native.available, reason="native module not built")
+@requires_native
 @seed(5)
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     st.integers(0, 64),
     st.lists(st.integers(0, 300), min_size=4, max_size=4),
-    st.lists(st.integers(-1, 5), min_size=4, max_size=4),
+    st.lists(st.sampled_from(["F32", "F16", "BF16", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0"]), min_size=4, max_size=4),
     st.lists(st.booleans(), min_size=3, max_size=3),
     st.integers(0, 3),
+    st.sampled_from(["merge", "apply", "extract", "convert"]),
 )
-def test_native_boundary_never_crashes(n, sizes, codes, present, k):
-    """Random sizes, dtype codes and modes at the C++ boundary: a result or a ValueError, never a crash."""
-    c = _native.module
-    bufs = [np.zeros(s, np.uint8) if p else None for s, p in zip(sizes[:3], present)]
+def test_native_boundary_never_crashes(n, sizes, dtypes, present, k, mode):
+    """Random sizes, dtypes, modes and missing operands at the C++ boundary (no validate() in front): a result or
+    a ValueError, never a crash."""
+    from chatvec_fast.backends.call import KernelCall, Operand
+
+    ops = [Operand(np.zeros(s, np.uint8), d) if p else None for s, d, p in zip(sizes[:3], dtypes, present)]
     outs = [np.zeros(sizes[3], np.uint8) for _ in range(k)]
+    vectors = (ops[1],) if mode == "apply" and ops[1] is not None else ()
+    call = KernelCall(n, mode, outs, dtypes[3], [[0.5]] * k, base=ops[0], chat=ops[1] if not vectors else None,
+                      cp=ops[2], vectors=vectors)  # fmt: skip
     try:
-        c.merge(bufs[0], codes[0], bufs[1], codes[1], bufs[2], codes[2], n, [0.5] * k, outs, codes[3], 1)
+        _native.module.run(call, 1)
     except ValueError:
         pass

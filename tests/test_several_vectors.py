@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import assert_bits_equal, assert_one_line_error, cli, file_digests
+from conftest import WITH_TORCH, assert_bits_equal, assert_one_line_error, cli, file_digests
 from safetensors.torch import load_file
 
 from chatvec_fast import apply, extract
@@ -54,7 +54,7 @@ def expected(vector_dirs, cp, alphas) -> dict[str, torch.Tensor]:
     return want
 
 
-@pytest.mark.parametrize("backend", ["native", "torch", "triton"])
+@pytest.mark.parametrize("backend", WITH_TORCH)
 def test_two_vectors_give_the_float64_sum_rounded_once(vectors, tmp_path, backend):
     (v0, v1, _), cp = vectors
     out = tmp_path / "out"

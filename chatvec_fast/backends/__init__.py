@@ -1,22 +1,20 @@
-"""Stage 3, the backends: one kernel call per chunk, the same contract for all.
+"""Stage 3, the backends: one kernel call per chunk, one contract for all.
 
-    count = backend.compute(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
+    count = backend.compute(call)     # call: backends/call.py KernelCall
 
-writes round(cp + alphas[k] * (chat - base)) for the first n elements into
-outs[k]. The other modes of csrc/merge_kernel.h follow from the inputs left
-None: base None applies a saved vector (chat), cp None extracts chat - base
-into outs[0] and returns how many elements the output dtype rounded, and
-base and chat None converts cp. Buffers are contiguous uint8 numpy arrays (or
-any buffer); dtypes are safetensors names ("BF16", "F16", "F32", "F64").
+runs one KernelCall (mode merge, apply, extract or convert; its operands, alphas, output buffers and
+output dtype; FP8 operands with tensor, row or block scales; an F8_E4M3 output with its group scales) and
+returns extract's count of elements the output dtype rounded, else 0. backends/call.py states the exact
+rules; every backend gives the same bits, which are those of the float64 oracle
+(backends/reference_call.py), except torch-fp32 (float32 math, not exact). backend.max_vectors says how
+many vectors one apply call takes.
 
-The general call, on every backend (native, torch, triton):
+A device backend (triton) also has
 
-    count = backend.compute_call(call)     # call: backends/call.py KernelCall
+    pending = backend.submit(call)    # returns at once; pending.wait() returns the count
 
-adds FP8 operands (F8_E4M3, F8_E5M2) with tensor, row or block scales, an
-F8_E4M3 output re-quantized per row or block (its scales written beside it),
-and apply with several vectors at once; backends/call.py documents the exact
-rules. backend.max_vectors says how many vectors one apply call takes.
+and the pipeline (run/stream.py) calls submit() where a backend has it, so that its writers wait on the
+results while the next chunk is read; configure() and allocate_host() size its device and pinned buffers.
 
 get_backend() picks one. "auto" takes triton on a machine with CUDA (and
 triton installed), else the native C++ kernel, else the torch reference. A backend asked for by name

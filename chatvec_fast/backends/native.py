@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from .. import _native
-from ..dtypes import KERNEL_CODES
-from .call import MAX_VECTORS, MODES, SCALE_KINDS, KernelCall, Operand, OutScale, validate
+from .call import MAX_VECTORS, KernelCall, validate
 
 
 class NativeBackend:
@@ -19,53 +18,11 @@ class NativeBackend:
     def describe(self) -> str:
         return f"native ({self._c.active_isa()}, {self.threads} threads)"
 
-    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
-        # The original entry point calls _C.merge directly: no per-call tuples on the pipeline's hot path.
-        codes = KERNEL_CODES
-        return self._c.merge(
-            base,
-            codes.get(base_dtype, 0),
-            chat,
-            codes.get(chat_dtype, 0),
-            cp,
-            codes.get(cp_dtype, 0),
-            n,
-            list(alphas),
-            list(outs),
-            codes[out_dtype],
-            self.threads,
-        )
+    def compute(self, call: KernelCall) -> int:
+        """Runs one KernelCall (backends/call.py); returns extract's count of inexact elements, else 0.
 
-    def compute_call(self, call: KernelCall) -> int:
-        """Runs one KernelCall (backends/call.py); returns extract's count of inexact elements, else 0."""
+        validate() names what is wrong and the fix; _C.run reads the same call by attribute name and checks
+        every buffer it touches (csrc/bindings_run.cpp), whoever calls it.
+        """
         validate(call, MAX_VECTORS, "native")
-        alphas = [[float(a) for a in row] for row in call.alphas] if call.mode in ("merge", "apply") else []
-        return self._c.run(
-            MODES[call.mode],
-            call.n,
-            _operand(call.base),
-            _operand(call.chat),
-            _operand(call.cp),
-            [_operand(v) for v in call.vectors],
-            alphas,
-            list(call.outs),
-            KERNEL_CODES[call.out_dtype],
-            _out_scale(call.out_scale),
-            self.threads,
-        )
-
-
-def _operand(op: Operand | None):
-    if op is None:
-        return None
-    s = op.scale
-    scale = None
-    if s is not None:
-        scale = (SCALE_KINDS[s.kind], s.buffer, s.cols, s.first_element, s.block_rows, s.block_cols, s.first_scale_row)
-    return (op.buffer, KERNEL_CODES[op.dtype], scale)
-
-
-def _out_scale(o: OutScale | None):
-    if o is None:
-        return None
-    return (SCALE_KINDS[o.kind], list(o.buffers), o.cols, o.first_element, o.block_rows, o.block_cols)
+        return self._c.run(call, self.threads)

@@ -1,14 +1,11 @@
-"""The float64 reference in plain PyTorch: the oracle for every fast path, and the torch backend.
+"""The float64 reference's pieces in plain PyTorch: the correct rounding, and the measures the tests use.
 
-    out = round_once(cp + alpha * (chat - base))
-
-computed in float64 in that order (product rounded, then sum rounded; no
-fused multiply-add), then rounded ONCE, to nearest-even, to the output dtype.
-torch's own float64 -> bfloat16/float16 casts go through float32 and round
-twice (wrong on ~0.016% of elements at alpha = 0.7), so round_float64() does
-the final rounding with integer operations instead. It uses a different
-method from the native kernel (variable shifts and an explicit sticky bit),
-which makes the two independent checks of each other.
+The oracle itself is backends/reference_call.py: every kernel call computed in float64 in the order of
+backends/call.py (product rounded, then sum rounded; no fused multiply-add), then rounded ONCE, to
+nearest-even, to the output dtype. torch's own float64 -> bfloat16/float16 casts go through float32 and
+round twice (wrong on ~0.016% of elements at alpha = 0.7), so round_float64() does the final rounding with
+integer operations instead. It uses a different method from the native kernel (variable shifts and an
+explicit sticky bit), which makes the two independent checks of each other.
 """
 
 from __future__ import annotations
@@ -92,42 +89,6 @@ def round_bits(x: torch.Tensor, mant: int, emin: int, top: int, qnan: int, sign_
     out = ((exp_field << mant) + rounded).clamp(max=top)
     out = out | (negative.to(torch.int64) << sign_bit)
     return torch.where(is_nan, torch.full_like(out, qnan), out)
-
-
-def merge_reference(
-    base: torch.Tensor | None,
-    chat: torch.Tensor | None,
-    cp: torch.Tensor | None,
-    alphas,
-    out_dtype: torch.dtype,
-    math: str = "fp64",
-) -> list[torch.Tensor]:
-    """The four kernel modes, by which inputs are given (see csrc/merge_kernel.h):
-
-    - base, chat, cp: [round(cp + a * (chat - base)) for a in alphas]
-    - chat, cp (chat is a saved vector): [round(cp + a * chat) for a in alphas]
-    - base, chat: [round(chat - base)]
-    - cp: [round(cp)] * len(alphas)
-
-    math="fp64": the exact reference. math="fp32": float32 arithmetic and torch's
-    cast, the common "exact enough" variant (up to hundreds of ulp off near cancellation).
-    """
-    if math not in ("fp64", "fp32"):
-        raise ValueError(f"math must be 'fp64' or 'fp32', got {math!r}")
-    wide = torch.float64 if math == "fp64" else torch.float32
-
-    def finish(x):
-        return round_float64(x, out_dtype) if math == "fp64" else x.to(out_dtype)
-
-    delta = None
-    if chat is not None:
-        delta = chat.to(wide) if base is None else chat.to(wide) - base.to(wide)
-    if cp is None:
-        return [finish(delta)]
-    p = cp.to(wide)
-    if delta is None:
-        return [finish(p) for _ in alphas]
-    return [finish(p + torch.tensor(float(a), dtype=wide) * delta) for a in alphas]
 
 
 def count_inexact(stored: torch.Tensor, exact64: torch.Tensor) -> int:

@@ -1,10 +1,13 @@
-"""The float64 reference of a general kernel call (backends/call.py): the oracle for FP8 operands with
-scales, FP8 output with group scales, and several vectors at once.
+"""The float64 oracle: the result of any kernel call (backends/call.py), the one reference every backend is
+tested against, and the `torch` backend (applied to the call's buffers).
+
+    >>> outs, group_scales, count = reference_call(call)   # out_dtype tensors, FP8 scales or None, extract's count
+    >>> exact = reference_results(call)                    # float64, before the final rounding
 
 Written apart from the kernels on purpose: FP8 codes decode through a 256-entry table built from the
 format's definition with math.ldexp (the kernels use bit tricks), scales are gathered per element with
-vectorised index arithmetic (the kernels walk runs), and the e4m3 rounding is the reference's
-variable-shift, sticky-bit rounding (backends/reference.round_bits).
+vectorised index arithmetic (the kernels walk runs), and the roundings are the variable-shift, sticky-bit
+ones of backends/reference.py (round_float64, round_bits), not the kernels' magic-number additions.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..dtypes import KERNEL_CODES, itemsize
-from .call import MAX_TRITON_VECTORS, SCALE_KINDS, KernelCall, legacy_call, operands, scale_entries, validate
+from ..kernel_codes import MAX_TRITON_VECTORS, NO_SCALE
+from .call import SCALE_KINDS, KernelCall, operands, scale_entries, validate
 from .triton_device import DeviceSet, Now, Pending
 
 DEFAULT_GPU_MEMORY = 2 << 30  # 2 GiB: three buffer sets of (3 + K) x 4 MiB fit many times over
@@ -104,21 +105,13 @@ class TritonBackend:
 
     # -- the kernel -----------------------------------------------------------
 
-    def compute(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> int:
-        return self.submit(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype).wait()
-
-    def submit(self, base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype) -> Pending:
-        return self.submit_call(
-            legacy_call(base, base_dtype, chat, chat_dtype, cp, cp_dtype, n, alphas, outs, out_dtype)
-        )
-
-    def compute_call(self, call: KernelCall) -> int:
+    def compute(self, call: KernelCall) -> int:
         """Runs one KernelCall (backends/call.py); returns extract's count of inexact elements, else 0."""
-        return self.submit_call(call).wait()
+        return self.submit(call).wait()
 
-    def submit_call(self, call: KernelCall) -> Pending:
+    def submit(self, call: KernelCall) -> Pending:
         """Starts one KernelCall; the returned Pending's wait() says when its outputs (and FP8 group scales)
-        are in the host buffers."""
+        are in the host buffers, and returns the count compute() would."""
         validate(call, MAX_TRITON_VECTORS, "triton")
         n, k = call.n, len(call.outs)
         widest = max(itemsize(op.dtype) for _, op in operands(call))
@@ -192,7 +185,7 @@ class TritonBackend:
             device_bytes = dev.buffer(f"in{self._k.SLOTS.index(name)}", nbytes)
             if nbytes:
                 device_bytes.copy_(self._host(op.buffer, nbytes), non_blocking=self._pin)
-            kind = -1
+            kind = NO_SCALE
             if op.scale is not None:
                 s = op.scale
                 kind = SCALE_KINDS[s.kind]

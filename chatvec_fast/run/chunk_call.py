@@ -1,9 +1,8 @@
 """What one chunk reads into its slot, and the kernel call that computes it.
 
-Plain chunks (16-bit and 32-bit floats, one chat vector) keep the backends' original positional call, the
-measured hot path. Chunks with FP8 inputs (their scale rows are read beside their codes), an FP8 output
-(re-quantized per group, its scales gathered in the chunk's sink) or several saved vectors go through a
-KernelCall (backends/call.py).
+Every computed chunk is one KernelCall (backends/call.py): its operands are views of the slot's input
+buffers, FP8 inputs carry the scale rows read beside their codes, an FP8 output writes its group scales
+to the slot (gathered in the chunk's sink), and several saved vectors are apply's vectors.
 """
 
 from __future__ import annotations
@@ -46,32 +45,8 @@ def reads(chunk: Chunk, slot, scales: dict) -> list[tuple]:
     return out
 
 
-def needs_call(chunk: Chunk, scales: dict) -> bool:
-    t = chunk.tensor
-    return (
-        t.out_scale is not None or len(t.deltas) > 1 or any(scales.get(info) is not None for _, info in operands(chunk))
-    )
-
-
-def legacy_args(chunk: Chunk, slot) -> tuple:
-    """The positional arguments of backend.compute / submit for a plain chunk."""
-    t, n = chunk.tensor, chunk.count
-    out_bytes = n * itemsize(t.out_dtype)
-    outs = [o[:out_bytes] for o in slot.outs]
-    b = c = p = None
-    if chunk.kind == CONVERT:
-        p = (slot.inputs["cp"], chunk.segment.source.dtype)
-        outs = outs[:1]  # the same values go to every output
-    else:
-        c = (slot.inputs["chat"], t.chat.dtype)
-        b = (slot.inputs["base"], t.base.dtype) if t.base is not None else None
-        p = (slot.inputs["cp"], t.cp.dtype) if chunk.kind == MERGE else None
-    none = (None, None)
-    return (*(b or none), *(c or none), *(p or none), n, t.alphas[: len(outs)], outs, t.out_dtype)
-
-
 def kernel_call(chunk: Chunk, slot, scales: dict) -> KernelCall:
-    """The KernelCall of a chunk with FP8 inputs or output, or several vectors."""
+    """The KernelCall that computes a chunk (any kind but COPY and WRITE_SCALES) in its slot."""
     t, n, first = chunk.tensor, chunk.count, chunk.source_element
     ops = {}
     for role, info in operands(chunk):

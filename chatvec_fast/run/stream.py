@@ -22,7 +22,7 @@ import numpy as np
 from .. import faults
 from ..plan.chunks import CONVERT, COPY, EXTRACT, WRITE_SCALES, Chunk
 from ..read.chunks import InputFiles
-from .chunk_call import gather_scales, kernel_call, legacy_args, needs_call, reads
+from .chunk_call import gather_scales, kernel_call, reads
 
 DEFAULT_SLOTS = 4
 
@@ -63,7 +63,7 @@ class Pipeline:
         self.scales = scales or {}
         self.inexact = 0  # extract: elements the output dtype could not hold exactly
         buffer_bytes = chunk_elements * itemsize  # itemsize: the widest dtype of the plan
-        self._async = hasattr(backend, "submit")  # a device backend: compute returns before the results land
+        self._async = hasattr(backend, "submit")  # a device backend: submit returns before the results land
         if hasattr(backend, "configure"):
             backend.configure(buffer_bytes, outputs)
         # One arena: numpy asks for transparent huge pages on big allocations,
@@ -130,18 +130,11 @@ class Pipeline:
         chunk = slot.chunk
         if chunk.kind in (COPY, WRITE_SCALES):
             return
-        if needs_call(chunk, self.scales):
-            call = kernel_call(chunk, slot, self.scales)
-            if self._async:
-                slot.result = self.backend.submit_call(call)  # the writers wait on it
-                return
-            count = self.backend.compute_call(call)
-        else:
-            args = legacy_args(chunk, slot)
-            if self._async:
-                slot.result = self.backend.submit(*args)
-                return
-            count = self.backend.compute(*args)
+        call = kernel_call(chunk, slot, self.scales)
+        if self._async:
+            slot.result = self.backend.submit(call)  # the writers wait on it
+            return
+        count = self.backend.compute(call)
         if chunk.kind == EXTRACT:
             self.inexact += count
             chunk.files[0].inexact += count

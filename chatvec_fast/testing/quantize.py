@@ -35,7 +35,7 @@ def quantize_fp8(values: np.ndarray, kind: str, block=(128, 128)) -> tuple[np.nd
     out_scale = OutScale(kind, [scales.reshape(-1).view(np.uint8)], cols, 0, block[0], block[1], rows=rows)
     call = KernelCall(rows * cols, "convert", [codes], "F8_E4M3", [[1.0]], cp=Operand(values.reshape(-1), dtype),
                       out_scale=out_scale)  # fmt: skip
-    _backend.compute_call(call)
+    _backend.compute(call)
     return codes.reshape(rows, cols), scales
 
 

@@ -204,20 +204,24 @@ static void run_case(CaseMode mode, DType bd, DType cd, DType pd, DType od, size
   std::vector<std::vector<uint8_t>> outs(k, std::vector<uint8_t>(n * itemsize(od) + 1, 0xAB));
   std::vector<void*> out_ptrs;
   for (auto& o : outs) out_ptrs.push_back(o.data());
-  MergeArgs a;
-  a.base = (mode == kMerge || mode == kExtract) ? b.data() : nullptr;
-  a.base_dtype = bd;
-  a.chat = mode == kConvert ? nullptr : c.data();
-  a.chat_dtype = cd;
-  a.cp = mode == kExtract ? nullptr : p.data();
-  a.cp_dtype = pd;
+  KernelCall a;  // the operands of the mode only, as the binding passes them; apply's one vector is chat
+  a.mode = mode == kMerge ? kMergeMode : mode == kApply ? kApplyMode : mode == kExtract ? kExtractMode : kConvertMode;
+  a.base.data = (mode == kMerge || mode == kExtract) ? b.data() : nullptr;
+  a.base.dtype = bd;
+  a.chat.data = mode == kConvert ? nullptr : c.data();
+  a.chat.dtype = cd;
+  a.cp.data = mode == kExtract ? nullptr : p.data();
+  a.cp.dtype = pd;
+  if (mode == kApply) {
+    a.vectors = &a.chat;
+    a.num_vectors = 1;
+  }
   a.n = n;
   a.alphas = alphas;
   a.num_outputs = k;
   a.outs = out_ptrs.data();
   a.out_dtype = od;
-  CHECK(valid_mode(a), "mode %s not valid", mode_name(mode));
-  const size_t inexact = merge(a, threads);
+  const size_t inexact = run(a, threads);
   size_t want_inexact = 0;
   for (int j = 0; j < k; ++j) {
     for (size_t i = 0; i < n; ++i) {
