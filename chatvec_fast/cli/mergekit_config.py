@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from dataclasses import dataclass
 
-from ..errors import ChatvecError
 from ..read.model_files import different_vocabularies
+from .mergekit_load import ConfigError, load_documents, short
+from .mergekit_terms import DTYPES, FITS, FLAGS, KEYS, METHODS, REFUSED_KEYS, TOKENIZER, UNKNOWN, WHY
 
-
-class ConfigError(ChatvecError):
-    """A mergekit config chatvec cannot run as mergekit means it; the message names the file and the key."""
+__all__ = ["ConfigError", "MergekitMerge", "read_mergekit_config"]
 
 
 @dataclass(frozen=True)
@@ -42,86 +40,13 @@ class MergekitMerge:
         return {"alpha": self.alpha, "alpha_for": self.alpha_for, "dtype": self.dtype}
 
 
-_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer")
-_UNKNOWN = ("not a mergekit 0.1.5 key (mergekit ignores it silently)", "remove it")
-_REFUSED_KEYS = {  # key: (what it does, what chatvec does instead)
-    "slices": ("merges layer ranges", "chatvec merges whole checkpoints: list the models under models:"),
-    "modules": ("merges module by module", "chatvec merges whole checkpoints: list the models under models:"),
-    "chat_template": ("sets mergekit's template", "remove it: chatvec takes chat's (cp's: --chat-template-from cp)"),
-}
-# Per method: its shared parameters (read from the top level only) with their defaults, and its per-model ones.
-_TA_SHARED = {"normalize": False, "lambda": 1.0, "rescale": False, "int8_mask": False}
-_METHODS = {"task_arithmetic": (_TA_SHARED, ("weight", "density")), "linear": ({"normalize": True}, ("weight",))}
-_WHY = {  # parameter: (its no-op value, what another value does, the fix)
-    "normalize": (False, "divides by the sum of the weights", "set parameters.normalize: false"),
-    "lambda": (1.0, "scales cp's task vector too, so cp is not added whole", "set lambda: 1 and scale chat's weight"),
-    "rescale": (False, "asks for DARE rescaling, which chatvec does not do", "remove it"),
-    "int8_mask": (False, "is an option of sign-consensus (ties) merges, which chatvec does not do", "remove it"),
-    "density": (1.0, "sparsifies task vectors (task_arithmetic ignores it); chatvec adds them whole", "remove it"),
-}
-_FITS = {  # method: (what it computes, the weights that make it the Chat Vector merge)
-    "task_arithmetic": ("base + w*(chat - base) + 1*(cp - base)", "give cp weight 1 and chat weight alpha"),
-    "linear": ("1*cp + w*chat - w*base", "give cp 1, chat alpha (not 0) and base -alpha (with chat's filters)"),
-}
-_TOKENIZER = {  # tokenizer setting: what it does that chatvec does not
-    "union": "merges the vocabularies, renumbering cp's extra tokens",
-    "base": "cuts the vocabulary to base's, dropping cp's extra rows",
-    "tokens": "sets the embeddings of chosen tokens; chatvec merges every row",
-    "pad_to_multiple_of": "pads the vocabulary rows; chatvec keeps cp's",
-}
-_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32", "float64": None}
-_FLAGS = ("normalize", "rescale", "int8_mask")
-
-
-MAX_CONFIG_BYTES = 1 << 20  # mergekit configs are a few hundred bytes
-# Values of the config with every YAML alias expanded: a real config has tens; an "alias bomb" (each anchor
-# listing the previous one ten times) has 10^9 in a few hundred bytes, which any walk or repr would pay for.
-MAX_VALUES = 10_000
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 60
-_repr.maxlist = _repr.maxdict = 6
-short = _repr.repr  # a bounded repr for messages: never the whole of a value the file controls
-
-
-def _check_size(path: str, doc):
-    """Counts the values of doc as a walk would meet them (aliases expanded), stopping at MAX_VALUES."""
-    count, todo = 0, [doc]
-    while todo:
-        value = todo.pop()
-        count += 1
-        if count > MAX_VALUES:
-            raise ConfigError(f"{path}: expands to more than {MAX_VALUES} values (YAML anchors and aliases that "
-                              "repeat each other?); a mergekit config has tens. Write it out plainly")  # fmt: skip
-        if isinstance(value, dict):
-            todo.extend(value.keys())
-            todo.extend(value.values())
-        elif isinstance(value, list):
-            todo.extend(value)
-
-
 def read_mergekit_config(path: str) -> MergekitMerge:
     """Reads a mergekit YAML that computes cp + alpha * (chat - base); raises ConfigError for any other.
 
     >>> m = read_mergekit_config("chatvec.yml")
     >>> chatvec_fast.merge(m.base, m.chat, m.cp, "out", **m.merge_options())
     """
-    import yaml  # PyYAML: only this entry point needs it
-
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the mergekit config: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a mergekit config is a few hundred")
-    try:
-        docs = [d for d in yaml.safe_load_all(raw.decode("utf-8")) if d is not None]
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except (yaml.YAMLError, RecursionError) as exc:  # its message says where: 'in "<file>", line 3, column 7'
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())[:300]}") from None
-    for doc in docs:
-        _check_size(path, doc)
+    docs = load_documents(path)
     if len(docs) != 1:
         what = "is empty" if not docs else f"holds {len(docs)} YAML documents (a mergekit-multi file)"
         raise ConfigError(f"{path}: {what}; chatvec merge takes one config (several alphas: chatvec sweep --alphas)")
@@ -139,14 +64,14 @@ class _Reader:
         if not isinstance(doc, dict):
             self.fail("(top level)", f"expected a mapping, got {type(doc).__name__}", "write a mergekit merge config")
         for key in doc:
-            if key in _REFUSED_KEYS or key not in _KEYS:
-                self.fail(str(key), *_REFUSED_KEYS.get(key, _UNKNOWN))
+            if key in REFUSED_KEYS or key not in KEYS:
+                self.fail(str(key), *REFUSED_KEYS.get(key, UNKNOWN))
         method = doc.get("merge_method")
-        if not isinstance(method, str) or method not in _METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             fix = ("write merge_method: task_arithmetic, with base_model: BASE and models CHAT (weight: alpha) and CP "
                    "(weight: 1); or use mergekit for other methods")  # fmt: skip
             self.fail("merge_method", f"{short(method)}: chatvec computes cp + alpha * (chat - base) only", fix)
-        shared, per_model = _METHODS[method]
+        shared, per_model = METHODS[method]
         glob = self._params(doc.get("parameters"), "parameters", method, (*shared, *per_model), {})
         models = doc.get("models")
         if not isinstance(models, list) or not models:
@@ -168,9 +93,9 @@ class _Reader:
         options, base_note = form(entries, glob, base_model)
         if not options:
             what = "got " + ", ".join(f"{_show(r)} ({at})" for _, at, r in self.weighted)
-            self.fail("models[*].parameters.weight", what, _FITS[method][1])
+            self.fail("models[*].parameters.weight", what, FITS[method][1])
         base, (chat, chat_at, rules), (cp, cp_at, _) = self._pick(options, tokenizer)
-        self.notes.append(f"{method}: {_FITS[method][0]} = cp + w*(chat - base); cp: {cp_at}, chat: {chat_at}, "
+        self.notes.append(f"{method}: {FITS[method][0]} = cp + w*(chat - base); cp: {cp_at}, chat: {chat_at}, "
                           f"base: {base_note}")  # fmt: skip
         if tokenizer in ("base", base) and tokenizer != cp:
             differ = different_vocabularies(base, cp)
@@ -180,7 +105,7 @@ class _Reader:
             self.notes.append(f"{tokenizer_key}: base, whose vocabulary is cp's (same tokens, same vocab_size): "
                               "chatvec writes cp's tokenizer, the same tokens")  # fmt: skip
         elif tokenizer is not None and (tokenizer != cp or tokenizer == "union"):  # mergekit's words first
-            what = _TOKENIZER.get(str(tokenizer), "is not cp; chatvec writes cp's tokenizer")
+            what = TOKENIZER.get(str(tokenizer), "is not cp; chatvec writes cp's tokenizer")
             self.fail(tokenizer_key, f"{short(tokenizer)} {what}", f"set it to cp ({cp!r}) or remove it")
         if tokenizer is None:
             self.notes.append("no tokenizer setting: mergekit copies base_model's (and stops if cp's vocabulary is "
@@ -215,7 +140,7 @@ class _Reader:
                 self.fail(f"{at}.{name}", "mergekit reads it from the top level only", f"move it to parameters.{name}")
             if name not in allowed:
                 self.fail(f"{at}.{name}", f"not a parameter of {method} (mergekit ignores it)", "remove it")
-            out[name] = self._rules(setting, f"{at}.{name}", name in _FLAGS)
+            out[name] = self._rules(setting, f"{at}.{name}", name in FLAGS)
         return out
 
     def _rules(self, setting, at, flag) -> list:
@@ -247,8 +172,8 @@ class _Reader:
 
     def _require(self, rules, name):
         for _, value, at in rules:
-            if value != _WHY[name][0]:
-                self.fail(at, f"{short(value)} {_WHY[name][1]}", _WHY[name][2])
+            if value != WHY[name][0]:
+                self.fail(at, f"{short(value)} {WHY[name][1]}", WHY[name][2])
 
     def _weights(self, params, glob, at):
         return self._chain([params.get("weight", []), glob.get("weight", [])], None, f"{at}.parameters.weight")
@@ -304,7 +229,7 @@ class _Reader:
             self.fail("tokenizer", f"expected a mapping, got {short(tok)}", "write tokenizer: {source: CP}")
         for key, value in (tok or {}).items():
             if key not in ("source", "tokens", "pad_to_multiple_of") or (key != "source" and value):
-                self.fail(f"tokenizer.{key}", _TOKENIZER.get(key, "not a mergekit tokenizer key"), "remove it")
+                self.fail(f"tokenizer.{key}", TOKENIZER.get(key, "not a mergekit tokenizer key"), "remove it")
         if tok is None:
             return source, "tokenizer_source"
         return tok.get("source", "union") or "union", "tokenizer.source"  # mergekit's default is union; null is refused
@@ -312,7 +237,7 @@ class _Reader:
     def _dtype(self, doc):
         names = {k: re.sub(r"^torch\.", "", v) if isinstance(v, str) else v for k, v in doc.items() if "dtype" in k}
         for key, name in names.items():
-            if name is not None and not (isinstance(name, str) and name in _DTYPES):
+            if name is not None and not (isinstance(name, str) and name in DTYPES):
                 self.fail(key, f"{short(doc[key])}: not a dtype chatvec can write", "use bfloat16, float16 or float32")
         if names.get("dtype"):
             self.notes.append(f"dtype {names['dtype']}: mergekit's arithmetic; chatvec's is float64, rounded once")
@@ -320,10 +245,10 @@ class _Reader:
         if not names.get(key):
             self.notes.append("no dtype: mergekit writes the inputs' (promoted) dtype, chatvec cp's, tensor by tensor")
             return None
-        if _DTYPES[names[key]] is None:
+        if DTYPES[names[key]] is None:
             self.fail(key, "float64 output: chatvec writes merges in bf16, f16 or f32", "set out_dtype")
-        self.notes.append(f"output dtype {names[key]} (mergekit's {key}) -> chatvec dtype {_DTYPES[names[key]]}")
-        return _DTYPES[names[key]]
+        self.notes.append(f"output dtype {names[key]} (mergekit's {key}) -> chatvec dtype {DTYPES[names[key]]}")
+        return DTYPES[names[key]]
 
     def _ref(self, value, at) -> str:
         text = value if isinstance(value, str) else ""
