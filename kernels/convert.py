@@ -45,7 +45,10 @@ def _decode_fp8(bits, EXP_BITS: tl.constexpr, MANT_BITS: tl.constexpr, BIAS: tl.
         value = tl.where(e == top, tl.where(m == 0, inf, nan), value)
     else:  # e4m3fn: only S.1111.111 is NaN
         value = tl.where((e == top) & (m == (1 << MANT_BITS) - 1), nan, value)
-    return tl.where(b >= 0x80, -value, value)
+    # The sign as a bit, not `-value`: triton 3.6 lowers float negation to 0.0 - x on GPUs, which makes the
+    # code 0x80 (-0.0) +0.0 (the interpreter and triton 3.9 negate). Bits give -0.0 everywhere.
+    sign = (b >> 7).to(tl.int64) << 63
+    return (value.to(tl.int64, bitcast=True) | sign).to(tl.float64, bitcast=True)
 
 
 @triton.jit
@@ -67,52 +70,60 @@ def widen_bits(bits, KIND: tl.constexpr):
 
 
 @triton.jit
-def _round_half_like(x, MANT: tl.constexpr, EMIN: tl.constexpr, INF: tl.constexpr, QNAN: tl.constexpr):
-    """Bits (int64) of x rounded to nearest-even in a 16-bit float format; the method of csrc/dtype_convert.h.
-
-    Normal results: round the double's bit pattern at bit 52 - MANT and re-bias the exponent (a mantissa
-    carry moves into the exponent by itself, up to Inf). Subnormal results: adding 2^(EMIN - MANT + 52)
-    makes the FPU round |x| to the subnormal spacing; the difference of bit patterns is the mantissa.
-    """
-    SHIFT: tl.constexpr = 52 - MANT
-    HALF_MINUS_ONE: tl.constexpr = (1 << (SHIFT - 1)) - 1
-    REBIAS: tl.constexpr = (1023 + EMIN - 1) << MANT
-    SMALLEST_NORMAL: tl.constexpr = (1023 + EMIN) << 52
-    MAGIC: tl.constexpr = (1023 + EMIN - MANT + 52) << 52
+def _split(x):
+    """float64 x as (high, low) 32-bit halves of its bits: the high half holds the sign, the exponent and the
+    top 20 fraction bits. A GPU does 64-bit integer work as pairs of 32-bit instructions (an add is two with a
+    carry, a compare three), so rounding on the high half plus one test of the low one halves it."""
     bits = x.to(tl.int64, bitcast=True)
-    mag = bits & ABS_MASK
-    normal = ((mag + HALF_MINUS_ONE + ((mag >> SHIFT) & 1)) >> SHIFT) - REBIAS
+    return (bits >> 32).to(tl.int32), bits.to(tl.int32)
+
+
+@triton.jit
+def _round_narrow(x, MANT: tl.constexpr, EMIN: tl.constexpr, TOP: tl.constexpr, NAN: tl.constexpr,
+                  SIGN: tl.constexpr):  # fmt: skip
+    """int32 bits of float64 x rounded once, to nearest-even, to a binary format with MANT stored fraction bits,
+    smallest normal exponent EMIN and fewer than 21 fraction bits kept (bf16 7, f16 10, e4m3 3); magnitudes past
+    its largest finite value become TOP (Inf, or the largest finite value of a saturating format), NaN becomes
+    NAN, the sign goes to bit SIGN. The method of csrc/dtype_convert.h, on 32-bit halves:
+
+    Normal results: round the double's bit pattern at fraction bit 52 - MANT and re-bias the exponent (a fraction
+    carry moves into the exponent by itself, up to TOP). The discarded bits straddle the halves: the round bit and
+    those above the low half are in the high half; the low half only adds to the sticky bit (carry: lo != 0).
+    Subnormal results: adding 2^(EMIN - MANT + 52) makes the FPU round |x| to the subnormal spacing; the low
+    half of the sum's bits is the result (the high half is the constant's).
+    """
+    HI_SHIFT: tl.constexpr = 20 - MANT  # the rounding position, counted in the high half
+    HALF_MINUS_ONE: tl.constexpr = (1 << (HI_SHIFT - 1)) - 1
+    REBIAS: tl.constexpr = (1023 + EMIN - 1) << MANT
+    SMALLEST_NORMAL_HI: tl.constexpr = (1023 + EMIN) << 20
+    MAGIC: tl.constexpr = (1023 + EMIN - MANT + 52) << 52
+    INF_HI: tl.constexpr = 0x7FF00000
+    hi, lo = _split(x)
+    mag_hi = tl.minimum(hi & 0x7FFFFFFF, INF_HI)  # Inf and NaN: their own results below; no overflow
+    carry = ((lo != 0) | (((mag_hi >> HI_SHIFT) & 1) == 1)).to(tl.int32)  # sticky bits, or the odd bit of a tie
+    normal = ((mag_hi + HALF_MINUS_ONE + carry) >> HI_SHIFT) - REBIAS
     magic = tl.full(x.shape, MAGIC, tl.int64).to(tl.float64, bitcast=True)
-    subnormal = (mag.to(tl.float64, bitcast=True) + magic).to(tl.int64, bitcast=True) - MAGIC
-    out = tl.where(mag < SMALLEST_NORMAL, subnormal, normal)
-    out = tl.minimum(out, INF)  # overflow, and Inf itself
-    sign = (bits >> 48) & 0x8000
-    return tl.where(mag > EXP_ALL_ONES, QNAN, out | sign)
+    _, subnormal = _split(tl.abs(x) + magic)
+    out = tl.minimum(tl.where(mag_hi < SMALLEST_NORMAL_HI, subnormal, normal), TOP)
+    sign = (hi >> (31 - SIGN)) & (1 << SIGN)  # arithmetic shift: the sign bit lands at SIGN, ones above it
+    nan = ((hi & 0x7FFFFFFF) > INF_HI) | (((hi & 0x7FFFFFFF) == INF_HI) & (lo != 0))
+    return tl.where(nan, NAN, out | sign)
 
 
 @triton.jit
 def round_e4m3(x):
     """int32 e4m3fn code of float64 x: nearest-even (subnormals are multiples of 2^-9), saturating to
     +-448 beyond it and for +-Inf, NaN -> 0x7F, -0.0 -> 0x80 (csrc/dtype_convert.h double_to_e4m3)."""
-    bits = x.to(tl.int64, bitcast=True)
-    mag = bits & ABS_MASK
-    normal = ((mag + ((1 << 48) - 1) + ((mag >> 49) & 1)) >> 49) - ((1023 - 6 - 1) << 3)
-    MAGIC: tl.constexpr = (1023 - 6 - 3 + 52) << 52
-    magic = tl.full(x.shape, MAGIC, tl.int64).to(tl.float64, bitcast=True)
-    subnormal = (mag.to(tl.float64, bitcast=True) + magic).to(tl.int64, bitcast=True) - MAGIC
-    out = tl.where(mag < ((1023 - 6) << 52), subnormal, normal)
-    out = tl.minimum(out, 0x7E)  # saturate
-    sign = (bits >> 56) & 0x80
-    return tl.where(mag > EXP_ALL_ONES, 0x7F, out | sign).to(tl.int32)
+    return _round_narrow(x, 3, -6, 0x7E, 0x7F, 7)
 
 
 @triton.jit
 def round_bits(x, KIND: tl.constexpr):
     """Storage bits of x rounded once to KIND; NaN becomes the canonical positive quiet NaN."""
     if KIND == BF16:
-        out = _round_half_like(x, 7, -126, 0x7F80, 0x7FC0).to(tl.int16)
+        out = _round_narrow(x, 7, -126, 0x7F80, 0x7FC0, 15).to(tl.int16)
     elif KIND == F16:
-        out = _round_half_like(x, 10, -14, 0x7C00, 0x7E00).to(tl.int16)
+        out = _round_narrow(x, 10, -14, 0x7C00, 0x7E00, 15).to(tl.int16)
     elif KIND == F32:
         f = x.to(tl.float32).to(tl.int32, bitcast=True)  # one hardware rounding, nearest-even
         out = tl.where((f & 0x7FFFFFFF) > 0x7F800000, 0x7FC00000, f)

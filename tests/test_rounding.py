@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bits_equal, bits
+from conftest import BACKENDS, assert_bits_equal, bits, stable_seed
 
+from chatvec_fast.backends import get_backend
+from chatvec_fast.backends.call import KernelCall, Operand
 from chatvec_fast.backends.reference import round_float64
 
 FORMATS = {torch.bfloat16: (0x7F80, 0x7FC0), torch.float16: (0x7C00, 0x7E00)}
@@ -93,3 +95,18 @@ def test_torch_cast_rounds_twice_so_the_reference_cannot_use_it():
     x = torch.tensor([1.0 + 2**-8 + 2**-30], dtype=torch.float64)  # just above a bf16 tie
     assert x.to(torch.bfloat16).item() == 1.0  # double rounding lands on the tie's even side
     assert round_float64(x, torch.bfloat16).item() == 1.0 + 2**-7  # correct: round up
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_the_kernels_round_like_the_brute_force_oracle(backend_name, dtype):
+    """Each kernel's own rounding (the native kernel's on 64-bit patterns, Triton's on 32-bit halves), on ties,
+    values one ulp of float64 off a tie (the sticky bit alone in the low half), every binade, subnormals,
+    overflow, Inf and NaN: the convert mode from F64 is the rounding alone."""
+    x = interesting_doubles(dtype, n=4_000 if backend_name == "triton" else 400_000, seed=stable_seed(dtype))
+    name = {torch.bfloat16: "BF16", torch.float16: "F16"}[dtype]
+    out = np.zeros(2 * x.numel(), np.uint8)
+    call = KernelCall(x.numel(), "convert", [out], name, [[1.0]], cp=Operand(x.numpy().view(np.uint8), "F64"))
+    get_backend(backend_name).compute(call)
+    got = torch.from_numpy(out).view(dtype)
+    assert_bits_equal(got, oracle(x.numpy(), dtype), f"{backend_name} -> {name}")
