@@ -106,8 +106,7 @@ def _round_narrow(x, MANT: tl.constexpr, EMIN: tl.constexpr, TOP: tl.constexpr, 
     _, subnormal = _split(tl.abs(x) + magic)
     out = tl.minimum(tl.where(mag_hi < SMALLEST_NORMAL_HI, subnormal, normal), TOP)
     sign = (hi >> (31 - SIGN)) & (1 << SIGN)  # arithmetic shift: the sign bit lands at SIGN, ones above it
-    nan = ((hi & 0x7FFFFFFF) > INF_HI) | (((hi & 0x7FFFFFFF) == INF_HI) & (lo != 0))
-    return tl.where(nan, NAN, out | sign)
+    return tl.where(x != x, NAN, out | sign)  # NaN: one float64 compare (on the FP64 pipe, not the integer one)
 
 
 @triton.jit

@@ -8,7 +8,7 @@ import threading
 import torch
 import triton
 
-from ..kernel_codes import DTYPE_CODES, MODE_CODES, NO_SCALE
+from ..kernel_codes import DTYPE_CODES, MODE_CODES, NO_SCALE, SCALE_KIND_CODES
 from .merge import META, chatvec_kernel
 from .quantize import fp8_quantize_kernel
 
@@ -36,38 +36,84 @@ _tuned = triton.autotune(configs=_GPU_CONFIGS, key=["K", "M", "OUT", "MODE"], re
 INTERPRETER_BLOCK = 1024
 
 
-def launch(mode: str, slots: dict, scales, meta, out, alphas, count, n: int, out_code: int, m: int = 1):
-    """Runs the element kernel once.
+def padded(n: int) -> int:
+    """Elements an output row takes on the device: n rounded up to 16, so that every row starts 16-byte aligned
+    (row k at k * padded(n)) and the kernel's main launch can use 16-byte loads and stores (see launch)."""
+    return -(-n // ALIGN) * ALIGN
+
+
+ALIGN = 16  # elements: 16 bytes of FP8, 32 of bf16; triton specialises an int divisible by 16 (tt.divisibility)
+
+
+def shared_layout(scales: list, n: int):
+    """(SHARED kind code, COLS, BLOCK_ROWS, BLOCK_COLS, col0, row_base, row_mod) when every scaled operand of a
+    call has one row or block layout (the usual case: FP8 checkpoints of one architecture), so the kernel
+    divides by constants (_shared_index); None otherwise, or when the chunk's 32-bit arithmetic could overflow."""
+    if not scales or any(s is None for s in scales):
+        return None
+    first = scales[0]
+    key = lambda s: (s.kind, s.cols, s.first_element, s.block_rows, s.block_cols, s.first_scale_row)  # noqa: E731
+    if first.kind == "tensor" or any(key(s) != key(first) for s in scales):
+        return None
+    row0, col0 = divmod(first.first_element, first.cols)
+    if col0 + n >= 2**31:
+        return None
+    if first.kind == "row":
+        return SCALE_KIND_CODES["row"], first.cols, 1, first.cols, col0, row0 - first.first_scale_row, 0
+    block_row, row_mod = divmod(row0, first.block_rows)
+    layout = (first.cols, first.block_rows, first.block_cols)
+    return SCALE_KIND_CODES["block"], *layout, col0, block_row - first.first_scale_row, row_mod
+
+
+def launch(mode: str, slots: dict, scales, meta, out, alphas, count, n: int, out_code: int, m: int = 1,
+           layout=None):  # fmt: skip
+    """Runs the element kernel over n elements.
 
     slots: {slot name: (bits view on the device, dtype code, scale kind)} for the operands the mode reads
     (scale kind -1: none); scales: float32 device tensor (the packed scales, or any); meta: int64 device
-    tensor, META_WORDS per slot in SLOTS order; out: K x n bits of out_code (float64 bits for an FP8
-    output); alphas: K x m float64 on the device; count: one int64 on the device (EXTRACT adds to it).
+    tensor, META_WORDS per slot in SLOTS order; out: K rows of bits of out_code (float64 bits for an FP8
+    output), a 2-D view whose row stride padded(n) keeps rows aligned; alphas: K x m float64 on the device;
+    count: one int64 on the device (EXTRACT adds to it); layout: shared_layout() of the scaled operands.
+
+    Two launches: elements [0, n - n % 16), whose end is divisible by 16 (triton then proves every 8-element
+    group in or out of bounds as a whole and loads 16 bytes at a time: LDG.E.128 for bf16), and the tail of
+    up to 15, which takes the scalar path. One launch for n < 16.
     """
     if n == 0:
         return
     any_input = next(iter(slots.values()))[0]
     args = [slots.get(name, (any_input,))[0] for name in SLOTS]
-    args += [scales, meta, out, alphas, count, n]
+    args += [scales, meta, out, alphas, count]
+    shared, cols, block_rows, block_cols, *where = layout or (NO_SCALE, 0, 0, 0, 0, 0, 0)
     meta_args = {name.upper(): slots.get(name, (None, 0))[1] for name in SLOTS}
     meta_args.update({f"S_{name.upper()}": slots[name][2] if name in slots else NO_SCALE for name in SLOTS})
-    meta_args.update({"OUT": out_code, "MODE": MODES[mode], "K": out.shape[0], "M": m})
-    if INTERPRETING or not out.is_cuda:
+    meta_args.update({"OUT": out_code, "MODE": MODES[mode], "K": out.shape[0], "M": m, "SHARED": shared,
+                      "COLS": cols, "BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols})  # fmt: skip
+    stride = out.stride(0) if out.dim() == 2 else n
+    body = n - n % ALIGN
+    for start, end in ((0, body), (body, n)) if 0 < body < n else ((0, n),):
+        _run(chatvec_kernel, _tuned, [*args, start, end, stride, *where], meta_args, end - start)
+
+
+def _run(kernel, tuned, args, meta_args, n: int):
+    if INTERPRETING or not args[8].is_cuda:
         with _interpreter_lock:
-            chatvec_kernel[(triton.cdiv(n, INTERPRETER_BLOCK),)](*args, **meta_args, BLOCK=INTERPRETER_BLOCK)
+            kernel[(triton.cdiv(n, INTERPRETER_BLOCK),)](*args, **meta_args, BLOCK=INTERPRETER_BLOCK)
     else:
         # No fused multiply-add: the product is rounded, as in the C++ and torch backends.
-        _tuned[lambda c: (triton.cdiv(n, c["BLOCK"]),)](*args, **meta_args, enable_fp_fusion=False)
+        tuned[lambda c: (triton.cdiv(n, c["BLOCK"]),)](*args, **meta_args, enable_fp_fusion=False)
 
 
 def launch_quantize(results, codes, group_scales, n: int, cols: int, block_rows: int, block_cols: int):
-    """Re-quantizes K x n float64 results into K x n e4m3 codes, one scale per group (K x groups float32)."""
+    """Re-quantizes K rows of n float64 results into K rows of n e4m3 codes (both 2-D views with the same row
+    stride), one scale per group (K x groups float32)."""
     k, groups = group_scales.shape
     if n == 0 or groups == 0:
         return
     per_row = -(-cols // block_cols)
     block = min(1024, triton.next_power_of_2(block_cols))
-    args = (results, codes, group_scales, n, cols, block_rows, block_cols, per_row, groups)
+    stride = results.stride(0) if results.dim() == 2 else n
+    args = (results, codes, group_scales, n, stride, cols, block_rows, block_cols, per_row, groups)
     if INTERPRETING or not results.is_cuda:
         with _interpreter_lock:
             fp8_quantize_kernel[(groups, k)](*args, BLOCK=block)

@@ -18,10 +18,11 @@ from .convert import ABS_MASK, EXP_ALL_ONES, round_e4m3
 
 @triton.jit
 def fp8_quantize_kernel(
-    x_ptr,  # K x n float64 results
-    out_ptr,  # K x n uint8 codes
+    x_ptr,  # K rows of n float64 results, `stride` elements apart
+    out_ptr,  # K rows of n uint8 codes, as far apart
     scales_ptr,  # K x groups float32 group scales (written)
     n,  # elements per output
+    stride,  # elements between rows (x and out)
     cols,  # tensor row length
     block_rows,  # rows per group (1 for row scales)
     block_cols,  # columns per group (cols for row scales)
@@ -40,7 +41,7 @@ def fp8_quantize_kernel(
         for c in range(c0, c1, BLOCK):
             idx = (first_row + r) * cols + c + lanes
             mask = (c + lanes < c1) & (idx < n)
-            bits = tl.load(x_ptr + k * n + idx, mask=mask, other=0.0).to(tl.int64, bitcast=True) & ABS_MASK
+            bits = tl.load(x_ptr + k * stride + idx, mask=mask, other=0.0).to(tl.int64, bitcast=True) & ABS_MASK
             finite = tl.where(bits < EXP_ALL_ONES, bits, 0)  # NaN and Inf do not count
             amax = tl.maximum(amax, finite.to(tl.float64, bitcast=True))
     top = tl.max(amax, axis=0)
@@ -52,5 +53,5 @@ def fp8_quantize_kernel(
         for c in range(c0, c1, BLOCK):
             idx = (first_row + r) * cols + c + lanes
             mask = (c + lanes < c1) & (idx < n)
-            x = tl.load(x_ptr + k * n + idx, mask=mask, other=0.0)
-            tl.store(out_ptr + k * n + idx, round_e4m3(x / divisor).to(tl.uint8), mask=mask)
+            x = tl.load(x_ptr + k * stride + idx, mask=mask, other=0.0)
+            tl.store(out_ptr + k * stride + idx, round_e4m3(x / divisor).to(tl.uint8), mask=mask)

@@ -134,29 +134,30 @@ class TritonBackend:
             alphas = dev.staged("alphas", torch.tensor(rows, dtype=torch.float64).reshape(-1), self._pin)
             inputs_ready = self._h2d.record_event()
         out_code = KERNEL_CODES[call.out_dtype]
-        out_bytes = n * itemsize(call.out_dtype)
-        out = dev.buffer("out", k * out_bytes).view(self._k.BITS_DTYPE[out_code]).view(k, n)
+        out_bytes, row = n * itemsize(call.out_dtype), self._k.padded(n)  # rows 16-byte aligned (launch.py)
+        row_bytes = row * itemsize(call.out_dtype)
+        out = dev.buffer("out", k * row_bytes).view(self._k.BITS_DTYPE[out_code]).view(k, row)[:, :n]
+        layout = self._k.shared_layout([op.scale for _, op in operands(call)], n)
         with self._stream(self._compute):
             self._compute.wait_event(inputs_ready)
             dev.count.zero_()
             m = max(1, len(call.vectors))
             if fp8_out:
                 o = call.out_scale
-                wide = dev.buffer("fp8_results", k * n * 8).view(torch.float64).view(k, n)
+                wide = dev.buffer("fp8_results", k * row * 8).view(torch.float64).view(k, row)[:, :n]
                 group_scales = dev.buffer("fp8_scales", 4 * k * o.groups(n)).view(torch.float32).view(k, -1)
-                self._k.launch(
-                    call.mode, slots, scales, meta, wide.view(torch.int64), alphas, dev.count, n, self._k.F64, m
-                )
+                self._k.launch(call.mode, slots, scales, meta, wide.view(torch.int64), alphas, dev.count, n,
+                               self._k.F64, m, layout)  # fmt: skip
                 block_rows, block_cols = (o.block_rows, o.block_cols) if o.kind == "block" else (1, o.cols)
                 self._k.launch_quantize(wide, out, group_scales, n, o.cols, block_rows, block_cols)
             else:
-                self._k.launch(call.mode, slots, scales, meta, out, alphas, dev.count, n, out_code, m)
+                self._k.launch(call.mode, slots, scales, meta, out, alphas, dev.count, n, out_code, m, layout)
             computed = self._compute.record_event()
         with self._stream(self._d2h):
             self._d2h.wait_event(computed)
             for j in range(k):
                 self._host(call.outs[j], out_bytes).copy_(
-                    dev.buffer("out", k * out_bytes)[j * out_bytes : (j + 1) * out_bytes], non_blocking=self._pin
+                    dev.buffer("out", k * row_bytes)[j * row_bytes : j * row_bytes + out_bytes], non_blocking=self._pin
                 )
             if fp8_out:
                 groups = call.out_scale.groups(n)
