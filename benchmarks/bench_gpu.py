@@ -1,7 +1,9 @@
 """GPU benchmark: chatvec's Triton pipeline vs a pure-PyTorch GPU merge vs the I/O floor, same files, one run.
 
 Contenders, alternating, each timed until its output is on disk:
-  - chatvec merge --backend triton (streaming: pinned buffers, H2D / kernel / D2H on their own streams)
+  - chatvec merge --backend native (the C++ kernel on every core: what `auto` picks for file-to-file work)
+  - chatvec merge --backend triton (streaming: pinned buffers, H2D / kernel / D2H on their own streams), and
+    --backend cuda where its extension is built (--backends chooses)
   - pure PyTorch on the GPU: load_file each shard of the three models to the GPU, cp + alpha * (chat - base)
     in bf16, back to the host, save_file (what a user writes)
   - the I/O floor: read the three inputs, write one output-sized file with O_DIRECT
@@ -56,6 +58,7 @@ def main():
     ap.add_argument("--size", default="1b", help="model shape from chatvec_fast.testing.synthetic.SHAPES")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--devices", default=None, help="e.g. cuda:0,cuda:1 (default: cuda:0)")
+    ap.add_argument("--backends", default="native,triton,cuda", help="chatvec backends to time (cuda: if built)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, CPU, triton interpreter: checks the script")
     ap.add_argument("--json", default=os.path.join("bench-results", "gpu.json"))
     a = ap.parse_args()
@@ -88,34 +91,17 @@ def main():
     out = os.path.join(CACHE, "gpu-out")
     b, c, p = paths["base"], paths["chat"], paths["cp"]
     py = sys.executable
-    chatvec = [
-        py,
-        "-m",
-        "chatvec_fast",
-        "merge",
-        "--base",
-        b,
-        "--chat",
-        c,
-        "--cp",
-        p,
-        "--out",
-        out,
-        "--alpha",
-        str(ALPHA),
-        "--backend",
-        "triton",
-        "--quiet",
-    ]
-    if a.devices:
-        chatvec += ["--devices", a.devices]
-    elif a.smoke:
-        chatvec += ["--devices", "cpu"]
-    todo = {
-        "chatvec merge --backend triton": (chatvec, out),
-        "pure PyTorch on the GPU (bf16 math)": ([py, "-c", TORCH_GPU_MERGE, b, c, p, out, str(ALPHA), device], out),
-        **{name: (cmd, out) for name, cmd in io_floors(paths, out, page_cache=False).items()},
-    }
+    def chatvec(backend: str) -> list[str]:
+        cmd = [py, "-m", "chatvec_fast", "merge", "--base", b, "--chat", c, "--cp", p, "--out", out, "--alpha",
+               str(ALPHA), "--backend", backend, "--quiet"]  # fmt: skip
+        if backend in ("triton", "cuda") and (a.devices or a.smoke):
+            cmd += ["--devices", a.devices or "cpu"]
+        return cmd
+
+    backends = [x for x in a.backends.split(",") if x != "cuda" or (not a.smoke and _cuda_built())]
+    todo = {f"chatvec merge --backend {x}": (chatvec(x), out) for x in backends}
+    todo["pure PyTorch on the GPU (bf16 math)"] = ([py, "-c", TORCH_GPU_MERGE, b, c, p, out, str(ALPHA), device], out)
+    todo.update({name: (cmd, out) for name, cmd in io_floors(paths, out, page_cache=False).items()})
     nbytes = sum(dir_bytes(x) for x in paths.values()) + dir_bytes(p)
     from exactness import measure
 
@@ -128,7 +114,7 @@ def main():
     started = time.strftime("%Y-%m-%d %H:%M")
     runs = alternate(todo, a.rounds, paths.values(), a.size, check)
     summary = {name: {**summarize(rs), "gbps": nbytes / summarize(rs)["median"] / 1e9} for name, rs in runs.items()}
-    ours = summary["chatvec merge --backend triton"]["median"]
+    ours = summary[next(iter(todo))]["median"]
     print(f"\n{machine()}, {started}, device {a.devices or device}, {a.size}: {nbytes / 1e9:.2f} GB moved\n")
     print("| method | wall s, median (min-max) | GB/s | exact share (max ulp) | vs chatvec |")
     print("|---|---|---|---|---|")
@@ -150,6 +136,12 @@ def main():
             "exact": exact,
         },
     )
+
+
+def _cuda_built() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("chatvec_fast._cuda") is not None
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def compile_one(fn, values: dict, arch: int, fusion: bool = False) -> dict:
     values = {k: v for k, v in values.items() if k != "num_warps"}
     compiled = triton.compile(ASTSource(fn, *specialization(fn, values)), target=GPUTarget("cuda", arch, 32),
                               options=options)  # fmt: skip
-    return analyze(compiled.asm["ptx"], compiled.asm["cubin"], arch, fusion)
+    return analyze(compiled.asm["ptx"], compiled.asm["cubin"])
 
 
 def main(argv=None) -> int:

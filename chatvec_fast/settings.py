@@ -97,8 +97,9 @@ class Settings:
     progress: bool = _option(False, "a progress line on stderr (the command line shows it unless --quiet)",
                              cli={"action": "store_false", "help": "no progress output"}, flag="--quiet")  # fmt: skip
     backend: str = _option(
-        "auto", "kernel: auto (triton on a CUDA machine, else native), native (C++), triton (on a GPU), torch "
-        "(the float64 reference: exact, slow) or torch-fp32 (float32 math, not exact)",
+        "auto", "kernel: auto (the native C++ kernel, on GPU machines too: file-to-file work is disk-bound and "
+        "16+ native cores keep up with NVMe; see docs/PERFORMANCE.md; triton when --devices names GPUs), native, "
+        "triton (on a GPU), torch (the float64 reference: exact, slow) or torch-fp32 (float32 math, not exact)",
         cli={"choices": BACKEND_NAMES})  # fmt: skip
     threads: int | None = _option(None, "CPU kernel threads (default: every core the process may use)",
                                   cli={"type": int, "metavar": "N"})  # fmt: skip

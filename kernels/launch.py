@@ -22,6 +22,7 @@ META_WORDS = META.value
 F64, F8_E4M3 = DTYPE_CODES["F64"], DTYPE_CODES["F8_E4M3"]
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+AUTOTUNE = os.environ.get("CHATVEC_TRITON_AUTOTUNE", "1") != "0"
 # The interpreter patches triton.language globally while a kernel runs: one launch at a time
 # (pipelines for several "devices" run in threads).
 _interpreter_lock = threading.Lock()
@@ -99,6 +100,8 @@ def _run(kernel, tuned, args, meta_args, n: int):
     if INTERPRETING or not args[8].is_cuda:
         with _interpreter_lock:
             kernel[(triton.cdiv(n, INTERPRETER_BLOCK),)](*args, **meta_args, BLOCK=INTERPRETER_BLOCK)
+    elif not AUTOTUNE:  # one configuration: tests on a GPU compile each variant once, not six times
+        kernel[(triton.cdiv(n, 1024),)](*args, **meta_args, BLOCK=1024, num_warps=4, enable_fp_fusion=False)
     else:
         # No fused multiply-add: the product is rounded, as in the C++ and torch backends.
         tuned[lambda c: (triton.cdiv(n, c["BLOCK"]),)](*args, **meta_args, enable_fp_fusion=False)

@@ -119,3 +119,23 @@ def test_small_rates_and_counts_read_as_words():
 
     assert format_rate(3.87e9) == "3.87 GB/s" and format_rate(4.2e6) == "4.20 MB/s" and format_rate(512) == "512 B/s"
     assert plural(1, "tensor") == "1 tensor" and plural(0, "tensor") == "0 tensors"
+
+
+def test_auto_never_picks_a_backend_unmeasured_where_it_runs(monkeypatch):
+    """On a machine with CUDA and triton, file-to-file work still takes the native kernel: no GPU measurement
+    of the device backends says they keep up (docs/PERFORMANCE.md). They run when asked for by name, or when
+    the destination is GPU memory."""
+    import torch
+
+    from chatvec_fast import _native
+    from chatvec_fast.backends import availability, get_backend, resolve
+
+    monkeypatch.setattr(availability, "nvidia_driver", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CHATVEC_BACKEND", raising=False)
+    assert resolve("auto") == ("native" if _native.available else "torch")
+    assert get_backend("auto").name == resolve("auto")
+    assert resolve("auto", destination="device") == "triton" and resolve("triton") == "triton"
+    monkeypatch.setenv("CHATVEC_BACKEND", "torch")
+    assert resolve("auto") == "torch"

@@ -16,10 +16,12 @@ A device backend (triton) also has
 and the pipeline (run/stream.py) calls submit() where a backend has it, so that its writers wait on the
 results while the next chunk is read; configure() and allocate_host() size its device and pinned buffers.
 
-get_backend() picks one. "auto" takes triton on a machine with CUDA (and
-triton installed), else the native C++ kernel, else the torch reference. A backend asked for by name
-raises when unavailable; "auto" falls back quietly. CHATVEC_BACKEND overrides
-"auto".
+get_backend() picks one. "auto" picks only what has been measured where it runs (docs/PERFORMANCE.md): for
+file-to-file work the native C++ kernel, on a GPU machine too (the work is disk-bound: 16+ cores of native
+keep up with NVMe, and no GPU measurement of the device backends says otherwise yet), else the torch
+reference; for merged weights whose destination is GPU memory (destination="device"), triton, the one way
+to compute into device memory. Device backends otherwise run when asked for by name. A backend asked for by
+name raises when unavailable; "auto" falls back quietly. CHATVEC_BACKEND overrides "auto".
 """
 
 from __future__ import annotations
@@ -29,29 +31,25 @@ import os
 from .. import _native
 
 NAMES = ("auto", "native", "torch", "torch-fp32", "triton")
+DEVICE_BACKENDS = ("triton",)  # backends that compute on a GPU (--devices)
 
 
-def _gpu_available() -> bool:
-    """CUDA and triton both usable. Checks for the NVIDIA driver first, so that a machine without one
-    never imports torch or triton here (the native path does not need them)."""
-    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")):
-        return False
-    try:
-        import torch
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-def get_backend(
-    name: str = "auto", threads: int | None = None, device: str | None = None, gpu_memory: int | None = None
-):
-    """Returns a backend instance by name; see the module docstring. device/gpu_memory: triton only."""
+def resolve(name: str = "auto", destination: str = "files") -> str:
+    """The backend `name` means: itself, or for "auto" (CHATVEC_BACKEND overrides it) the measured choice for
+    the destination ("files", or "device": merged weights into GPU memory). See the module docstring."""
     if name == "auto":
         name = os.environ.get("CHATVEC_BACKEND", "auto") or "auto"
-    if name == "auto":
-        name = "triton" if _gpu_available() else "native" if _native.available else "torch"
+    if name != "auto":
+        return name
+    if destination == "device":
+        return "triton"
+    return "native" if _native.available else "torch"
+
+
+def get_backend(name: str = "auto", threads: int | None = None, device: str | None = None,
+                gpu_memory: int | None = None, destination: str = "files"):  # fmt: skip
+    """Returns a backend instance by name; see the module docstring. device/gpu_memory: device backends only."""
+    name = resolve(name, destination)
     if name == "native":
         from .native import NativeBackend
 

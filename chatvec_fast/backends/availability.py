@@ -10,6 +10,7 @@ import importlib.util
 import os
 
 from .. import _native
+from . import DEVICE_BACKENDS
 
 
 def nvidia_driver() -> bool:
@@ -19,7 +20,7 @@ def nvidia_driver() -> bool:
 
 def availability(name: str, devices: tuple[str, ...] = ()) -> str | None:
     """None when backend `name` can run with these devices, else what is missing and the fix."""
-    if devices and name not in ("auto", "triton"):
+    if devices and name != "auto" and name not in DEVICE_BACKENDS:
         return f"runs on the CPU; --devices {','.join(devices)} needs a device backend (--backend triton)"
     if name == "native" and not _native.available:
         return (f"the native kernel is not built ({_native.import_error}); reinstall with a C++17 compiler "

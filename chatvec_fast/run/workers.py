@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 
 from .. import _native
-from ..backends import get_backend
+from ..backends import DEVICE_BACKENDS, get_backend, resolve
 from ..job import Engine
 from .stream import Pipeline
 
@@ -107,15 +107,13 @@ class Workers:
             # One process per GPU (or per share of the CPU cores) on each machine.
             if devices:
                 devices = [devices[ranks.local_rank % len(devices)]]
-            elif name in ("auto", "triton") and _cuda_devices():
+            elif name in DEVICE_BACKENDS and _cuda_devices():  # asked for by name: auto stays native
                 devices = [f"cuda:{ranks.local_rank % _cuda_devices()}"]
             if threads is None:
                 cpus = _native.module.available_cpus() if _native.available else (os.cpu_count() or 1)
                 threads = max(1, cpus // max(ranks.local_world, 1))
-        if devices and len(devices) > 1 and name not in ("auto", "triton"):
-            raise ValueError(f"--devices lists {len(devices)} devices; only --backend triton runs on several")
-        if devices:
-            backend = "triton" if name == "auto" else name
+        if devices:  # GPUs named with --devices: a device backend (auto: triton, the device backend measured)
+            backend = resolve(name, destination="device")
             return cls([get_backend(backend, threads, d, gpu_memory) for d in devices], ranks)
         return cls([get_backend(name, threads, None, gpu_memory)], ranks)
 
