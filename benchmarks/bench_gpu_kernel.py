@@ -40,8 +40,9 @@ def timed(fn, reps: int, torch) -> list[float]:
 
 def triton_call(torch, inputs, out_dtype: str, k: int, n: int, device):
     """A function running the Triton kernel once (merge, K alphas) on device buffers, and its outputs."""
-    from chatvec_fast.kernel_codes import DTYPE_CODES, NO_SCALE
     from chatvec_fast.kernels import launch
+
+    from chatvec_fast.kernel_codes import DTYPE_CODES, NO_SCALE
 
     code = DTYPE_CODES[out_dtype]
     out = torch.empty(k * launch.padded(n), dtype=launch.BITS_DTYPE[code], device=device).view(k, -1)[:, :n]
@@ -92,10 +93,10 @@ def main():
             src = torch.empty(moved // 2, dtype=torch.uint8, device=device)
             dst = torch.empty_like(src)
             run, out = triton_call(torch, inputs, out_dtype, k, n, device)
-            contenders = {"triton": run, "device-to-device copy of the same bytes": lambda: dst.copy_(src)}
-            b, c, p = inputs
-            contenders["pure PyTorch, bf16 expression (not exact)"] = lambda: [p + (0.25 * (j + 1)) * (c - b)
-                                                                               for j in range(k)]  # fmt: skip
+            contenders = {"triton": run, "device-to-device copy of the same bytes": lambda d=dst, s=src: d.copy_(s)}
+            contenders["pure PyTorch, bf16 expression (not exact)"] = lambda x=inputs, k=k: [
+                x[2] + (0.25 * (j + 1)) * (x[1] - x[0]) for j in range(k)
+            ]
             times = {name: [] for name in contenders}
             for _ in range(3):  # alternate: clocks and other tenants drift
                 for name, fn in contenders.items():
