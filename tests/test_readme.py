@@ -32,3 +32,14 @@ def test_every_python_block_of_the_readme_runs(tmp_path):
     script = "\n\n".join(python_blocks())
     r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+
+
+def test_the_readme_documents_every_command_line_option():
+    """settings.Settings declares the options; the README's option table names every flag it gives the CLI."""
+    from chatvec_fast.settings import Settings
+
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    table = "\n".join(line for line in text.splitlines() if line.startswith("| `--"))
+    flags = {Settings.flag(f.name) for c in ("merge", "extract") for f in Settings.for_command(c)} - {None}
+    missing = sorted(flag for flag in flags if f"`{flag}" not in table and f"/ `{flag}" not in table)
+    assert not missing, f"README's option table lacks {missing}"
