@@ -21,7 +21,7 @@ SCALES = {None: -1, "tensor": 0, "row": 1, "block": 2}
 BITS = {0: tl.int32, 1: tl.int16, 2: tl.int16, 3: tl.int64, 4: tl.uint8, 5: tl.uint8}  # launch.BITS_DTYPE
 CHUNK = 1 << 20  # the pipeline's chunk: the main launch's end
 TAIL = CHUNK + 5  # a chunk whose last 5 elements take the tail launch
-AUTOTUNE = [(b, w) for b in (1024, 2048, 4096) for w in (4, 8)]  # kernels/launch.py _GPU_CONFIGS
+AUTOTUNE = [(1024, 4), (2048, 4), (2048, 8), (4096, 4), (4096, 8)]  # kernels/launch.py _GPU_CONFIGS
 
 
 @dataclass(frozen=True)

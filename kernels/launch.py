@@ -29,7 +29,10 @@ _interpreter_lock = threading.Lock()
 
 # The interpreter runs one configuration (it cannot autotune several); on a GPU
 # the block size and warps are tuned per (n bucket, K, output dtype).
-_GPU_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8)]
+# At least 8 elements a thread (BLOCK / (32 * warps)): a bf16 thread then loads 16 bytes at once (LDG.E.128);
+# 1024 elements on 8 warps is 4 a thread and 8-byte loads (benchmarks/codegen.py checks every configuration).
+_GPU_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b, w in ((1024, 4), (2048, 4), (2048, 8), (4096, 4),
+                                                                      (4096, 8))]  # fmt: skip
 # reset_to_zero: tuning runs the kernel several times, and EXTRACT adds to the count each time.
 _tuned = triton.autotune(configs=_GPU_CONFIGS, key=["K", "M", "OUT", "MODE"], reset_to_zero=["count_ptr"])(
     chatvec_kernel

@@ -65,3 +65,13 @@ def test_the_variants_cover_every_value_the_pipeline_launches():
     assert {SCALE_KIND_CODES["row"], SCALE_KIND_CODES["block"]} <= seen("SHARED")
     assert {0, 1} == {m["end"] % 16 != 0 for m in merges}  # main launches and tails
     assert {"quantize"} <= {v.kernel for v in variants()}
+
+
+def test_every_autotuner_configuration_is_compiled_and_checked():
+    """A GPU's autotuner may pick any configuration: each must be among the variants the check compiles."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from codegen_variants import AUTOTUNE
+
+    from chatvec_fast.kernels.launch import _GPU_CONFIGS
+
+    assert AUTOTUNE == [(c.kwargs["BLOCK"], c.num_warps) for c in _GPU_CONFIGS]
