@@ -70,8 +70,7 @@ def test_the_variants_cover_every_value_the_pipeline_launches():
 def test_every_autotuner_configuration_is_compiled_and_checked():
     """A GPU's autotuner may pick any configuration: each must be among the variants the check compiles."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from codegen_variants import AUTOTUNE
-
     from chatvec_fast.kernels.launch import _GPU_CONFIGS
+    from codegen_variants import AUTOTUNE
 
     assert AUTOTUNE == [(c.kwargs["BLOCK"], c.num_warps) for c in _GPU_CONFIGS]

@@ -60,8 +60,8 @@ def replace_weights(model_dir, pickle_bytes: bytes):
 @pytest.mark.parametrize(
     "tail,needle",
     [
-        (b"K\x01u.", "a dict key of type tuple"),  # MARK key value SETITEMS
-        (b"K\x01s.", "a dict key of type tuple"),  # key value SETITEM (the MARK stays on the stack)
+        (b"K\x01u.", "is of type tuple, expected str"),  # MARK key value SETITEMS
+        (b"K\x01s.", "is of type tuple, expected str"),  # key value SETITEM (the MARK stays on the stack)
         (b"\x85\x91.", "a set"),  # TUPLE1 FROZENSET: hashes the tuple too
     ],
     ids=["setitems", "setitem", "frozenset"],

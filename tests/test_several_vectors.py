@@ -117,7 +117,8 @@ def test_the_model_card_command_reproduces_the_output(vectors, tmp_path):
     assert cli("apply", "--vector", v0, "--vector", v1, "--cp", cp, "--out", out, "--alpha", "0.5",
                "--alpha", "0.3", "--quiet").returncode == 0  # fmt: skip
     card = open(out / "README.md").read()
-    assert f"- {v0}" in card and f"- {v1}" in card and "alpha1 * vector1 + alpha2 * vector2" in card
+    # local inputs are named in the body (the front matter's base_model holds Hub ids only)
+    assert f"`{v0}`" in card and f"`{v1}`" in card and "alpha1 * vector1 + alpha2 * vector2" in card
     command = card.split("```bash\n")[1].split("\n```")[0]
     args = [str(tmp_path / "again") if a == "OUT" else a for a in shlex.split(command)[1:]]
     assert cli(*args, "--quiet").returncode == 0

@@ -417,7 +417,7 @@ VEC = ((4,), (1,))  # size and stride of a 4-vector
              r"'a': dtype str, expected one of torch.float8_e4m3fn"),
         case("storage_not_persistent", {"a": Tensor("0", 0, *VEC)}, r"tensor 'a': its storage is a str"),
         case("int_value", {"a": Tensor(F, 0, *VEC), "step": 3}, r"key 'step' holds a value of type int, not a tensor"),
-        case("nested", {"model": {"a": Tensor(F, 0, *VEC)}}, r"key 'model' holds a nested dict.*\['model'\]"),
+        case("nested", {"model": {"a": Tensor(F, 0, *VEC)}}, r"key 'model' holds a nested dict.*\[\"model\"\]"),
         case("int_key", {0: Tensor(F, 0, *VEC)}, r"state dict key 0 is of type int, expected str"),
         case("list", [Tensor(F, 0, *VEC)], r"data.pkl holds an object of type list, expected a dict"),
         case("neg_bit", {"a": Tensor(F, 0, *VEC, {"conj": False, "neg": True})}, r"lazy bits"),

@@ -24,6 +24,7 @@ model's shards hold a few thousand), 5 s for 100,000, half what torch.load(weigh
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -167,7 +168,8 @@ def _key(unpickler, key):
     """A dict key of the pickle: a state dict's keys are strings. Anything else is refused before it is hashed:
     50 nested tuples memoised as (t, t) are 107 bytes of pickle and 2^50 steps of hash()."""
     if not isinstance(key, str):
-        raise unpickler._bad(f"a dict key of type {type(key).__name__}; a state dict's keys are strings")
+        raise InputError(f"{unpickler.path}: state dict key {short(key)} is of type {type(key).__name__}, expected "
+                         "str (a state dict's keys are strings; this is not one, or the file is corrupt)")  # fmt: skip
     return key
 
 
@@ -275,10 +277,12 @@ def read_state_dict(path: str, data: bytes) -> list[tuple[str, TensorRef]]:
             out.append((name, value))
             continue
         kind = "a nested dict" if isinstance(value, dict) else f"a value of type {type(value).__name__}"
-        fix = f"torch.load({path!r}, weights_only=True)[{name!r}]" if isinstance(value, dict) else (
-            f"{{k: v for k, v in torch.load({path!r}, weights_only=True).items() if isinstance(v, torch.Tensor)}}"
+        # json.dumps writes Python string literals in double quotes: shlex then quotes the code as a whole
+        where, key = json.dumps(path), json.dumps(name)
+        fix = f"torch.load({where}, weights_only=True)[{key}]" if isinstance(value, dict) else (
+            f"{{k: v for k, v in torch.load({where}, weights_only=True).items() if isinstance(v, torch.Tensor)}}"
         )  # fmt: skip
-        code = f"import torch; torch.save({fix}, 'tensors.bin')"
+        code = f'import torch; torch.save({fix}, "tensors.bin")'
         raise InputError(
             f"{path}: state dict key {name!r} holds {kind}, not a tensor; a model checkpoint holds only tensors "
             f"(is this a training checkpoint?). Save the tensors alone: {shlex.join(['python', '-c', code])}"
