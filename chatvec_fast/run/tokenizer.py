@@ -37,16 +37,6 @@ class TokenizerChoice:
             config["eos_token"] = self.eos
         return config
 
-    def edit_generation_config(self, config: dict) -> dict:
-        """Adds the eos id to generation_config.json's eos_token_id (generation stops at chat's eos)."""
-        config = dict(config)
-        current = config.get("eos_token_id")
-        ids = current if isinstance(current, list) else ([current] if current is not None else [])
-        if self.eos_id not in ids:
-            config["eos_token_id"] = [*ids, self.eos_id] if ids else self.eos_id
-            self.record["generation_eos_token_id"] = config["eos_token_id"]
-        return config
-
     def edit_tokenizer_json(self, doc: dict, appended) -> dict:
         """Chat's added tokens, appended to the tokenizer with the ids of their appended rows."""
         doc = dict(doc)
