@@ -17,6 +17,7 @@ from .fp8 import FP8_DTYPES
 from .layout import layout
 from .options import MergeOptions
 from .problems import Problems, listing, raise_unmatched, unmatched_rules
+from .roles import config_differences
 from .types import (
     COPY_NOT_FLOAT,
     COPY_ONLY_IN_CP,
@@ -140,7 +141,7 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     if special:
         transplant_rows(plans, special, chat, cp_vocab, skip, problems, notes)
     appended_rows_conflicts(plans, appended, skip, problems)
-    problems.raise_if_any()
+    problems.raise_if_any(config_differences(base, chat, cp) if not apply else "")
     if not options.allow_unmatched:
         names = {*cp.tensors, *chat.tensors, *(() if apply else base.tensors)}
         raise_unmatched(unmatched_rules(skip, rules, names, set_by))
@@ -206,7 +207,7 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
             )
     for name in (n for n in base.tensors if n not in chat.tensors and not _matches(skip, n)):
         problems.add("only-one", f"{name}: in base, missing from chat")
-    problems.raise_if_any()
+    problems.raise_if_any(config_differences(base, chat))
     if not options.allow_unmatched:
         raise_unmatched(unmatched_rules(skip, [], {*chat.tensors, *base.tensors}, {}))
     if not plans:

@@ -53,10 +53,11 @@ class Problems:
     def has(self, kind: str) -> bool:
         return bool(self.by_kind.get(kind))
 
-    def raise_if_any(self):
+    def raise_if_any(self, preface: str = ""):
+        """PlanError listing every problem; preface (how the inputs' configs differ) comes first."""
         if not self.by_kind:
             return
-        parts = ["cannot pair the checkpoints:"]
+        parts = [f"cannot pair the checkpoints: {preface}" if preface else "cannot pair the checkpoints:"]
         for kind, items in self.by_kind.items():
             parts.append(f"{len(items)} {_TITLES[kind]}:")
             parts.extend(f"  - {item}" for item in items[:MAX_LISTED])
