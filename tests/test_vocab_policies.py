@@ -1,7 +1,8 @@
 """Vocabulary tensors, config and tokenizer agree in every output, under every policy, or the run stops first.
 
 A chat model that added the ChatML tokens (514 rows against base's 512) merged into a cp of 512 or 600 rows
-(expanded), tied or not, whose tokenizer fits its rows or gives an id past them. Over the product of --skip,
+(expanded), tied or not, whose tokenizer fits its rows, gives an id past them, or stops 64 ids short of them
+(an embedding padded past the tokenizer). Over the product of --skip,
 --vocab-mismatch and --added-tokens (and a second product of --special-tokens-from, --tokenizer-from and
 --added-tokens), each run either stops with one clear error, the one the table in expected_errors() says, or
 writes an output that transformers loads, where every tokenizer id has a row in every vocabulary tensor, config
@@ -30,6 +31,7 @@ from conftest import assert_bits_equal, assert_one_line_error
 
 from chatvec_fast.backends.reference import round_float64
 from chatvec_fast.cli import main
+from chatvec_fast.testing.llama_tokenizer import write_llama_tokenizer
 from chatvec_fast.testing.synthetic import make_triple
 
 transformers = pytest.importorskip("transformers")
@@ -47,7 +49,7 @@ class Case(NamedTuple):
     added: str = "append"  # --added-tokens
     expanded: bool = False  # cp has 600 rows
     tied: bool = False
-    past_rows: bool = False  # cp's tokenizer gives <pad> the id of cp's row count
+    cp_tokenizer: str = "fits"  # "past-rows": <pad> gets the id of cp's row count; "padded": 64 ids short
     special: str = "cp"  # --special-tokens-from
     tokenizer: str = "cp"  # --tokenizer-from
 
@@ -87,12 +89,15 @@ def expected_errors(c: Case) -> list[str]:
         return ["--added-tokens append", "the output's tokenizer is not cp's"]
     if c.tokenizer == "chat":  # chat's ids 512-513 name tokens whose rows the output does not hold
         return ["--tokenizer-from chat", "ids up to 513"] if not c.expanded else ["--tokenizer-from chat", "512-513"]
-    if c.tokenizer == "cp" and c.past_rows:
+    if c.tokenizer == "cp" and c.cp_tokenizer == "past-rows":
         return ["tokenizer.json", "'<pad>'", f"the id {c.rows}", f"outside cp's {c.rows} embedding rows"]
+    if c.tokenizer == "cp" and c.cp_tokenizer == "padded" and c.added == "append":  # ids would not be the rows
+        first = c.rows - 64
+        return ["padded past its tokenizer", f"next ids ({first}-{first + 1})", f"appended ({c.rows}-{c.rows + 1})"]
     return []
 
 
-# -- the inputs, made once per (expanded, tied, past_rows) ---------------------------------------------------
+# -- the inputs, made once per (expanded, tied, cp_tokenizer) ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +105,15 @@ def inputs(tmp_path_factory):
     made = {}
 
     def get(c: Case):
-        key = (c.expanded, c.tied, c.past_rows)
+        key = (c.expanded, c.tied, c.cp_tokenizer)
         if key not in made:
             root = tmp_path_factory.mktemp("vocab-" + "-".join(map(str, key)))
             paths = make_triple(str(root), "tiny", cp_vocab=c.rows, tie=c.tied, chatml="added",
                                 shard_bytes={"cp": 60_000})  # fmt: skip
-            if c.past_rows:
+            if c.cp_tokenizer == "past-rows":
                 give_pad_a_row_cp_lacks(paths["cp"], c.rows)
+            if c.cp_tokenizer == "padded":  # as Phi-3 pads 32,011 tokens to 32,064 rows
+                write_llama_tokenizer(paths["cp"], c.rows - 64, chatml=None)
             states = {role: load_dir(p) for role, p in paths.items()}
             made[key] = paths, states
         return made[key]
@@ -248,7 +255,8 @@ def grid(space: dict[str, tuple]) -> list:
 
 
 VOCAB_SPACE = {"skip": tuple(SKIPS), "vocab": ("shared-rows", "skip", "error"), "added": ("append", "drop", "error"),
-               "expanded": (False, True), "tied": (False, True), "past_rows": (False, True)}  # fmt: skip
+               "expanded": (False, True), "tied": (False, True),
+               "cp_tokenizer": ("fits", "past-rows", "padded")}  # fmt: skip
 TOKEN_SPACE = {"special": ("cp", "chat"), "tokenizer": ("cp", "chat", "base"), "added": ("append", "drop", "error"),
                "expanded": (False, True)}  # fmt: skip
 

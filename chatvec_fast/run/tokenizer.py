@@ -17,7 +17,16 @@ from ..plan.added_tokens import embedding_rows
 from ..plan.problems import listing
 from ..plan.types import Plan
 from ..plan.vocab import EMBED_NAME
-from ..read.model_files import chat_template, eos_token, has_tokenizer, has_vocab, load_vocab, short, token_text
+from ..read.model_files import (
+    chat_template,
+    eos_token,
+    has_tokenizer,
+    has_vocab,
+    load_vocab,
+    next_token_id,
+    short,
+    token_text,
+)
 
 
 @dataclass
@@ -77,6 +86,8 @@ def choose_tokenizer(plan: Plan, chat_template_from: str | None, tokenizer_from:
     if plan.appended and (directory is None or not has_vocab(directory)):
         raise InputError(append + "cp has none; pass --added-tokens drop (or give cp a tokenizer.json: save its "
                          "tokenizer with transformers)")  # fmt: skip
+    if plan.appended:
+        _check_appended_ids(directory, plan.appended)
     choice = TokenizerChoice(directory, role, record={"from": role if directory else None})
     chat_dir = chat_files_dir(plan)
     found, where = chat_template(chat_dir) if chat_dir else (None, None)
@@ -178,6 +189,21 @@ def _check_cp_tokenizer(directory: str, vocab: dict, cp):
             "a row that does not exist, and tokens appended to the output would take ids cp's tokenizer already "
             "uses. Resize cp's embeddings to its tokenizer (model.resize_token_embeddings(len(tokenizer)), then "
             "save_pretrained), or pass --tokenizer-from base"
+        )
+
+
+def _check_appended_ids(directory: str, appended):
+    """The tokens appended to cp's tokenizer get the ids after its tokens (tokenizers' rule), which must be
+    the rows appended after cp's: not so where cp's embedding is padded past its tokenizer."""
+    first, row = next_token_id(directory), appended[0].row
+    if first != row:
+        n = len(appended)
+        raise InputError(
+            f"{os.path.join(directory, TOKENIZER_JSON)}: cp's tokenizer holds ids 0-{first - 1} and cp has {row} "
+            f"embedding rows (padded past its tokenizer); the tokenizers library gives tokens added to it the next "
+            f"ids ({first}-{first + n - 1}), not the rows where chat's rows are appended ({row}-{row + n - 1}), "
+            f"so {listing([short(t.token) for t in appended])} would read cp's padding rows. Pass --added-tokens "
+            "drop"
         )
 
 
