@@ -156,8 +156,12 @@ CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['conte
 
 
 def write_tokenizer(directory, tokens: list[str], specials: list[str], eos: str, template=None):
-    """A WordLevel tokenizer.json (via the tokenizers library) and a tokenizer_config.json."""
+    """A WordLevel tokenizer.json (via the tokenizers library) and a tokenizer_config.json, replacing the
+    directory's tokenizer (the special_tokens_map.json of the one it replaces would name other tokens)."""
     import json
+
+    if os.path.exists(os.path.join(directory, "special_tokens_map.json")):
+        os.unlink(os.path.join(directory, "special_tokens_map.json"))
 
     from tokenizers import Tokenizer, models, pre_tokenizers
 

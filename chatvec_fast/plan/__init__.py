@@ -1,14 +1,14 @@
 """Stage 2, the planner: pairs tensors across the inputs by name, shape and dtype, applies the policies,
 lays the output out in shards (and over ranks and devices), and cuts the work into chunks.
 
-Reads headers and tokenizer files only: never tensor data, never a kernel, never an output file.
+Reads headers and tokenizer files only (and, to tell base from chat when their headers are the same, the first
+and last MiB of their shards): never a kernel, never an output file.
 """
 
 from __future__ import annotations
 
 import os
 
-from ..errors import InputError
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import chat_template, special_rows, vector_inexact
 from .added_tokens import embedding_rows, find_added_tokens
@@ -17,6 +17,14 @@ from .fp8_plan import attach_fp8
 from .options import MergeOptions, vector_roles
 from .pairing import make_extract_plan, make_plan
 from .quantized import refuse_quantized
+from .roles import (
+    base_and_chat,
+    check_vector,
+    deeper_cp,
+    refuse_cp_without_config,
+    refuse_vectors_as_models,
+    refuse_weight_files,
+)
 from .types import Plan
 from .vectors import add_vectors
 
@@ -24,11 +32,13 @@ from .vectors import add_vectors
 def plan_job(inputs: dict[str, str], options: MergeOptions) -> Plan:
     """Opens the inputs (role -> local directory; headers only, all validated) and plans every output tensor
     of the command options.kind names."""
+    refuse_weight_files(inputs)
     # Absolute paths: messages, the report and the resume fingerprint then say the same whatever the cwd.
     ckpts = {role: open_checkpoint(os.path.abspath(path)) for role, path in inputs.items()}
+    warnings = _check_roles(ckpts, options.kind)
     fp8 = {role: fp8_scales(ckpt) for role, ckpt in ckpts.items()}
     refuse_quantized(ckpts, fp8)
-    warnings = [w for ckpt in ckpts.values() for w in ckpt.warnings]
+    warnings[:0] = [w for ckpt in ckpts.values() for w in ckpt.warnings]
     full, ckpts = ckpts, {role: without_scales(ckpt, fp8[role]) for role, ckpt in ckpts.items()}
     if options.kind == "extract":
         plan = make_extract_plan(ckpts["base"], ckpts["chat"], options)
@@ -40,6 +50,18 @@ def plan_job(inputs: dict[str, str], options: MergeOptions) -> Plan:
     plan.warnings[:0] = warnings
     attach_fp8(plan, full, fp8)
     return plan
+
+
+def _check_roles(ckpts, kind: str) -> list[str]:
+    """Inputs in the wrong role (roles.py): errors raised, warnings returned."""
+    refuse_vectors_as_models(ckpts)
+    warnings = []
+    if kind != "apply":
+        warnings += base_and_chat(ckpts["base"], ckpts["chat"], kind)
+    if kind != "extract":
+        refuse_cp_without_config(ckpts["cp"])
+        warnings += deeper_cp(ckpts["cp"], {r: c for r, c in ckpts.items() if r != "cp"})
+    return warnings
 
 
 def _plan_apply(options: MergeOptions, ckpts) -> Plan:
@@ -58,19 +80,6 @@ def _plan_apply(options: MergeOptions, ckpts) -> Plan:
                 "from a merge of the models there; extract with --dtype f64 to avoid it"
             )
     return plan
-
-
-def check_vector(vector):
-    """A vector is what `extract` wrote (every shard's metadata says so): a model directory given as --vector
-    would add the model's weights themselves to cp."""
-    for f in vector.files:
-        if f.metadata.get("chatvec_fast.command") != "extract":
-            raise InputError(
-                f"--vector {vector.path}: {f.path} was not written by `chatvec extract` (its metadata lacks "
-                "chatvec_fast.command=extract), so it is not a chat vector: apply would add the weights "
-                "themselves to cp. Save the vector first with `chatvec extract --base BASE --chat CHAT --out "
-                "VECTOR`, or merge the three models with `chatvec merge`"
-            )
 
 
 def _plan_merge(options: MergeOptions, ckpts) -> Plan:

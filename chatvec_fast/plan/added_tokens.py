@@ -4,7 +4,11 @@ appended to a 32,000-row Mistral: 32,002 rows).
 Base has no rows for those tokens, so there is no chat vector for them: by default (--added-tokens append)
 chat's rows are taken as they are, bit for bit, and appended to cp's embedding and lm_head, and the tokens
 to cp's tokenizer, where cp's tokenizer lacks them. The shared rows merge as usual; cp's own extra rows (an
-expanded vocabulary) stay cp's. Tokens are matched by string, through the tokenizers.
+expanded vocabulary) follow --vocab-mismatch. Tokens are matched by string, through the tokenizers.
+
+Every vocabulary tensor of the output has the same rows, and the tokenizer's ids fit them: appended rows go
+to every vocabulary tensor or to none. A policy that keeps cp's rows in one of them (--skip, --vocab-mismatch
+skip, an lm_head only cp has) while tokens are appended stops the run before any work, naming both.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..filenames import TOKENIZER_JSON
 from ..read.checkpoint import Checkpoint
-from ..read.model_files import has_vocab, load_vocab, optional_json
-from .vocab import EMBED_NAME
+from ..read.model_files import has_vocab, load_vocab, optional_json, short
+from .options import MergeOptions
+from .problems import Problems, listing
+from .types import ADDED_ROWS, COPY_ONLY_IN_CP, COPY_SKIPPED, COPY_VOCAB_SKIPPED, MERGE, SHARED_ROWS
+from .vocab import EMBED_NAME, VOCAB_NAME
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,50 @@ def find_added_tokens(base: Checkpoint, chat: Checkpoint, cp: Checkpoint) -> tup
 def added_rows_problem(name: str, rows: int) -> str:
     return (f"{name}: chat has {rows} rows more than base (tokens added to the chat model); --added-tokens append "
             "takes them (the default), drop leaves them out")  # fmt: skip
+
+
+def added_rows_policy(name: str, base, cp, options: MergeOptions, appended, problems: Problems):
+    """(policy, merged elements) of a vocabulary tensor where chat has rows base lacks, or None after recording
+    a problem. The rows base has merge; cp's rows past base's (an expanded vocabulary) follow --vocab-mismatch,
+    as they do when chat added nothing."""
+    if options.added_tokens == "error":
+        return None  # recorded for every such tensor, skipped or not (pairing.py)
+    if cp.shape[0] > base.shape[0]:
+        if options.vocab_mismatch == "error":
+            problems.add("vocab", f"{name}: cp has {cp.shape[0]} rows, base {base.shape[0]} (chat "
+                                  "added tokens too)")  # fmt: skip
+            return None
+        if options.vocab_mismatch == "skip":
+            return COPY_VOCAB_SKIPPED, 0
+        return (ADDED_ROWS if appended else SHARED_ROWS), base.numel
+    return (ADDED_ROWS if appended else MERGE), base.numel
+
+
+def appended_rows_conflicts(plans: dict, appended, skip, problems: Problems):
+    """Every vocabulary tensor with cp's embedding rows must take the appended rows: one that keeps cp's rows
+    would leave the tokenizer's new ids without a row there (transformers refuses such a model)."""
+    if not appended:
+        return
+    rows, n = appended[0].row, len(appended)
+    where = f"row {rows}" if n == 1 else f"rows {rows}-{rows + n - 1}"
+    tokens = listing([short(t.token) for t in appended])
+    adds = f"--added-tokens append adds {n} token{'s' if n != 1 else ''} ({tokens}) as {where}"
+    for name, t in plans.items():
+        if not VOCAB_NAME.search(name) or t.cp is None or not t.cp.shape or t.cp.shape[0] != rows:
+            continue
+        if t.shape[0] == rows + n:
+            continue
+        if t.policy == COPY_SKIPPED:
+            rule = next(p.pattern for p in skip if p.search(name))
+            problems.add("appended", f"--skip {rule!r} keeps cp's {rows} rows of {name}, but {adds}: pass "
+                                     "--added-tokens drop, or do not skip the vocabulary tensors")  # fmt: skip
+        elif t.policy == COPY_VOCAB_SKIPPED:
+            problems.add("appended", f"--vocab-mismatch skip copies cp's {rows} rows of {name}, but {adds}: pass "
+                                     "--added-tokens drop, or --vocab-mismatch shared-rows")  # fmt: skip
+        elif t.policy == COPY_ONLY_IN_CP:
+            problems.add("appended", f"{name} is only in cp (base and chat tie it to the input embedding), so it "
+                                     f"has no rows of chat's for the added tokens, but {adds}: pass --added-tokens "
+                                     "drop")  # fmt: skip
+        else:
+            problems.add("appended", f"{name} ({t.policy}) keeps cp's {rows} rows, but {adds}: pass --added-tokens "
+                                     "drop")  # fmt: skip

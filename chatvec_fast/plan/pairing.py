@@ -12,13 +12,13 @@ from collections import Counter
 from ..dtypes import MERGEABLE, VECTOR_DTYPES
 from ..errors import PlanError
 from ..read.checkpoint import Checkpoint
-from .added_tokens import added_rows_problem
+from .added_tokens import added_rows_policy, added_rows_problem, appended_rows_conflicts
 from .fp8 import FP8_DTYPES
 from .layout import layout
 from .options import MergeOptions
 from .problems import Problems, listing, raise_unmatched, unmatched_rules
+from .roles import config_differences
 from .types import (
-    ADDED_ROWS,
     COPY_NOT_FLOAT,
     COPY_ONLY_IN_CP,
     COPY_SKIPPED,
@@ -98,6 +98,9 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
                 set_by[name] = rule
             plans[name] = TensorPlan(name, policy, c.shape, out_dtype, c, b, h, alphas, segments)
 
+        added = not apply and b is not None and h is not None and b.shape != h.shape and is_added_rows(name, b, h, c)
+        if added and options.added_tokens == "error":  # chat added tokens: stop, whatever else copies the tensor
+            problems.add("added", added_rows_problem(name, h.shape[0] - b.shape[0]))
         if _matches(skip, name):
             plan(COPY_SKIPPED)
         elif h is None and (apply or b is None):
@@ -105,12 +108,12 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
         elif not apply and (b is None or h is None):
             have, lack = ("chat", "base") if b is None else ("base", "chat")
             problems.add("only-one", f"{name}: in {have} and cp, missing from {lack}")
-        elif not apply and b.shape != h.shape and is_added_rows(name, b, h, c):
-            if options.added_tokens == "error":
-                problems.add("added", added_rows_problem(name, h.shape[0] - b.shape[0]))
-            else:
-                plan(ADDED_ROWS if appended else SHARED_ROWS, b.numel)
-                append_rows(plans[name], appended)
+        elif added:
+            decided = added_rows_policy(name, b, c, options, appended, problems)
+            if decided is not None:
+                plan(*decided)
+                if decided[0] != COPY_VOCAB_SKIPPED:
+                    append_rows(plans[name], appended)
         elif not apply and b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
         elif (
@@ -137,7 +140,8 @@ def make_plan(base: Checkpoint | None, chat: Checkpoint, cp: Checkpoint, options
     notes = []
     if special:
         transplant_rows(plans, special, chat, cp_vocab, skip, problems, notes)
-    problems.raise_if_any()
+    appended_rows_conflicts(plans, appended, skip, problems)
+    problems.raise_if_any(config_differences(base, chat, cp) if not apply else "")
     if not options.allow_unmatched:
         names = {*cp.tensors, *chat.tensors, *(() if apply else base.tensors)}
         raise_unmatched(unmatched_rules(skip, rules, names, set_by))
@@ -203,7 +207,7 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
             )
     for name in (n for n in base.tensors if n not in chat.tensors and not _matches(skip, n)):
         problems.add("only-one", f"{name}: in base, missing from chat")
-    problems.raise_if_any()
+    problems.raise_if_any(config_differences(base, chat))
     if not options.allow_unmatched:
         raise_unmatched(unmatched_rules(skip, [], {*chat.tensors, *base.tensors}, {}))
     if not plans:

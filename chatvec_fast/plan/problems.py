@@ -21,6 +21,8 @@ _FIXES = {
     "extra rows) or skip (copy these tensors from cp)",
     "special": "check that --chat is the chat model whose tokenizer was read, or drop --special-tokens-from",
     "added": "pass --added-tokens append (chat's rows and tokens are appended to cp's) or drop (left out)",
+    "appended": "appended rows go to every vocabulary tensor or to none; --added-tokens drop leaves chat's added "
+    "tokens out",
     "fp8": "use --dtype bf16 (the default for FP8 inputs), which holds every merged value's rounding exactly once",
     "vectors": "the vectors of one apply must be extracted from models of one architecture (same tensor names and "
     "shapes); apply them one at a time otherwise",
@@ -33,6 +35,7 @@ _TITLES = {
     "vocab": "vocabulary tensors with more rows in cp (--vocab-mismatch error)",
     "special": "vocabulary tensors that cannot take special-token rows from chat",
     "added": "vocabulary tensors where chat has rows base lacks (--added-tokens error)",
+    "appended": "vocabulary tensors that would keep cp's rows while tokens are appended (--added-tokens append)",
     "fp8": "FP8 weights that cannot come out as FP8 (--dtype fp8)",
     "vectors": "tensors the vectors do not agree on",
 }
@@ -50,10 +53,11 @@ class Problems:
     def has(self, kind: str) -> bool:
         return bool(self.by_kind.get(kind))
 
-    def raise_if_any(self):
+    def raise_if_any(self, preface: str = ""):
+        """PlanError listing every problem; preface (how the inputs' configs differ) comes first."""
         if not self.by_kind:
             return
-        parts = ["cannot pair the checkpoints:"]
+        parts = [f"cannot pair the checkpoints: {preface}" if preface else "cannot pair the checkpoints:"]
         for kind, items in self.by_kind.items():
             parts.append(f"{len(items)} {_TITLES[kind]}:")
             parts.extend(f"  - {item}" for item in items[:MAX_LISTED])

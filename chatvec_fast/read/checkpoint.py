@@ -8,6 +8,7 @@ tensor missing from the index, none in two shards).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -156,3 +157,40 @@ def read_torch_file(path: str) -> SafetensorsHeader:
             raise InputError(f"{path}: tensor {t.name!r}: {problem}")
         table.tensors[t.name] = TensorInfo(t.name, t.dtype, t.shape, path, t.offset, t.nbytes, before)
     return table
+
+
+# Bytes compared at each end of every shard: 1 MiB reads in ~1 ms from page cache, ~10 ms from a disk, and two
+# different models already differ in their first tensor's first bytes.
+SAMPLE_BYTES = 1 << 20
+
+
+def _table(f: SafetensorsHeader) -> list:
+    """A file's tensor table, its offsets counted from its data section (headers may differ in metadata)."""
+    return [(t.name, t.dtype, t.shape, t.offset - f.data_start, t.nbytes) for t in f.tensors.values()]
+
+
+def _ends_digest(f: SafetensorsHeader) -> bytes:
+    """sha256 of the first and the last SAMPLE_BYTES of a file's data section, read from the file whose header
+    was read."""
+    fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        check_identity(f.path, f.identity, FileIdentity.of(os.fstat(fd)), "since its header was read")
+        data = f.file_size - f.data_start
+        h = hashlib.sha256(os.pread(fd, min(SAMPLE_BYTES, data), f.data_start))
+        h.update(os.pread(fd, min(SAMPLE_BYTES, data), max(f.data_start, f.file_size - SAMPLE_BYTES)))
+        return h.digest()
+    finally:
+        os.close(fd)
+
+
+def same_weights(a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether two checkpoints look like copies of one model: the same tensor tables in files of the same
+    sizes, and the same first and last MiB of data in every file. Cheap (2 MiB a shard), not a proof: a
+    difference only in the middle of a large shard goes unseen."""
+    if len(a.files) != len(b.files):
+        return False
+    pairs = list(zip(a.files, b.files))
+    if any(fa.file_size - fa.data_start != fb.file_size - fb.data_start or _table(fa) != _table(fb)
+           for fa, fb in pairs):  # fmt: skip
+        return False
+    return all(_ends_digest(fa) == _ends_digest(fb) for fa, fb in pairs)

@@ -88,8 +88,8 @@ def _token_id(path: str, token, value, where: str) -> int:
     return value
 
 
-def load_vocab(model_dir: str) -> dict[str, int]:
-    """Token string -> id, from tokenizer.json (BPE, WordPiece, WordLevel or Unigram) and its added tokens."""
+def _read_vocab(model_dir: str) -> tuple[str, dict[str, int], list[tuple[str, int]]]:
+    """(path, the model's token -> id, the added tokens as (content, id) in the file's order)."""
     path = os.path.join(model_dir, TOKENIZER_JSON)
     if not os.path.isfile(path):
         raise InputError(
@@ -112,11 +112,35 @@ def load_vocab(model_dir: str) -> dict[str, int]:
     added = doc.get("added_tokens") or []
     if not isinstance(added, list):
         raise InputError(f"{path}: added_tokens is a {type(added).__name__}; expected a list")
+    found = []
     for i, entry in enumerate(added):
         if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
             raise InputError(f"{path}: added_tokens[{i}] is {entry!r}; expected an object with a string 'content'")
-        tokens[entry["content"]] = _token_id(path, entry["content"], entry.get("id"), f"added_tokens[{i}]")
-    return tokens
+        found.append((entry["content"], _token_id(path, entry["content"], entry.get("id"), f"added_tokens[{i}]")))
+    return path, tokens, found
+
+
+def load_vocab(model_dir: str) -> dict[str, int]:
+    """Token string -> id, from tokenizer.json (BPE, WordPiece, WordLevel or Unigram) and its added tokens."""
+    _, tokens, added = _read_vocab(model_dir)
+    return {**tokens, **dict(added)}
+
+
+def next_token_id(model_dir: str) -> int:
+    """The id the tokenizers library gives the next token added to tokenizer.json. Added tokens the model's
+    vocabulary lacks take the ids after it, one after another, whatever ids the file writes for them (its
+    AddedVocabulary): a tokenizer of 32,000 tokens gives 32000 even where the embedding is padded to 32,064."""
+    _, tokens, added = _read_vocab(model_dir)
+    size, given = len(tokens), {}
+
+    def after(given) -> int:
+        top = max(given.values(), default=None)
+        return top + 1 if top is not None and (top >= size or size == 0) else size
+
+    for content, _ in added:
+        if content not in given:
+            given[content] = tokens[content] if content in tokens else after(given)
+    return after(given)
 
 
 def chat_template(model_dir: str):

@@ -18,6 +18,7 @@ from ..filenames import (
     CP_CARD_NAME,
     GENERATION_CONFIG_NAME,
     INDEX_SUFFIX,
+    SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
     TOKENIZER_JSON,
     TOKENIZER_PATTERNS,
@@ -25,8 +26,9 @@ from ..filenames import (
 )
 from ..plan.types import Plan
 from ..read.checkpoint import Checkpoint
-from ..read.model_files import model_files, read_json
+from ..read.model_files import model_files, read_json, token_text
 from ..write.aux_files import write_files
+from .eos import as_entry, config_has_eos, edit_config_eos, edit_special_tokens_map, generation_config, output_eos_ids
 from .tokenizer import choose_tokenizer
 
 
@@ -61,10 +63,14 @@ def aux_writer(plan: Plan, chat_template_from: str | None, tokenizer_from: str |
     # An FP8 cp merged to bf16 (the default): the output is not quantized, so its config must not say so.
     unquantized = bool(plan.fp8.get("cp")) and plan.options.dtype != "F8_E4M3"
     dtype = plan.options.dtype if plan.options.dtype != "F8_E4M3" else None
-    if dtype is not None or appended or unquantized:
-        edits[CONFIG_NAME] = lambda config: _edit_config(config, dtype or (unquantized and "BF16") or None, appended,
-                                                         unquantized)  # fmt: skip
     tokenizer = choose_tokenizer(plan, chat_template_from, tokenizer_from)
+    eos = output_eos_ids(cp, tokenizer.eos_id) if tokenizer.eos_id is not None else None  # chat's eos is used
+    config_eos = eos if eos and not config_has_eos(cp.config, eos) else None
+    if eos:
+        tokenizer.record["generation_eos_token_id"] = as_entry(eos)
+    if dtype is not None or appended or unquantized or config_eos:
+        edits[CONFIG_NAME] = lambda config: _edit_config(config, dtype or (unquantized and "BF16") or None, appended,
+                                                         unquantized, config_eos)  # fmt: skip
     sources = [
         (os.path.join(cp.directory, n), n) for n in model_files(cp.directory, CONFIG_PATTERNS, _weight_files(cp))
     ]
@@ -78,8 +84,11 @@ def aux_writer(plan: Plan, chat_template_from: str | None, tokenizer_from: str |
         edits[TOKENIZER_CONFIG] = lambda config: tokenizer.edit_tokenizer_config_for(config, appended)
         if not any(name == TOKENIZER_CONFIG for _, name in sources):
             sources.append((None, TOKENIZER_CONFIG))  # a tokenizer without one still gets the template
-    if tokenizer.eos_id is not None:
-        edits[GENERATION_CONFIG_NAME] = tokenizer.edit_generation_config
+    if eos:
+        edits[GENERATION_CONFIG_NAME] = lambda config: generation_config(config, cp.config, eos)
+        edits[SPECIAL_TOKENS_MAP] = lambda doc: edit_special_tokens_map(doc, token_text(tokenizer.eos))
+        if not any(name == GENERATION_CONFIG_NAME for _, name in sources):
+            sources.append((None, GENERATION_CONFIG_NAME))  # without one, transformers stops at config.json's eos only
     if appended:
         edits[TOKENIZER_JSON] = lambda doc: tokenizer.edit_tokenizer_json(doc, appended)
     for src, name in sources:
@@ -109,11 +118,11 @@ def _cp_card(cp: Checkpoint) -> str | None:
     return path if os.path.isfile(path) and CARD_NAME not in _weight_files(cp) else None
 
 
-def _edit_config(config: dict, dtype: str | None, appended, unquantized: bool = False) -> dict:
+def _edit_config(config: dict, dtype: str | None, appended, unquantized: bool = False, eos=None) -> dict:
     """config.json follows the output: its dtype (--dtype: torch_dtype, and dtype where the config has it), its
     vocab_size when tokens were appended (also a multimodal model's text_config), no quantization_config when
-    FP8 weights came out unquantized."""
-    config = dict(config)
+    FP8 weights came out unquantized, cp's and chat's eos ids when the chat model's eos is the tokenizer's."""
+    config = edit_config_eos(config, eos) if eos else dict(config)
     if unquantized:
         config.pop("quantization_config", None)
         if isinstance(config.get("text_config"), dict):

@@ -12,10 +12,21 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..filenames import CHAT_TEMPLATE_FILES, VECTOR_CHAT_DIR
+from ..filenames import CHAT_TEMPLATE_FILES, TOKENIZER_JSON, VECTOR_CHAT_DIR
+from ..plan.added_tokens import embedding_rows
+from ..plan.problems import listing
 from ..plan.types import Plan
 from ..plan.vocab import EMBED_NAME
-from ..read.model_files import chat_template, eos_token, has_tokenizer, has_vocab, load_vocab, token_text
+from ..read.model_files import (
+    chat_template,
+    eos_token,
+    has_tokenizer,
+    has_vocab,
+    load_vocab,
+    next_token_id,
+    short,
+    token_text,
+)
 
 
 @dataclass
@@ -33,16 +44,6 @@ class TokenizerChoice:
         config["chat_template"] = self.template
         if self.eos_id is not None:
             config["eos_token"] = self.eos
-        return config
-
-    def edit_generation_config(self, config: dict) -> dict:
-        """Adds the eos id to generation_config.json's eos_token_id (generation stops at chat's eos)."""
-        config = dict(config)
-        current = config.get("eos_token_id")
-        ids = current if isinstance(current, list) else ([current] if current is not None else [])
-        if self.eos_id not in ids:
-            config["eos_token_id"] = [*ids, self.eos_id] if ids else self.eos_id
-            self.record["generation_eos_token_id"] = config["eos_token_id"]
         return config
 
     def edit_tokenizer_json(self, doc: dict, appended) -> dict:
@@ -77,13 +78,16 @@ def chat_files_dir(plan: Plan) -> str | None:
 def choose_tokenizer(plan: Plan, chat_template_from: str | None, tokenizer_from: str | None) -> TokenizerChoice:
     """The output's tokenizer and chat template (from whose: the options of the same names, None for the
     defaults); appends to plan.warnings what the user should hear first."""
+    append = "--added-tokens append adds chat's tokens to cp's tokenizer.json, and "
+    if plan.appended and (tokenizer_from or "cp") != "cp":
+        raise InputError(append + "the output's tokenizer is not cp's; pass --added-tokens drop, or leave "
+                         f"--tokenizer-from {tokenizer_from} out")  # fmt: skip
     directory, role = _tokenizer_source(plan, tokenizer_from)
-    if plan.appended and (role != "cp" or directory is None or not has_vocab(directory)):
-        raise InputError(
-            "--added-tokens append adds chat's tokens to cp's tokenizer.json, and "
-            + ("the output's tokenizer is not cp's" if role != "cp" else "cp has none")
-            + "; pass --added-tokens drop (or give cp a tokenizer.json: save its tokenizer with transformers)"
-        )
+    if plan.appended and (directory is None or not has_vocab(directory)):
+        raise InputError(append + "cp has none; pass --added-tokens drop (or give cp a tokenizer.json: save its "
+                         "tokenizer with transformers)")  # fmt: skip
+    if plan.appended:
+        _check_appended_ids(directory, plan.appended)
     choice = TokenizerChoice(directory, role, record={"from": role if directory else None})
     chat_dir = chat_files_dir(plan)
     found, where = chat_template(chat_dir) if chat_dir else (None, None)
@@ -144,15 +148,62 @@ def _tokenizer_source(plan: Plan, chosen: str | None) -> tuple[str | None, str]:
 
 
 def _check_vocabulary_fits(directory: str, role: str, plan: Plan):
-    """A tokenizer whose ids go past the output's embedding rows would index rows that do not exist."""
-    if role == "cp" or not has_vocab(directory):
+    """A tokenizer whose ids go past the output's embedding rows would index rows that do not exist; one that
+    gives ids to tokens base has no rows for would index rows that hold other tokens."""
+    if not has_vocab(directory):
+        return
+    vocab = load_vocab(directory)
+    if role == "cp":
+        _check_cp_tokenizer(directory, vocab, plan.inputs["cp"])
         return
     rows = [t.shape[0] for t in plan.tensors if EMBED_NAME.search(t.name) and t.shape]
-    largest = max(load_vocab(directory).values(), default=-1)
+    largest = max(vocab.values(), default=-1)
     if rows and largest >= min(rows):
         raise InputError(
             f"--tokenizer-from {role}: its tokenizer has ids up to {largest}, but the output's embedding has "
             f"{min(rows)} rows (cp's); that tokenizer does not fit cp's vocabulary. Use cp's tokenizer"
+        )
+    shared = embedding_rows(plan.inputs.get("base") or plan.inputs["vector"])
+    beyond = sorted((i, t) for t, i in vocab.items() if shared is not None and i >= shared)
+    if beyond:
+        ids = f"{beyond[0][0]}-{beyond[-1][0]}" if len(beyond) > 1 else str(beyond[0][0])
+        raise InputError(
+            f"--tokenizer-from {role}: its tokenizer gives ids {ids} to tokens base has no rows for "
+            f"({listing([short(t) for _, t in beyond])}), and the output's rows {ids} are cp's rows of its own "
+            "tokens, not the chat model's rows of those. Use cp's tokenizer (the default; --added-tokens append "
+            "adds chat's tokens to it with their rows)"
+        )
+
+
+def _check_cp_tokenizer(directory: str, vocab: dict, cp):
+    """cp's own tokenizer must fit cp's rows: appended tokens take the ids after them."""
+    rows = embedding_rows(cp)
+    if rows is None or not vocab:
+        return
+    token, largest = max(vocab.items(), key=lambda item: item[1])
+    if largest >= rows:
+        name = next(n for n, t in cp.tensors.items() if EMBED_NAME.search(n) and t.shape)
+        raise InputError(
+            f"{os.path.join(directory, TOKENIZER_JSON)}: cp's tokenizer gives {short(token)} the id {largest}, "
+            f"outside cp's {rows} embedding rows ({name}: ids 0-{rows - 1}); a model that meets that token reads "
+            "a row that does not exist, and tokens appended to the output would take ids cp's tokenizer already "
+            "uses. Resize cp's embeddings to its tokenizer (model.resize_token_embeddings(len(tokenizer)), then "
+            "save_pretrained), or pass --tokenizer-from base"
+        )
+
+
+def _check_appended_ids(directory: str, appended):
+    """The tokens appended to cp's tokenizer get the ids after its tokens (tokenizers' rule), which must be
+    the rows appended after cp's: not so where cp's embedding is padded past its tokenizer."""
+    first, row = next_token_id(directory), appended[0].row
+    if first != row:
+        n = len(appended)
+        raise InputError(
+            f"{os.path.join(directory, TOKENIZER_JSON)}: cp's tokenizer holds ids 0-{first - 1} and cp has {row} "
+            f"embedding rows (padded past its tokenizer); the tokenizers library gives tokens added to it the next "
+            f"ids ({first}-{first + n - 1}), not the rows where chat's rows are appended ({row}-{row + n - 1}), "
+            f"so {listing([short(t.token) for t in appended])} would read cp's padding rows. Pass --added-tokens "
+            "drop"
         )
 
 

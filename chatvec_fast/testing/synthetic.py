@@ -4,7 +4,9 @@
 
 Values are seeded per model and tensor, so a triple is the same on every
 machine. Tensors are generated and written one at a time (numpy only), so
-even the 7B shape needs about one tensor of memory.
+even the 7B shape needs about one tensor of memory. Each model has config
+files and a tokenizer in Llama's layout (llama_tokenizer.py) that
+transformers loads; the chat model's speaks ChatML.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from ..filenames import (
     GENERATION_CONFIG_NAME,
     INDEX_NAME,
     SINGLE_NAME,
-    TOKENIZER_CONFIG,
-    TOKENIZER_JSON,
     shard_name,
 )
 from ..write.shard import ShardFile, build_header
+from .llama_tokenizer import CHATML, write_llama_tokenizer
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,13 @@ def write_llama(
     std: float = 0.02,
     noise: float = 0.002,
     fp8: FP8Layout | None = None,
+    chatml: str = "reserved",
 ) -> str:
     """Writes one model of a triple (role: base, chat or cp) as a Hugging Face directory in bf16 (or, with
-    fp8, its linear weights quantized to FP8 with their scales)."""
+    fp8, its linear weights quantized to FP8 with their scales), with a tokenizer in Llama's layout
+    (testing/llama_tokenizer.py). vocab: its rows (default: the shape's, base's); rows past the shape's are the
+    chat model's added tokens or cp's expanded vocabulary. chatml: where the ChatML tokens are, "reserved" (the
+    last ids of every model's vocabulary) or "added" (the chat model's, after base's rows)."""
     os.makedirs(directory, exist_ok=True)
     vocab = vocab or shape.vocab
     entries = _entries(list(tensor_specs(shape, vocab)), fp8)
@@ -195,6 +200,12 @@ def write_llama(
         index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
         with open(os.path.join(directory, INDEX_NAME), "w") as fh:
             json.dump(index, fh, indent=2)
+    chat = role == "chat"
+    # ChatML appears in the chat model's vocabulary, and in the others' only where it is reserved
+    doc = write_llama_tokenizer(directory, vocab, base_rows=shape.vocab, chat=chat,
+                                chatml=chatml if chat or chatml == "reserved" else None)  # fmt: skip
+    # A chat model's generation stops at its turn's end (<|im_end|>), as OpenHermes' and Qwen's configs say
+    eos = next(t["id"] for t in doc["added_tokens"] if t["content"] == ("<|im_end|>" if chat else "</s>"))
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -210,43 +221,15 @@ def write_llama(
         "rope_theta": 10000.0,
         "tie_word_embeddings": shape.tie,
         "bos_token_id": 1,
-        "eos_token_id": 2,
+        "eos_token_id": eos,
         "torch_dtype": "bfloat16",
         **({"quantization_config": fp8.config()} if fp8 is not None else {}),
     }
     with open(os.path.join(directory, CONFIG_NAME), "w") as fh:
         json.dump(config, fh, indent=2)
     with open(os.path.join(directory, GENERATION_CONFIG_NAME), "w") as fh:
-        json.dump({"bos_token_id": 1, "eos_token_id": 2}, fh, indent=2)
-    write_tokenizer(directory, vocab, chat=role == "chat")
+        json.dump({"bos_token_id": 1, "eos_token_id": eos}, fh, indent=2)
     return directory
-
-
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
-)
-
-
-def write_tokenizer(directory: str, vocab: int, chat: bool = False):
-    """A word-level tokenizer of `vocab` tokens (the special tokens, then tok5, tok6, ...), as the tokenizers
-    library writes one; the chat model's also has a ChatML chat template and <|im_end|> as its eos."""
-    tokens = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    tokens.update({f"tok{i}": i for i in range(len(SPECIAL_TOKENS), vocab)})
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-              "special": True} for i, t in enumerate(SPECIAL_TOKENS)]  # fmt: skip
-    doc = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-           "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
-           "model": {"type": "WordLevel", "vocab": tokens, "unk_token": "<unk>"}}  # fmt: skip
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as fh:
-        json.dump(doc, fh, ensure_ascii=False)
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-              "unk_token": "<unk>", "model_max_length": 2048}  # fmt: skip
-    if chat:
-        config.update(eos_token="<|im_end|>", chat_template=CHAT_TEMPLATE)
-    with open(os.path.join(directory, TOKENIZER_CONFIG), "w") as fh:
-        json.dump(config, fh, indent=2)
 
 
 def make_triple(
@@ -258,11 +241,13 @@ def make_triple(
     seed: int = 0,
     shard_bytes: dict | int | None = None,
     fp8: dict | None = None,
+    chatml: str = "reserved",
 ) -> dict[str, str]:
     """Writes parent/base, parent/chat, parent/cp; returns their paths by role.
 
     shard_bytes: one size for all three, or {role: size} to shard them differently. fp8: {role: FP8Layout}
-    for the roles whose linear weights are FP8.
+    for the roles whose linear weights are FP8. chatml: "reserved" (the ChatML tokens are the last two ids of
+    every vocabulary) or "added" (the chat model added them: two rows more than base, e.g. 514 against 512).
     """
     s = SHAPES[shape] if isinstance(shape, str) else shape
     if tie:
@@ -271,6 +256,8 @@ def make_triple(
     for role in ("base", "chat", "cp"):
         per_role = shard_bytes.get(role) if isinstance(shard_bytes, dict) else shard_bytes
         vocab = cp_vocab if role == "cp" else None
+        if role == "chat" and chatml == "added":
+            vocab = s.vocab + len(CHATML)
         paths[role] = write_llama(os.path.join(parent, role), role, s, vocab=vocab, seed=seed, shard_bytes=per_role,
-                                  fp8=(fp8 or {}).get(role))  # fmt: skip
+                                  fp8=(fp8 or {}).get(role), chatml=chatml)  # fmt: skip
     return paths
