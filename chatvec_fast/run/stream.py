@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
@@ -48,6 +49,16 @@ class _Slot:
     @staticmethod
     def nbytes(roles, outputs: int, buffer_bytes: int, scale_bytes: int) -> int:
         return (len(roles) + outputs) * (buffer_bytes + scale_bytes)
+
+
+def _on_target(call, chunk: Chunk):
+    """The call, writing straight into its target where the chunk's one output is memory on the backend's device
+    that offers itself (chatvec_fast.memory's tensors on a GPU): no trip to a host slot and back."""
+    offer = getattr(chunk.files[0], "device_output", None)
+    if offer is None or len(chunk.files) != 1 or call.out_scale is not None:
+        return call
+    view = offer(chunk.offsets[0], chunk.write_nbytes)
+    return call if view is None else replace(call, outs=[view])
 
 
 class Pipeline:
@@ -132,7 +143,7 @@ class Pipeline:
             return
         call = kernel_call(chunk, slot, self.scales)
         if self._async:
-            slot.result = self.backend.submit(call)  # the writers wait on it
+            slot.result = self.backend.submit(_on_target(call, chunk))  # the writers wait on it
             return
         count = self.backend.compute(call)
         if chunk.kind == EXTRACT:
