@@ -24,6 +24,7 @@ _EXPORTS = {
     "extract": "api",
     "apply": "api",
     "verify": "api",
+    "merged_tensors": "memory",
     "MergeReport": "report",
     "ChatvecError": "errors",
 }

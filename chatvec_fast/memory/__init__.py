@@ -1,0 +1,33 @@
+"""Merged weights straight into memory: the merge's pipeline with tensors in memory as its outputs, no disk.
+
+With the bits `merge` writes for the same options:
+
+    for name, tensor in merged_tensors(base, chat, cp, alpha=0.5): ...   # a stream, in checkpoint names
+
+Nothing here imports torch until tensors are made; transformers only when a model is mapped.
+"""
+
+from __future__ import annotations
+
+from .options import alpha_values, build_job, device_name, roles, takes_memory_options
+from .tensors import MergedTensors
+
+__all__ = ["merged_tensors", "MergedTensors"]
+
+
+@takes_memory_options
+def merged_tensors(base=None, chat=None, cp=None, alpha=1.0, *, vector=None, device="cpu", **options) -> MergedTensors:
+    """The merged model as (checkpoint name, tensor) pairs, in cp's tensor order, each tensor new memory on
+    `device` (cp's dtype, or `dtype`) and the caller's once yielded. Bit-identical to the tensors `merge` writes
+    with the same options; vector= (with cp) gives apply's cp + alpha * vector instead (alpha: one per vector).
+
+    Planned now (options and inputs checked); the inputs are read when it is iterated, through the merge's own
+    pipeline, holding its slots and at most one tensor besides the one being handed over. Iterate it once
+    per use (vLLM's `model.load_weights(...)` takes it as it is):
+
+    >>> for name, tensor in merged_tensors("base", "chat", "cp", alpha=0.5):
+    ...     state[name] = tensor
+    """
+    command, inputs, vectors = roles(base, chat, cp, vector)
+    job = build_job("merged_tensors", command, inputs, alpha_values(command, vectors, alpha), options)
+    return MergedTensors(job, device_name(device))
