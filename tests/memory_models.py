@@ -25,8 +25,8 @@ TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }
 
 def config(kind: str, vocab: int = 128, tie: bool = False):
     if kind == "qwen3_moe":
-        return transformers.Qwen3MoeConfig(vocab_size=vocab, tie_word_embeddings=tie, head_dim=8, moe_intermediate_size=16,
-                                           num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+        return transformers.Qwen3MoeConfig(vocab_size=vocab, tie_word_embeddings=tie, head_dim=8, num_experts=4,
+                                           moe_intermediate_size=16, num_experts_per_tok=2, decoder_sparse_step=1,
                                            mlp_only_layers=[], **COMMON)  # fmt: skip
     if kind == "mixtral":
         return transformers.MixtralConfig(vocab_size=vocab, tie_word_embeddings=tie, num_local_experts=4,

@@ -3,16 +3,18 @@
 With the bits `merge` writes for the same options:
 
     for name, tensor in merged_tensors(base, chat, cp, alpha=0.5): ...   # a stream, in checkpoint names
+    merge_into(model, base, chat, cp, alpha=0.5)                          # into a loaded model, in place
 
 Nothing here imports torch until tensors are made; transformers only when a model is mapped.
 """
 
 from __future__ import annotations
 
+from .into import merge_into_job
 from .options import alpha_values, build_job, device_name, roles, takes_memory_options
 from .tensors import MergedTensors
 
-__all__ = ["merged_tensors", "MergedTensors"]
+__all__ = ["merged_tensors", "merge_into", "MergedTensors"]
 
 
 @takes_memory_options
@@ -31,3 +33,22 @@ def merged_tensors(base=None, chat=None, cp=None, alpha=1.0, *, vector=None, dev
     command, inputs, vectors = roles(base, chat, cp, vector)
     job = build_job("merged_tensors", command, inputs, alpha_values(command, vectors, alpha), options)
     return MergedTensors(job, device_name(device))
+
+
+@takes_memory_options
+def merge_into(model, base=None, chat=None, cp=None, alpha=1.0, *, vector=None, **options):
+    """Writes the merge into `model`'s parameters and buffers in place (a transformers model loaded from cp, on
+    any devices, with any device_map) and returns a MergeReport. Names map as transformers maps checkpoint
+    names (prefixes, tied embeddings, fused MoE experts); before anything is written, every parameter must
+    receive exactly one merged tensor of its shape and dtype (or a dtype that holds it exactly), and every
+    merged tensor a parameter: a mismatch is an error naming both sides.
+
+    Peak memory: the pipeline's slots, plus at most one tensor where a parameter cannot be written in place
+    (another dtype, a layout that is not contiguous). Interrupted, the model holds a mix: the exception says so.
+
+    >>> model = transformers.AutoModelForCausalLM.from_pretrained("cp", dtype=torch.bfloat16)
+    >>> merge_into(model, "base", "chat", "cp", alpha=0.5)
+    """
+    command, inputs, vectors = roles(base, chat, cp, vector)
+    job = build_job("merge_into", command, inputs, alpha_values(command, vectors, alpha), options)
+    return merge_into_job(model, job)
