@@ -27,6 +27,7 @@ _EXPORTS = {
     "verify": "api",
     "merged_tensors": "memory",
     "merge_into": "memory",
+    "HeldMerge": "memory",
     "MergeReport": "report",
     "ChatvecError": "errors",
 }

@@ -112,3 +112,17 @@ def assert_same_tensors(got: dict, want: dict, what: str):
         if len(diff):
             bad.append(f"{name}: {len(diff)} bytes differ, first at byte {int(diff[0])}")
     assert not bad, f"{what}:\n" + "\n".join(bad)
+
+
+def plain_module(state: dict) -> torch.nn.Module:
+    """A torch module (not transformers) whose state_dict names are the checkpoint's."""
+    root = torch.nn.Module()
+    for name, value in state.items():
+        *path, leaf = name.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        module.register_parameter(leaf, torch.nn.Parameter(value.clone(), requires_grad=False))
+    return root

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import requires_native, requires_triton
-from memory_models import config, hf_triple
+from memory_models import config, hf_triple, plain_module
 
 import chatvec_fast
 from chatvec_fast import faults
@@ -132,24 +132,10 @@ class _Hook:
         self.weights_map = weights
 
 
-def _plain_module(state: dict) -> torch.nn.Module:
-    """A torch module (not transformers) whose state_dict names are the checkpoint's."""
-    root = torch.nn.Module()
-    for name, value in state.items():
-        *path, leaf = name.split(".")
-        module = root
-        for part in path:
-            if not hasattr(module, part):
-                module.add_module(part, torch.nn.Module())
-            module = getattr(module, part)
-        module.register_parameter(leaf, torch.nn.Parameter(value.clone(), requires_grad=False))
-    return root
-
-
 def test_any_torch_module_by_its_state_dict_names_and_offloaded_parameters(triple, tmp_path):
     paths = triple()
     want = dict(chatvec_fast.merged_tensors(**paths, alpha=ALPHA))
-    model = _plain_module({n: torch.zeros_like(t) for n, t in want.items()})
+    model = plain_module({n: torch.zeros_like(t) for n, t in want.items()})
     offloaded = {}  # as accelerate offloads to CPU memory: the parameter on meta, its values in the hook
     for name, module in model.get_submodule("model.layers.1.self_attn").named_children():
         values = {"weight": torch.zeros_like(module.weight)}
@@ -165,7 +151,7 @@ def test_any_torch_module_by_its_state_dict_names_and_offloaded_parameters(tripl
 
 def test_an_interrupted_merge_into_says_the_model_is_partly_written(triple):
     paths = triple()
-    model = _plain_module({n: torch.zeros_like(t) for n, t in chatvec_fast.merged_tensors(**paths)})
+    model = plain_module({n: torch.zeros_like(t) for n, t in chatvec_fast.merged_tensors(**paths)})
     calls = []
 
     def stop(**_):

@@ -1,20 +1,22 @@
 """Merged weights straight into memory: the merge's pipeline with tensors in memory as its outputs, no disk.
 
-With the bits `merge` writes for the same options:
+Three forms, each with the bits `merge` writes for the same options:
 
     for name, tensor in merged_tensors(base, chat, cp, alpha=0.5): ...   # a stream, in checkpoint names
     merge_into(model, base, chat, cp, alpha=0.5)                          # into a loaded model, in place
+    held = HeldMerge(base, chat, cp); held.apply(model, 0.5); held.switch(0.7)   # inputs held once
 
 Nothing here imports torch until tensors are made; transformers only when a model is mapped.
 """
 
 from __future__ import annotations
 
+from .held import HeldMerge
 from .into import merge_into_job
 from .options import alpha_values, build_job, device_name, roles, takes_memory_options
 from .tensors import MergedTensors
 
-__all__ = ["merged_tensors", "merge_into", "MergedTensors"]
+__all__ = ["merged_tensors", "merge_into", "HeldMerge", "MergedTensors"]
 
 
 @takes_memory_options
