@@ -196,3 +196,23 @@ def test_peak_memory_stays_flat_as_the_model_grows(tmp_path):
     assert c16 > c8 and bytes16 > 1.7 * bytes8
     assert grown16 < grown8 + 0.25 * (bytes16 - bytes8), measured  # growth is not the model's
     assert grown16 < 4 * largest + (16 << 20), measured  # slots, one tensor held, one handed over, slack
+
+
+@pytest.mark.parametrize("fn", [chatvec_fast.merged_tensors, chatvec_fast.merge_into, chatvec_fast.HeldMerge],
+                         ids=lambda f: f.__name__)  # fmt: skip
+def test_the_options_are_declared_once_in_settings(fn):
+    """Each form's options are settings.Settings fields with merge's defaults, explained in its docstring."""
+    import dataclasses
+    import inspect
+    import re
+
+    from chatvec_fast.settings import Settings
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    own = {"vector", "device", "hold", "max_memory"}  # the forms' own: inputs and where things are held
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY and p.name not in own]
+    assert {p.name for p in params} >= {"skip", "alpha_for", "dtype", "vocab_mismatch", "backend"}
+    doc = inspect.getdoc(fn.__init__ if isinstance(fn, type) else fn)
+    for p in params:
+        assert p.name in fields and p.default == fields[p.name].default, p.name
+        assert re.search(rf"^\s*{p.name}: \S", doc, re.M), f"{fn.__name__}'s docstring does not explain {p.name}"
