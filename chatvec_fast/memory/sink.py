@@ -2,8 +2,8 @@
 
 The pipeline (run/stream.py) hands each chunk's result to `chunk.files[k].write(data, offset)`; a TensorSink
 takes the same calls into the bytes of a tensor in memory: a fresh one, a slice of a model's parameter, or a
-staging tensor. On the GPU it also offers its memory to the kernel (`device_output`), so the triton backend
-computes straight into it.
+staging tensor. Where the backend's kernel can write the tensor's memory (a CPU tensor for the native kernel, one
+on the device for the triton kernel), it offers it (`output_buffer`): the kernel computes straight into it.
 """
 
 from __future__ import annotations
@@ -55,12 +55,13 @@ class TensorSink:
     """One tensor's bytes, written chunk by chunk at their offsets by the pipeline's writer thread; `done` once
     every byte has arrived. target: a flat uint8 tensor (as_bytes of the destination)."""
 
-    def __init__(self, target, on_done=None, kernel_writes: bool = False):
-        """kernel_writes: offer the target to a device backend's kernel (it lies on the backend's device)."""
+    def __init__(self, target, on_done=None, offer: str | None = None):
+        """offer: give the kernel the target's memory as "numpy" (a host kernel, a CPU target) or "tensor" (a
+        device kernel, a target on its device), or not (None)."""
         self.target = target
         self.nbytes = target.numel()
         self.host = target.numpy() if target.device.type == "cpu" else None
-        self.kernel_writes = kernel_writes
+        self.offer = offer
         self.inexact = 0  # the pipeline's extract count (never used here: no extract in memory)
         self._by_kernel: set[int] = set()  # offsets the kernel wrote itself
         self._written = 0
@@ -68,13 +69,14 @@ class TensorSink:
         self._on_done = on_done
         self.done = self.nbytes == 0
 
-    def device_output(self, offset: int, nbytes: int):
+    def output_buffer(self, offset: int, nbytes: int):
         """The target's bytes at offset, for the kernel to write (run/stream.py asks), or None."""
-        if not self.kernel_writes:
+        if self.offer is None:
             return None
         with self._lock:
             self._by_kernel.add(offset)
-        return self.target[offset : offset + nbytes]
+        memory = self.host if self.offer == "numpy" else self.target
+        return memory[offset : offset + nbytes]
 
     def write(self, data, offset: int):
         """data: a numpy uint8 array (a pipeline slot) or bytes (an FP8 output's scales), landing at offset."""

@@ -113,7 +113,7 @@ class MergedTensors:
         pipeline = Pipeline(backend, 1, elements, itemsize=itemsize, **slots)
         tensors = self.plan.tensors
         handover = Handover(max((placement.cost(t) for t in tensors), default=0))
-        places = _Places(tensors, placement, handover, _device_of(backend))
+        places = _Places(tensors, placement, handover, backend)
         chunks = plan_chunks([[t] for t in tensors], [places], [[[0]] * len(tensors)], elements, itemsize)
         thread = threading.Thread(target=_produce, args=(pipeline, _checked(chunks, handover), handover),
                                   name="chatvec-memory", daemon=True)  # fmt: skip
@@ -136,26 +136,27 @@ class MergedTensors:
         self.report.seconds = time.perf_counter() - t0
 
 
-def _device_of(backend) -> str | None:
-    """The device a device backend's kernel writes to (where targets may take its output), else None."""
-    device = getattr(backend, "device", None) if hasattr(backend, "submit") else None
-    return None if device is None else str(device)
+def _offer(backend, target) -> str | None:
+    """How a target offers its memory to the backend's kernel: a device kernel writes torch tensors on its own
+    device, a host kernel numpy views of CPU memory; None where it cannot write there (the writer copies)."""
+    if hasattr(backend, "submit"):
+        device = getattr(backend, "device", None)
+        return "tensor" if device is not None and same_device(target.device, device) else None
+    return "numpy" if target.device.type == "cpu" else None
 
 
 class _Places:
     """The pipeline's output files, one per tensor, made when the reader reaches the tensor's first chunk."""
 
-    def __init__(self, tensors, placement, handover: Handover, kernel_device: str | None):
-        self.tensors, self.placement, self.handover = tensors, placement, handover
-        self.kernel_device = kernel_device
+    def __init__(self, tensors, placement, handover: Handover, backend):
+        self.tensors, self.placement, self.handover, self.backend = tensors, placement, handover, backend
 
     def __getitem__(self, s: int) -> TensorSink:
         t = self.tensors[s]
         cost = self.placement.cost(t)
         self.handover.admit(cost)
         target, handle = self.placement.target(t)
-        on_device = self.kernel_device is not None and same_device(target.device, self.kernel_device)
-        sink = TensorSink(target, self.handover.completed, kernel_writes=on_device)
+        sink = TensorSink(target, self.handover.completed, offer=_offer(self.backend, target))
         self.handover.add([t, sink, handle, cost])
         return sink
 

@@ -52,9 +52,10 @@ class _Slot:
 
 
 def _on_target(call, chunk: Chunk):
-    """The call, writing straight into its target where the chunk's one output is memory on the backend's device
-    that offers itself (chatvec_fast.memory's tensors on a GPU): no trip to a host slot and back."""
-    offer = getattr(chunk.files[0], "device_output", None)
+    """The call, writing straight into its target where the chunk's one output is memory the backend's kernel
+    can write and offers itself (chatvec_fast.memory's tensors: a model's parameters, on the CPU or a GPU): no
+    copy from the slot afterwards, nor a trip to a host slot and back on a GPU."""
+    offer = getattr(chunk.files[0], "output_buffer", None)
     if offer is None or len(chunk.files) != 1 or call.out_scale is not None:
         return call
     view = offer(chunk.offsets[0], chunk.write_nbytes)
@@ -141,9 +142,9 @@ class Pipeline:
         chunk = slot.chunk
         if chunk.kind in (COPY, WRITE_SCALES):
             return
-        call = kernel_call(chunk, slot, self.scales)
+        call = _on_target(kernel_call(chunk, slot, self.scales), chunk)
         if self._async:
-            slot.result = self.backend.submit(_on_target(call, chunk))  # the writers wait on it
+            slot.result = self.backend.submit(call)  # the writers wait on it
             return
         count = self.backend.compute(call)
         if chunk.kind == EXTRACT:
