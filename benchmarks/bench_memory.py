@@ -16,7 +16,8 @@ before it). Correctness is checked after timing: merge_into and the switch equal
     python benchmarks/bench_memory.py --size small          # 0.3 GB per model, a quick look
 
 gpu_held_switch() is the GPU part (a 7B-shaped held switch against a device-to-device copy of the same
-bytes), for a session with a CUDA device: `python benchmarks/bench_memory.py --gpu`; without CUDA it says so.
+bytes, on a tiled 7B-shaped triple that memory_routes.fast_triple writes at disk speed), for a session with a
+CUDA device: `python benchmarks/bench_memory.py --gpu` (or --gpu --size 1b); without CUDA it says so.
 """
 
 from __future__ import annotations
