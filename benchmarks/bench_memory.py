@@ -138,16 +138,17 @@ def table(doc: dict) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="1b")
+    ap.add_argument("--size", default=None, help="synthetic SHAPES size (default 1b; 7b with --gpu)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(CACHE, "bench-memory.json"))
     ap.add_argument("--gpu", action="store_true", help="the GPU part: a 7B-shaped held switch vs a D2D copy")
+    ap.add_argument("--device", default="cuda", help="--gpu's device (cpu: a smoke run under TRITON_INTERPRET=1)")
     a = ap.parse_args()
     if a.gpu:
-        doc = gpu_held_switch(a.size if a.size != "1b" else "7b", a.rounds)
+        doc = gpu_held_switch(a.size or "7b", a.rounds, a.device)
         print(doc.get("table") or doc)
     else:
-        doc = run(a.size, a.rounds)
+        doc = run(a.size or "1b", a.rounds)
         doc["table"] = table(doc)
         print(doc["table"])
     save_json(a.out, doc)
