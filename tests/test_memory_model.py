@@ -32,7 +32,7 @@ CASES = {
     "mixtral": lambda r: hf_triple(r, "mixtral"),
     "fp8-inputs": _fp8_inputs,
 }
-BACKENDS = [pytest.param("native", marks=requires_native, id="native"),
+BACKENDS = [pytest.param("native", marks=requires_native, id="native"), pytest.param("torch", id="torch"),
             pytest.param("triton", marks=requires_triton, id="triton")]  # fmt: skip
 
 
