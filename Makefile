@@ -49,6 +49,8 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	$(PY) benchmarks/bench_fp8_kernel.py --elements 1048576 --reps 1
 	$(PY) -m benchmarks.bench_fp8 --smoke --json /tmp/chatvec-bench-smoke/fp8.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_formats.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/formats.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_memory.py --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke TRITON_INTERPRET=1 $(PY) benchmarks/bench_memory.py --gpu --device cpu --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory-gpu.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/compare_commits.py HEAD --size tiny --rounds 1 --no-sweep --json /tmp/chatvec-bench-smoke/commits.json
 
 bench:
@@ -58,6 +60,7 @@ bench:
 	$(PY) benchmarks/bench_sweep.py --rounds 3
 	$(PY) -m benchmarks.bench_fp8 --rounds 3
 	$(PY) benchmarks/bench_formats.py --rounds 3
+	$(PY) benchmarks/bench_memory.py --rounds 3
 
 lint:
 	ruff check . && ruff format --check .

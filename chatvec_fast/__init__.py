@@ -9,6 +9,7 @@ Example:
     >>> import chatvec_fast
     >>> report = chatvec_fast.merge("llama-2-13b", "llama-2-13b-chat", "cp-13b", "out", alpha=1.0)
     >>> print(report.summary())
+    >>> chatvec_fast.merge_into(model, "llama-2-13b", "llama-2-13b-chat", "cp-13b", alpha=0.5)  # no disk
 
 This module stays light: the names below are loaded on first use (PEP 562), and
 nothing here imports torch or triton (the torch backend and the GPU kernels load
@@ -24,6 +25,9 @@ _EXPORTS = {
     "extract": "api",
     "apply": "api",
     "verify": "api",
+    "merged_tensors": "memory",
+    "merge_into": "memory",
+    "HeldMerge": "memory",
     "MergeReport": "report",
     "ChatvecError": "errors",
 }

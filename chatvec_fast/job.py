@@ -61,19 +61,25 @@ class Job:
         return self.given_inputs or self.inputs
 
     @classmethod
-    def build(cls, command: str, inputs: dict[str, str], out: str, alphas, settings: Settings, *, sweep: bool,
+    def build(cls, command: str, inputs: dict[str, str], out: str | None, alphas, settings: Settings, *, sweep: bool,
               spelling: str = "api") -> Job:  # fmt: skip
-        """Checks everything; sweep=True puts one output per alpha under out/alpha-A/."""
+        """Checks everything; sweep=True puts one output per alpha under out/alpha-A/. out=None: a job whose
+        results stay in memory (chatvec_fast.memory), with no output directory."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         name = lambda option: Settings.describe(option, spelling)  # noqa: E731
-        _check_out(out, name)
+        if out is not None:
+            _check_out(out, name)
         values = tuple(normalize_alphas(alphas))
         s = settings
         if isinstance(values[0], tuple) and s.alpha_for:
             raise ValueError(f"{name('alpha_for')} sets one alpha per tensor, and apply with several vectors takes one "
                              "per vector; apply the vectors one at a time to give tensors their own alphas")
-        outputs = tuple(os.path.join(out, alpha_dirname(a)) for a in values) if sweep else (out,)
+        outputs = (out,)
+        if out is None:
+            outputs = ()
+        elif sweep:
+            outputs = tuple(os.path.join(out, alpha_dirname(a)) for a in values)
         for option in ("vocab_mismatch", "added_tokens", "special_tokens_from", "chat_template_from",
                        "tokenizer_from", "backend"):  # fmt: skip
             choices = Settings.choices(option, command)

@@ -33,6 +33,8 @@ ALLOWED = {
     "run": {"read", "plan", "backends", "write", "job", "report"},
     "verification": {"read", "plan", "backends", "write", "settings", "report"},
     "testing": {"write", "backends"},
+    # merged tensors into memory: the merge's plan, pipeline and kernels, with tensors for files
+    "memory": {"read", "plan", "backends", "run", "job", "settings", "report"},
     "api": {"job", "settings", "plan", "report", "run", "verification"},
     "cli": {"api", "backends", "settings", "testing", "read"},  # read: mergekit's tokenizer_source base
     "__main__": {"cli"},
@@ -137,6 +139,7 @@ FORBIDDEN_AT_RUNTIME = {
                            "chatvec_fast.run", "chatvec_fast.api"},
     "chatvec_fast.run": {"torch", "triton", "chatvec_fast.api", "chatvec_fast.cli"},
     "chatvec_fast.cli": {"torch", "triton", "chatvec_fast.run"},
+    "chatvec_fast.memory": {"torch", "triton", "transformers", "chatvec_fast.api", "chatvec_fast.cli"},
 }  # fmt: skip
 
 

@@ -11,6 +11,9 @@ wait on it before writing. Disk reads (reader thread), H2D, the kernel, D2H
 and disk writes (writer threads) therefore overlap across chunks, and a tensor
 larger than a buffer set streams through chunk by chunk.
 
+Buffers that are already torch tensors on the backend's device (chatvec_fast.memory's held inputs, a model's
+parameters) are used where they are: no copy in, and an output there gets no copy back to the host.
+
 Without CUDA but with TRITON_INTERPRET=1 the same code runs with the CPU
 standing in for the device: streams and events become no-ops and the kernel
 runs in triton's interpreter (slowly), which is how the tests cover it.
@@ -114,15 +117,19 @@ class TritonBackend:
         are in the host buffers, and returns the count compute() would."""
         validate(call, MAX_TRITON_VECTORS, "triton")
         n, k = call.n, len(call.outs)
-        widest = max(itemsize(op.dtype) for _, op in operands(call))
-        if not self._sets or n * max(widest, itemsize(call.out_dtype)) > self._set_bytes or k > self._set_outputs:
+        resident_out = self._resident(call.outs[0])
+        if resident_out and (k != 1 or call.out_scale is not None):
+            raise ValueError(f"triton: outputs in device memory: got {k} outputs of {call.out_dtype}, one of "
+                             "F32/F16/BF16/F64 is supported; pass host buffers for the others")  # fmt: skip
+        # Bytes per element the set's buffers must hold: operands and outputs not already on the device.
+        sizes = [itemsize(op.dtype) for _, op in operands(call) if not self._resident(op.buffer)]
+        need = n * max([*sizes, *([] if resident_out else [itemsize(call.out_dtype)])], default=0)
+        if not self._sets or need > self._set_bytes or k > self._set_outputs:
             # Called directly (not from the pipeline, which configures once): grow to fit this call.
             for dev in self._sets:
                 if dev.last is not None:
                     dev.last.wait()
-            self.configure(
-                max(n * max(widest, itemsize(call.out_dtype)), self._set_bytes, 1), max(k, self._set_outputs)
-            )
+            self.configure(max(need, self._set_bytes, 1), max(k, self._set_outputs))
         dev = self._sets[self._next]
         self._next = (self._next + 1) % len(self._sets)
         if dev.last is not None:
@@ -136,8 +143,13 @@ class TritonBackend:
         out_code = KERNEL_CODES[call.out_dtype]
         out_bytes, row = n * itemsize(call.out_dtype), self._k.padded(n)  # rows 16-byte aligned (launch.py)
         row_bytes = row * itemsize(call.out_dtype)
-        out = dev.buffer("out", k * row_bytes).view(self._k.BITS_DTYPE[out_code]).view(k, row)[:, :n]
         layout = self._k.shared_layout([op.scale for _, op in operands(call)], n)
+        if resident_out:  # one output row, in place: its own alignment
+            out = call.outs[0].view(torch.uint8).reshape(-1)[:out_bytes].view(self._k.BITS_DTYPE[out_code]).view(1, n)
+        else:
+            out = dev.buffer("out", k * row_bytes).view(self._k.BITS_DTYPE[out_code]).view(k, row)[:, :n]
+        if isinstance(self._compute, torch.cuda.Stream) and (resident_out or len(sizes) < len(operands(call))):
+            self._compute.wait_stream(torch.cuda.current_stream(self.device))  # device tensors: their writers first
         with self._stream(self._compute):
             self._compute.wait_event(inputs_ready)
             dev.count.zero_()
@@ -155,7 +167,7 @@ class TritonBackend:
             computed = self._compute.record_event()
         with self._stream(self._d2h):
             self._d2h.wait_event(computed)
-            for j in range(k):
+            for j in range(0 if resident_out else k):
                 self._host(call.outs[j], out_bytes).copy_(
                     dev.buffer("out", k * row_bytes)[j * row_bytes : j * row_bytes + out_bytes], non_blocking=self._pin
                 )
@@ -183,15 +195,21 @@ class TritonBackend:
             if op is None:
                 continue
             nbytes = n * itemsize(op.dtype)
-            device_bytes = dev.buffer(f"in{self._k.SLOTS.index(name)}", nbytes)
-            if nbytes:
-                device_bytes.copy_(self._host(op.buffer, nbytes), non_blocking=self._pin)
+            if self._resident(op.buffer):
+                device_bytes = op.buffer.view(torch.uint8).reshape(-1)[:nbytes]
+            else:
+                device_bytes = dev.buffer(f"in{self._k.SLOTS.index(name)}", nbytes)
+                if nbytes:
+                    device_bytes.copy_(self._host(op.buffer, nbytes), non_blocking=self._pin)
             kind = NO_SCALE
             if op.scale is not None:
                 s = op.scale
                 kind = SCALE_KINDS[s.kind]
                 count = scale_entries(s, n)
-                packed.append(np.frombuffer(s.buffer, np.uint8, count=4 * count).view(np.float32))
+                if self._resident(s.buffer):
+                    packed.append(s.buffer.view(torch.uint8).reshape(-1)[: 4 * count].view(torch.float32))
+                else:
+                    packed.append(np.frombuffer(s.buffer, np.uint8, count=4 * count).view(np.float32))
                 per_row = -(-s.cols // s.block_cols)
                 meta[self._k.SLOTS.index(name)] = [
                     offset,
@@ -205,9 +223,21 @@ class TritonBackend:
                 ]
                 offset += count
             slots[name] = (device_bytes.view(self._k.BITS_DTYPE[KERNEL_CODES[op.dtype]]), KERNEL_CODES[op.dtype], kind)
-        host_scales = torch.from_numpy(np.concatenate(packed) if packed else np.ones(1, np.float32))
-        scales = dev.staged("scales", host_scales, self._pin)
+        if any(isinstance(p, torch.Tensor) for p in packed):  # some on the device already: join them there
+            scales = torch.cat([p if isinstance(p, torch.Tensor) else torch.from_numpy(p).to(self.device)
+                                for p in packed])  # fmt: skip
+            if isinstance(self._compute, torch.cuda.Stream):  # freed here, but the kernel reads it later
+                scales.record_stream(self._compute)
+        else:
+            host_scales = torch.from_numpy(np.concatenate(packed) if packed else np.ones(1, np.float32))
+            scales = dev.staged("scales", host_scales, self._pin)
         return slots, scales, dev.staged("meta", torch.from_numpy(meta.reshape(-1)), self._pin)
+
+    def _resident(self, buf) -> bool:
+        """A torch tensor on this backend's device (used where it is)."""
+        if not isinstance(buf, torch.Tensor) or buf.device.type != self.device.type:
+            return False
+        return self.device.index is None or buf.device.index in (None, self.device.index)
 
     def _stream(self, stream):
         return torch.cuda.stream(stream) if isinstance(stream, torch.cuda.Stream) else stream

@@ -32,7 +32,7 @@ from .model_card import model_card
 from .workers import Workers, run_pipelines
 
 log = logging.getLogger("chatvec_fast")
-__all__ = ["run", "kept_outputs"]
+__all__ = ["run", "kept_outputs", "resolve_inputs", "check_vectors", "pipeline_layout"]
 
 
 @dataclass
@@ -77,12 +77,8 @@ def run(job: Job) -> MergeReport:
     aux = aux_writer(plan, s.chat_template_from, s.tokenizer_from, card)
     workers = Workers.start(job.engine)
     try:
-        vectors = max((len(t.deltas) for t in plan.tensors), default=1)
         for backend in workers.backends:
-            if vectors > backend.max_vectors:
-                raise ValueError(f"the {backend.name} backend applies at most {backend.max_vectors} vectors in "
-                                 f"one call, got {vectors}; use --backend native (up to 16), or apply them in two "
-                                 "steps")  # fmt: skip
+            check_vectors(plan, backend)
         outputs = []
         for k, path in enumerate(job.outputs):
             metadata = provenance(plan, job.inputs, k, workers.math)
@@ -218,13 +214,27 @@ def _enter_all(stack, outputs: list[_Output], job: Job, ranks) -> list[ModelOutp
     return staged
 
 
-def _stream(plan: Plan, files, groups, backends, chunk_elements: int, bar) -> int:
-    """One pipeline per backend, each over its group of shards; returns the extract count."""
+def check_vectors(plan: Plan, backend):
+    """Refuses a plan with more saved vectors per tensor than the backend applies in one call."""
+    vectors = max((len(t.deltas) for t in plan.tensors), default=1)
+    if vectors > backend.max_vectors:
+        raise ValueError(f"the {backend.name} backend applies at most {backend.max_vectors} vectors in one call, "
+                         f"got {vectors}; use --backend native (up to 16), or apply them in two steps")  # fmt: skip
+
+
+def pipeline_layout(plan: Plan, chunk_elements: int) -> tuple[int, int, dict]:
+    """(elements per chunk, bytes per element, the slots' other Pipeline arguments) for a plan's pipelines:
+    every pipeline over this plan, to files or to memory (chatvec_fast.memory), sizes its slots here."""
     itemsize = buffer_itemsize(plan.tensors)
     elements = chunk_elements_for(plan.tensors, chunk_elements)
     vectors = max((len(t.deltas) for t in plan.tensors), default=1)
     roles = ("base", "chat", "cp", *(f"v{m}" for m in range(1, vectors)))
-    slots = {"roles": roles, "scales": plan.scales, "scale_bytes": scale_bytes(plan, elements)}
+    return elements, itemsize, {"roles": roles, "scales": plan.scales, "scale_bytes": scale_bytes(plan, elements)}
+
+
+def _stream(plan: Plan, files, groups, backends, chunk_elements: int, bar) -> int:
+    """One pipeline per backend, each over its group of shards; returns the extract count."""
+    elements, itemsize, slots = pipeline_layout(plan, chunk_elements)
     jobs = []
     for backend, group in zip(backends, groups):
         if not group:

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
@@ -48,6 +49,17 @@ class _Slot:
     @staticmethod
     def nbytes(roles, outputs: int, buffer_bytes: int, scale_bytes: int) -> int:
         return (len(roles) + outputs) * (buffer_bytes + scale_bytes)
+
+
+def _on_target(call, chunk: Chunk):
+    """The call, writing straight into its target where the chunk's one output is memory the backend's kernel
+    can write and offers itself (chatvec_fast.memory's tensors: a model's parameters, on the CPU or a GPU): no
+    copy from the slot afterwards, nor a trip to a host slot and back on a GPU."""
+    offer = getattr(chunk.files[0], "output_buffer", None)
+    if offer is None or len(chunk.files) != 1 or call.out_scale is not None:
+        return call
+    view = offer(chunk.offsets[0], chunk.write_nbytes)
+    return call if view is None else replace(call, outs=[view])
 
 
 class Pipeline:
@@ -130,7 +142,7 @@ class Pipeline:
         chunk = slot.chunk
         if chunk.kind in (COPY, WRITE_SCALES):
             return
-        call = kernel_call(chunk, slot, self.scales)
+        call = _on_target(kernel_call(chunk, slot, self.scales), chunk)
         if self._async:
             slot.result = self.backend.submit(call)  # the writers wait on it
             return
