@@ -110,6 +110,10 @@ class TensorSums:
 
     def _blocks(self, base: np.ndarray, chat: np.ndarray, cp: np.ndarray | None = None):
         """Adds the sums of whole blocks: rows of the 2-D arrays, each one block."""
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf as IEEE gives them: counted below
+            self._add_blocks(base, chat, cp)
+
+    def _add_blocks(self, base: np.ndarray, chat: np.ndarray, cp: np.ndarray | None):
         delta = chat - base
         rows = {"base.base": base * base, "delta.delta": delta * delta}
         if cp is not None:
