@@ -122,7 +122,8 @@ def test_fp8_inputs_are_read_with_their_scales(tmp_path):
     got = chatvec_fast.inspect(paths["base"], paths["chat"], paths["cp"], chunk_elements=1000)
     q = "model.layers.1.mlp.down_proj.weight"
     assert cp[q].dtype == torch.float8_e4m3fn
-    values = dequantize(cp[q].view(torch.uint8).numpy(), cp[q + "_scale_inv"].numpy().reshape(-1), "F8_E4M3", ("block", 32, 48))
+    scales = cp[q + "_scale_inv"].numpy().reshape(-1)
+    values = dequantize(cp[q].view(torch.uint8).numpy(), scales, "F8_E4M3", ("block", 32, 48))
     row = next(r for r in got.tensors if r.name == q)
     assert_row(row, numpy_sums(base[q], chat[q], torch.from_numpy(values)))
     assert not any(n.endswith("_scale_inv") for n in [r.name for r in got.tensors] + [n for n, _ in got.not_compared])
