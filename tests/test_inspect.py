@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, cli, file_digests, model_args
+from conftest import assert_one_line_error, cli, file_digests, model_args, stable_seed
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -148,6 +148,50 @@ def test_chunk_size_changes_nothing_and_bounds_every_read(triple, monkeypatch):
         assert max(largest) <= chunk * 2, chunk  # bf16 inputs: 2 bytes an element
         results[chunk] = [(r.name, r.sums) for r in (*got.tensors, *got.layers, got.total)]
     assert results[7] == results[64] == results[1000] == results[1 << 20]
+
+
+def test_bin_inputs_give_the_same_sums(triple, tmp_path):
+    """base as .bin shards with an index, chat as one .bin (read by byte range): the same sums, bit for bit."""
+    from test_bin_inputs import to_bin
+
+    base = to_bin(triple["base"], str(tmp_path / "base-bin"), sharded=True)
+    chat = to_bin(triple["chat"], str(tmp_path / "chat-bin"), sharded=False)
+    want = chatvec_fast.inspect(triple["base"], triple["chat"], triple["cp"])
+    got = chatvec_fast.inspect(base, chat, triple["cp"])
+    assert [(r.name, r.sums) for r in got.tensors] == [(r.name, r.sums) for r in want.tensors]
+
+
+@pytest.mark.parametrize("chunks", [(65536,), (1, 65535, 65536), (7, 100_000, 1), (131_073,), (250_001,)])
+def test_block_sums_do_not_depend_on_the_chunks(chunks):
+    """At the real block size (65,536): 250,001 awkward-sized elements fed in chunks that split blocks, end on
+    their edges, or hold several, give the same sums bit for bit as one call."""
+    rng = np.random.default_rng(stable_seed(chunks))
+    values = [rng.standard_normal(250_001) * scale for scale in (0.02, 0.03, 0.025)]
+    whole = sums_module.TensorSums(with_cp=True)
+    whole.add(*values)
+    want = whole.finish()
+    got = sums_module.TensorSums(with_cp=True)
+    pos, i = 0, 0
+    while pos < len(values[0]):
+        n = chunks[i % len(chunks)]
+        got.add(*(v[pos : pos + n] for v in values))
+        pos, i = pos + n, i + 1
+    assert got.finish() == want, stable_seed(chunks)
+    assert want["base.base"] == pytest.approx(float(np.dot(values[0], values[0])), rel=RATIO_RTOL)
+
+
+def test_exact_sums_are_exact_and_ieee():
+    """ExactSum against math.fsum on values whose float64 running sum loses digits; NaN and Inf as IEEE."""
+    values = [1e16, 1.0, -1e16, 3.0, 2.0**-60, 1e300, -1e300] * 7
+    total = sums_module.ExactSum()
+    for v in values:
+        total.add(v)
+    assert total.value == math.fsum(values) != sum(values)
+    for specials, want in (([math.inf, 1.0], math.inf), ([math.inf, -math.inf], math.nan), ([math.nan], math.nan)):
+        s = sums_module.ExactSum()
+        for v in specials:
+            s.add(v)
+        assert s.value == want or (math.isnan(want) and math.isnan(s.value))
 
 
 def _rewrite(directory: str, change):

@@ -45,6 +45,10 @@ class ExactSum:
             if abs(x) < abs(y):
                 x, y = y, x
             high = x + y
+            if math.isinf(high):  # beyond float64's range (F64 inputs only): inf, as IEEE addition gives
+                self.special += high
+                self.partials = []
+                return
             low = y - (high - x)
             if low:
                 kept.append(low)
@@ -115,18 +119,20 @@ class TensorSums:
 
     def _add_blocks(self, base: np.ndarray, chat: np.ndarray, cp: np.ndarray | None):
         delta = chat - base
-        rows = {"base.base": base * base, "delta.delta": delta * delta}
+        pairs = {"base.base": (base, base), "delta.delta": (delta, delta)}
         if cp is not None:
             cp_delta = cp - base
-            rows["cp_delta.cp_delta"] = cp_delta * cp_delta
-            rows["delta.cp_delta"] = delta * cp_delta
+            pairs["cp_delta.cp_delta"] = (cp_delta, cp_delta)
+            pairs["delta.cp_delta"] = (delta, cp_delta)
         finite = True
-        for key, products in rows.items():
-            block_sums = products.sum(axis=1)
+        for key, (x, y) in pairs.items():
+            # numpy's pairwise sum of each row: the same for a row of a (k, BLOCK) array whatever k is (einsum's
+            # is not: tests/test_inspect.py feeds one tensor in several chunkings)
+            block_sums = (x * y).sum(axis=1)
             finite = finite and bool(np.isfinite(block_sums).all())
             total = self.sums[key]
-            for x in block_sums.tolist():
-                total.add(x)
+            for value in block_sums.tolist():
+                total.add(value)
         if not finite:  # a square that overflowed, or NaN/Inf in an input: count the inputs' own
             for role, v in zip(self.roles, (base, chat, cp)):
                 self.non_finite[role] += int(v.size - np.count_nonzero(np.isfinite(v)))
