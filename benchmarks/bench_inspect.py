@@ -41,13 +41,17 @@ def main(argv=None) -> int:
     }
     runs = alternate(methods, args.rounds, list(paths.values()), label=args.size)
     nbytes = sum(dir_bytes(p) for p in paths.values())
-    results = {name: {**summarize(r), "peak_rss": max(x["peak_rss"] for x in r)} for name, r in runs.items()}
+    results = {
+        name: {**summarize(r), "cpu": summarize(r, "user")["median"] + summarize(r, "sys")["median"],
+               "peak_rss": max(x["peak_rss"] for x in r)}
+        for name, r in runs.items()
+    }  # fmt: skip
     floor = results[READ_FLOOR]["median"]
     print(f"{machine()}\n{args.size} triple, {nbytes / 1e9:.2f} GB of safetensors read, inputs warm")
     for name, r in results.items():
         print(f"  {name}: {r['median']:.2f} s median ({r['min']:.2f}-{r['max']:.2f}, n={r['n']}), "
               f"{nbytes / r['median'] / 1e9:.2f} GB/s, {r['median'] / floor:.1f}x the read floor, "
-              f"peak RSS {r['peak_rss'] / 1e9:.2f} GB")  # fmt: skip
+              f"CPU {r['cpu']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB")  # fmt: skip
     save_json(args.json, {"machine": machine(), "size": args.size, "bytes": nbytes, "results": results})
     return 0
 

@@ -23,7 +23,7 @@ from ..progress import Progress
 from ..run import resolve_inputs
 from .files import check_out, open_out, write_files
 from .result import VectorInspection, build
-from .scan import compared_nbytes, scan
+from .scan import compared_nbytes, scan_plan
 
 log = logging.getLogger("chatvec_fast")
 __all__ = ["run_inspection", "VectorInspection"]
@@ -47,7 +47,7 @@ def run_inspection(job: Job) -> VectorInspection:
     t0 = time.perf_counter()
     bar = Progress(total, enabled=job.settings.progress, label="inspecting")
     try:
-        scanned = scan(plan, job.settings.chunk_size(), bar)
+        scanned = scan_plan(plan, job.settings.chunk_size(), bar)
     finally:
         bar.close()
     inspection = build(plan, scanned, given)

@@ -51,7 +51,7 @@ def compared_nbytes(plan: Plan, t: TensorPlan) -> int:
     return count * sum(itemsize(getattr(t, r).dtype) for r in _roles(plan)) if count else 0
 
 
-def scan(plan: Plan, chunk_elements: int, progress) -> list[Scanned]:
+def scan_plan(plan: Plan, chunk_elements: int, progress) -> list[Scanned]:
     """Every compared tensor of the plan, in plan order, each read once; progress.advance(bytes) as it goes."""
     tensors = [t for t in plan.tensors if compared_segments(t)]
     roles = _roles(plan)
