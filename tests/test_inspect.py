@@ -110,6 +110,23 @@ def test_without_cp_only_the_relative_size(triple):
     assert "cos" not in got.table() and "cosine" not in got.to_dict()["total"]
 
 
+def test_rows_chat_added_are_left_out_with_and_without_cp(tmp_path):
+    """A chat model that added ChatML (514 rows against base's 512): compared on base's rows, and said so;
+    `extract` still refuses such a chat model (its vector must hold every row)."""
+    paths = make_triple(str(tmp_path / "m"), "tiny", chatml="added", cp_vocab=520)
+    base, chat, cp = (load(paths[r]) for r in ("base", "chat", "cp"))
+    for with_cp in (True, False):
+        got = chatvec_fast.inspect(paths["base"], paths["chat"], paths["cp"] if with_cp else None)
+        rows = {r.name: r for r in got.tensors}
+        for name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert chat[name].shape[0] == 514 and rows[name].elements == 512 * 64
+            assert_row(rows[name], numpy_sums(base[name], chat[name], cp[name] if with_cp else None))
+            assert rows[name].notes[0].startswith("compared on base's 512 rows (chat 514")
+        assert got.not_compared == [] and any("rows chat added" in n for n in got.notes)
+    with pytest.raises(PlanError, match="base has shape"):
+        chatvec_fast.extract(paths["base"], paths["chat"], str(tmp_path / "vector"))
+
+
 def test_fp8_inputs_are_read_with_their_scales(tmp_path):
     """cp's linear weights in FP8 with 32 x 48 block scales (partial blocks): compared as their values."""
     from fp8_data import dequantize
