@@ -148,7 +148,7 @@ def test_fp8_inputs_are_read_with_their_scales(tmp_path):
 
 def test_chunk_size_changes_nothing_and_bounds_every_read(triple, monkeypatch):
     """Blocks of 64 elements (so chunks of 7 split blocks, and whole blocks pass by) give bit-identical sums
-    for every chunk size; no read is larger than one chunk of the widest input."""
+    for every chunk size and thread count; no read is larger than one chunk of the widest input."""
     monkeypatch.setattr(sums_module, "BLOCK", 64)
     largest = []
     read = InputFiles.read
@@ -159,9 +159,9 @@ def test_chunk_size_changes_nothing_and_bounds_every_read(triple, monkeypatch):
 
     monkeypatch.setattr(InputFiles, "read", spy)
     results = {}
-    for chunk in (7, 64, 1000, 1 << 20):
+    for chunk, threads in ((7, 1), (64, 3), (1000, 2), (1 << 20, 1)):
         largest.clear()
-        got = chatvec_fast.inspect(triple["base"], triple["chat"], triple["cp"], chunk_elements=chunk)
+        got = chatvec_fast.inspect(triple["base"], triple["chat"], triple["cp"], chunk_elements=chunk, threads=threads)
         assert max(largest) <= chunk * 2, chunk  # bf16 inputs: 2 bytes an element
         results[chunk] = [(r.name, r.sums) for r in (*got.tensors, *got.layers, got.total)]
     assert results[7] == results[64] == results[1000] == results[1 << 20]

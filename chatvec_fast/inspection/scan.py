@@ -4,12 +4,15 @@ per tensor (sums.py).
 
 Which elements are compared is the planner's decision: a tensor's "merge" segments, the elements where
 merge computes cp + alpha * (chat - base). Those are the rows base, chat and cp share: an expanded
-vocabulary's extra cp rows, and rows chat added for new tokens, are not in them. Memory: one chunk of each
-input's bytes (reused buffers) and a few float64 arrays of one chunk, whatever the model's size.
+vocabulary's extra cp rows, and rows chat added for new tokens, are not in them. Memory, per thread: one
+chunk of each input's bytes (reused buffers) and a few float64 arrays of one chunk, whatever the model's
+size (about 70 MB at the default 1M-element chunks).
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,29 +54,49 @@ def compared_nbytes(plan: Plan, t: TensorPlan) -> int:
     return count * sum(itemsize(getattr(t, r).dtype) for r in _roles(plan)) if count else 0
 
 
-def scan_plan(plan: Plan, chunk_elements: int, progress) -> list[Scanned]:
-    """Every compared tensor of the plan, in plan order, each read once; progress.advance(bytes) as it goes."""
+def scan_plan(plan: Plan, chunk_elements: int, progress, threads: int = 1) -> list[Scanned]:
+    """Every compared tensor of the plan, in plan order, each read once; progress.advance(bytes) as it goes.
+
+    threads > 1: that many tensors at a time, each thread with its own chunk buffers (numpy's arithmetic and
+    the reads release the GIL); every tensor's sums are the same whichever thread computes them."""
     tensors = [t for t in plan.tensors if compared_segments(t)]
     roles = _roles(plan)
     widest = max((itemsize(getattr(t, r).dtype) for t in tensors for r in roles), default=1)
-    buffers = {r: bytearray(chunk_elements * widest) for r in roles}
-    scale_buffers = {r: bytearray(scale_bytes(plan, chunk_elements)) for r in roles}
-    out = []
+    mine = threading.local()
+
+    def one(t: TensorPlan) -> Scanned:
+        if not hasattr(mine, "buffers"):
+            mine.buffers = {r: bytearray(chunk_elements * widest) for r in roles}
+            mine.scales = {r: bytearray(scale_bytes(plan, chunk_elements)) for r in roles}
+        return _scan_tensor(plan, t, roles, files, mine.buffers, mine.scales, chunk_elements, progress)
+
     with InputFiles() as files:
-        for t in tensors:
-            sums = TensorSums(with_cp=len(roles) == 3)
-            inputs = [getattr(t, r) for r in roles]
-            for segment in compared_segments(t):
-                for first in range(segment.start, segment.end, chunk_elements):
-                    n = min(chunk_elements, segment.end - first)
-                    values = [_values(files, info, first, n, buffers[r], scale_buffers[r], plan.scales)
-                              for r, info in zip(roles, inputs)]  # fmt: skip
-                    sums.add(*values)
-                    progress.advance(sum(itemsize(info.dtype) * n for info in inputs))
-            nbytes = compared_nbytes(plan, t)
-            out.append(Scanned(t, sums.elements, sums.finish(), sums.sums, dict(sums.non_finite), nbytes))
+        if threads <= 1 or len(tensors) <= 1:
+            out = [one(t) for t in tensors]
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="chatvec-inspect") as pool:
+                futures = [pool.submit(one, t) for t in tensors]
+                try:
+                    out = [f.result() for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
         files.check_unchanged()
     return out
+
+
+def _scan_tensor(plan: Plan, t: TensorPlan, roles, files, buffers, scale_buffers, chunk_elements: int, progress):
+    sums = TensorSums(with_cp=len(roles) == 3)
+    inputs = [getattr(t, r) for r in roles]
+    for segment in compared_segments(t):
+        for first in range(segment.start, segment.end, chunk_elements):
+            n = min(chunk_elements, segment.end - first)
+            values = [_values(files, info, first, n, buffers[r], scale_buffers[r], plan.scales)
+                      for r, info in zip(roles, inputs)]  # fmt: skip
+            sums.add(*values)
+            progress.advance(sum(itemsize(info.dtype) * n for info in inputs))
+    return Scanned(t, sums.elements, sums.finish(), sums.sums, dict(sums.non_finite), compared_nbytes(plan, t))
 
 
 def _values(files: InputFiles, info, first: int, n: int, buffer: bytearray, scale_buffer: bytearray, scales: dict):
