@@ -1,8 +1,8 @@
 """`chatvec inspect` against the I/O floor of reading the same files, on a cached synthetic triple.
 
 Alternating, inputs warm in the page cache before each run (common.alternate):
-  inspect      `python -m chatvec_fast inspect --base --chat --cp --out DIR --quiet`: every compared tensor
-               read once, the float64 sums, the three files written
+  inspect      `python -m chatvec_fast inspect --base --chat --cp --out DIR --quiet --threads N` for each N
+               of --threads: every compared tensor read once, the float64 sums, the three files written
   read floor   `cat` of the three inputs' safetensors files to /dev/null: the same bytes read, no arithmetic
 
     python benchmarks/bench_inspect.py                 # the 1b triple (generated once, cached), 1 round
@@ -29,14 +29,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1b")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", default="1,2", help="inspect's --threads values to time, e.g. 1,2,8")
     parser.add_argument("--json", default=os.path.join(HERE, "..", "docs", "results", "inspect.json"))
     args = parser.parse_args(argv)
     paths = models(args.size)
     out = os.path.join(CACHE, "inspect-out")
     files = " ".join(f"{paths[r]}/*.safetensors" for r in ("base", "chat", "cp"))
     inputs = [arg for role in ("base", "chat", "cp") for arg in (f"--{role}", paths[role])]
+    command = [sys.executable, "-m", "chatvec_fast", "inspect", *inputs, "--out", out, "--quiet"]
     methods = {
-        INSPECT: ([sys.executable, "-m", "chatvec_fast", "inspect", *inputs, "--out", out, "--quiet"], out),
+        **{f"{INSPECT}, --threads {n}": ([*command, "--threads", n], out) for n in args.threads.split(",")},
         READ_FLOOR: (["sh", "-c", f"cat {files} > /dev/null"], out),
     }
     runs = alternate(methods, args.rounds, list(paths.values()), label=args.size)

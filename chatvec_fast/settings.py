@@ -17,7 +17,6 @@ from .backends import NAMES as BACKEND_NAMES
 
 COMMANDS = ("merge", "sweep", "extract", "apply")
 INSPECT = "inspect"  # reads the models and writes figures, not a model: it takes only the options that say so
-INSPECT_THREADS = 8  # inspect's default thread cap: each thread holds its own chunk buffers (docs/NOTES.md)
 MODEL_OUTPUTS = ("merge", "sweep", "apply")  # commands whose outputs are models (extract writes a vector)
 VOCAB_POLICIES = ("shared-rows", "skip", "error")
 ADDED_TOKEN_POLICIES = ("append", "drop", "error")
@@ -107,8 +106,8 @@ class Settings:
     threads: int | None = _option(
         None, "CPU kernel threads (default: every core the process may use)", commands=(*COMMANDS, INSPECT),
         cli={"type": int, "metavar": "N"}, per_command={INSPECT: {
-            "doc": f"tensors read and summed at once, each by its own thread with its own chunk buffers (default: "
-                   f"every core the process may use, at most {INSPECT_THREADS})"}})  # fmt: skip
+            "doc": "tensors read and summed at once, each by its own thread with its own chunk buffers, ~80 MB a "
+                   "thread (default 1: more is unmeasured, docs/NOTES.md)"}})  # fmt: skip
     devices: str | tuple | None = _option(
         None, "GPUs that share the output shards, e.g. 'cuda:0,cuda:1' (a device backend: triton or cuda)",
         cli={"metavar": "LIST"})  # fmt: skip

@@ -15,14 +15,12 @@ This stage is `inspection/`, not `inspect/`: a subpackage named `inspect` would 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from ..job import Job
 from ..plan import plan_job
 from ..progress import Progress
 from ..run import resolve_inputs
-from ..settings import INSPECT_THREADS
 from .files import check_out, open_out, write_files
 from .result import VectorInspection, build
 from .scan import compared_nbytes, scan_plan
@@ -49,7 +47,7 @@ def run_inspection(job: Job) -> VectorInspection:
     t0 = time.perf_counter()
     bar = Progress(total, enabled=job.settings.progress, label="inspecting")
     try:
-        scanned = scan_plan(plan, job.settings.chunk_size(), bar, _threads(job))
+        scanned = scan_plan(plan, job.settings.chunk_size(), bar, job.engine.threads or 1)
     finally:
         bar.close()
     inspection = build(plan, scanned, given)
@@ -59,11 +57,3 @@ def run_inspection(job: Job) -> VectorInspection:
             write_files(inspection, staged)
             staged.commit()
     return inspection
-
-
-def _threads(job: Job) -> int:
-    """--threads, or every core this process may use, at most INSPECT_THREADS."""
-    if job.engine.threads is not None:
-        return job.engine.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, INSPECT_THREADS))
