@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="1b")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", default="1,2", help="inspect's --threads values to time, e.g. 1,2,8")
-    parser.add_argument("--json", default=os.path.join(HERE, "..", "docs", "results", "inspect.json"))
+    parser.add_argument("--json", default=None, help="default: docs/results/inspect-SIZE.json")
     args = parser.parse_args(argv)
     paths = models(args.size)
     out = os.path.join(CACHE, "inspect-out")
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         print(f"  {name}: {r['median']:.2f} s median ({r['min']:.2f}-{r['max']:.2f}, n={r['n']}), "
               f"{nbytes / r['median'] / 1e9:.2f} GB/s, {r['median'] / floor:.1f}x the read floor, "
               f"CPU {r['cpu']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB")  # fmt: skip
-    save_json(args.json, {"machine": machine(), "size": args.size, "bytes": nbytes, "results": results})
+    path = args.json or os.path.join(HERE, "..", "docs", "results", f"inspect-{args.size}.json")
+    save_json(path, {"machine": machine(), "size": args.size, "bytes": nbytes, "results": results})
     return 0
 
 
