@@ -250,6 +250,32 @@ def test_zero_base_and_nan_are_said_plainly(tmp_path):
     assert "||base|| = 0: the relative size is inf" in table and "NaN/Inf in the inputs (chat 2 elements)" in table
 
 
+def test_tensors_without_figures_are_listed_with_why(tmp_path):
+    """A tensor only cp has, an integer tensor in all three, one base and chat have and cp lacks."""
+    paths = make_triple(str(tmp_path / "m"), "tiny")
+    steps = torch.arange(5, dtype=torch.int64)
+
+    def add(only_cp=False, drop=False):
+        def change(t):
+            t["model.steps"] = steps
+            if only_cp:
+                t["model.cp_only.weight"] = torch.ones(3, 4, dtype=torch.bfloat16)
+            if drop:
+                del t["model.layers.1.post_attention_layernorm.weight"]
+
+        return change
+
+    _rewrite(paths["base"], add())
+    _rewrite(paths["chat"], add())
+    _rewrite(paths["cp"], add(only_cp=True, drop=True))
+    got = chatvec_fast.inspect(paths["base"], paths["chat"], paths["cp"])
+    dropped = "model.layers.1.post_attention_layernorm.weight"
+    want = [("model.cp_only.weight", "only in cp"), (dropped, "in base and chat, not in cp")]
+    assert sorted(got.not_compared) == [*want, ("model.steps", "not a float dtype")]
+    assert len(got.tensors) == 20 and "not compared: " in got.table()
+    assert "## Not compared" in got.markdown() and "`model.cp_only.weight`: only in cp" in got.markdown()
+
+
 def test_bad_inputs_get_the_planners_errors(triple, tmp_path):
     with pytest.raises(InputError) as missing:
         chatvec_fast.inspect(str(tmp_path / "nowhere"), triple["chat"], triple["cp"])

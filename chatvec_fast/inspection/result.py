@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..plan.types import Plan
+from ..plan.types import COPY_NOT_FLOAT, COPY_ONLY_IN_CP, Plan
 from .figures import Row, group_rows
 from .scan import Scanned
 
@@ -120,10 +120,14 @@ def _shared_rows_note(s: Scanned) -> str | None:
     return f"compared on base's {rows} rows ({others})"
 
 
+# The merge planner's policies, as inspect says them (nothing is copied here)
+_WHY = {COPY_ONLY_IN_CP: "only in cp", COPY_NOT_FLOAT: "not a float dtype"}
+
+
 def _not_compared(plan: Plan, scanned: list[Scanned]) -> list[tuple[str, str]]:
     """Every tensor of the inputs without figures, and why (the planner's policy, or where it is missing)."""
     done = {s.tensor.name for s in scanned}
-    out = [(t.name, t.policy) for t in plan.tensors if t.name not in done]
+    out = [(t.name, _WHY.get(t.policy, t.policy)) for t in plan.tensors if t.name not in done]
     listed = done | {n for n, _ in out}
     base, chat = plan.inputs["base"], plan.inputs["chat"]
     for name in [*base.tensors, *(n for n in chat.tensors if n not in base.tensors)]:
@@ -132,7 +136,7 @@ def _not_compared(plan: Plan, scanned: list[Scanned]) -> list[tuple[str, str]]:
         if name not in chat.tensors or name not in base.tensors:
             out.append((name, "only in " + ("base" if name in base.tensors else "chat")))
         elif name in plan.dropped:
-            out.append((name, "not in cp"))
+            out.append((name, "in base and chat, not in cp"))
         else:
             out.append((name, "not a float dtype"))
     return out
