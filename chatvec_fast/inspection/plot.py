@@ -47,7 +47,8 @@ def plot_layers(inspection, path: str):
         if inspection.with_cp:
             axes[1].plot(x, _finite(r.cosine for r in rows), marker="o", markersize=3, label=stem)
     axes[0].set_ylabel("‖chat − base‖ / ‖base‖")
-    axes[0].set_ylim(bottom=0)
+    finite = [v for rows in stacks.values() for v in _finite(r.relative for r in rows) if not math.isnan(v)]
+    axes[0].set_ylim(0, 1.1 * max(finite) if finite and max(finite) > 0 else 1)  # from 0: sizes compare by eye
     if inspection.with_cp:
         axes[1].set_ylabel("cos(chat − base, cp − base)")
         axes[1].axhline(0.0, color="grey", linewidth=0.8)
