@@ -1,4 +1,4 @@
-"""Command line: chatvec merge | sweep | extract | apply | verify | demo (also `python -m chatvec_fast`).
+"""Command line: chatvec merge | sweep | extract | apply | inspect | verify | demo (also `python -m chatvec_fast`).
 
 Parses arguments into the API's options and calls it; every decision is the API's. Messages go to stderr
 as one line each ("error: ...", "warning: ...", "note: ..."), never as tracebacks.
@@ -52,6 +52,13 @@ def _run(args) -> int:
 
         return run_demo(args.alpha, args.backend, args.keep)
     options = _options(args, command)
+    if command == "inspect":
+        inputs = {role: getattr(args, role) for role in ("base", "chat", "cp") if getattr(args, role) is not None}
+        inspection = api.run_inspect(inputs, args.out, options, spelling="cli")
+        print(inspection.table())
+        if args.out is not None:
+            print(f"wrote inspect.json, inspect.md and inspect.png to {args.out}")
+        return 0
     if command == "merge":
         inputs, alphas = _merge_inputs(args, options)
     elif command == "apply":
