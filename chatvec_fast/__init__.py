@@ -36,7 +36,9 @@ _EXPORTS = {
     "ChatvecError": "errors",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+# `from chatvec_fast import *` leaves out `inspect`: it would shadow the standard library's module of that name
+# in the importing module (inspect_vector is the same function).
+__all__ = [*(name for name in _EXPORTS if name != "inspect"), "__version__"]
 
 
 def __getattr__(name: str):

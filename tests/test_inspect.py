@@ -350,3 +350,13 @@ def test_a_missing_matplotlib_is_named_before_work(triple, tmp_path, monkeypatch
     with pytest.raises(ImportError, match=r"pip install 'chatvec-fast\[tune\]'"):
         chatvec_fast.inspect(triple["base"], triple["chat"], triple["cp"], out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_star_import_keeps_the_standard_librarys_inspect():
+    """`from chatvec_fast import *` must not shadow the standard library's `inspect` in the importing module."""
+    import chatvec_fast
+
+    namespace: dict = {}
+    exec("import inspect\nfrom chatvec_fast import *", namespace)
+    assert namespace["inspect"].__name__ == "inspect"
+    assert chatvec_fast.inspect is chatvec_fast.inspect_vector
