@@ -38,10 +38,9 @@ def round_to_bits(x: np.ndarray, dtype: str) -> np.ndarray:
     """
     if dtype == "F64":
         out = x.view(np.uint64).copy()
-    elif dtype == "F32":
-        out = x.astype(np.float32).view(np.uint32)
-    elif dtype == "F16":
-        out = x.astype(np.float16).view(np.uint16)
+    elif dtype in ("F32", "F16"):
+        with np.errstate(over="ignore", invalid="ignore"):  # past the largest finite value: Inf, as IEEE says
+            out = x.astype(np.float32 if dtype == "F32" else np.float16).view(BITS_DTYPE[dtype])
     elif dtype == "BF16":
         out = _bf16_bits(x)
     else:
