@@ -36,6 +36,7 @@ def round_to_bits(x: np.ndarray, dtype: str) -> np.ndarray:
     >>> hex(int(round_to_bits(np.array([1.00390625]), "BF16")[0]))  # a tie: to even
     '0x3f80'
     """
+    x = np.ascontiguousarray(x, dtype=np.float64)  # the bit views below need contiguous float64
     if dtype == "F64":
         out = x.view(np.uint64).copy()
     elif dtype in ("F32", "F16"):
@@ -68,7 +69,7 @@ def _bf16_bits(x: np.ndarray) -> np.ndarray:
     if tiny.any():
         scaled = np.ldexp(np.abs(x[tiny]), 133)  # units of bf16's subnormal step 2^-133: exact
         out[tiny] = np.rint(scaled).astype(np.uint16)  # nearest-even; 128 is the smallest normal's bits
-    out |= x.view(np.uint16)[3::4] & np.uint16(0x8000)  # the sign: the top bit of each float64's last uint16
+    out |= x.view(np.uint16)[3::4] & np.uint16(0x8000)  # the sign: top bit of each float64's last (little-endian)
     return out
 
 
