@@ -50,6 +50,7 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	$(PY) -m benchmarks.bench_fp8 --smoke --json /tmp/chatvec-bench-smoke/fp8.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_formats.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/formats.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_memory.py --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_verify.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/verify.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke TRITON_INTERPRET=1 $(PY) benchmarks/bench_memory.py --gpu --device cpu --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory-gpu.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/compare_commits.py HEAD --size tiny --rounds 1 --no-sweep --json /tmp/chatvec-bench-smoke/commits.json
 
@@ -61,6 +62,7 @@ bench:
 	$(PY) -m benchmarks.bench_fp8 --rounds 3
 	$(PY) benchmarks/bench_formats.py --rounds 3
 	$(PY) benchmarks/bench_memory.py --rounds 3
+	$(PY) benchmarks/bench_verify.py --rounds 5
 
 lint:
 	ruff check . && ruff format --check .

@@ -127,8 +127,10 @@ def apply_inputs(vector, cp: str, alpha=None, alphas=None) -> tuple[dict, list, 
 def verify(
     output: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False, progress: bool = False
 ) -> list:
-    """Re-derives an output (or each output of a sweep's directory) from the inputs its report names, with
-    the float64 reference, and compares. Returns one VerifyReport per output; `.ok` says whether it passed.
+    """Re-derives an output (or each output of a sweep's directory) from the inputs its report names, in
+    float64 by verify's own rules and arithmetic (apart from the planner and the kernels), compares bit for
+    bit, and checks that the output loads (config, vocab_size, token and eos ids). Returns one VerifyReport
+    per output; `.ok` says whether it passed.
 
     every: check every element (default: the first and last elements and seeded random windows of every
     tensor). max_ulp: tolerated distance in ulps of the output dtype (0: bit-identical). checksums_only:

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and inspect.png (the plot by layer)")  # fmt: skip
     add_options(p, "inspect")
 
-    p = sub.add_parser("verify", help="re-derive an output from its inputs and compare, element for element")
+    p = sub.add_parser("verify", help="re-derive an output from its inputs, compare every element, check it loads")
     p.add_argument("output", help="an output directory, or a sweep's parent directory")
     p.add_argument("--all", action="store_true", help="check every element (default: samples of every tensor)")
     p.add_argument("--checksums-only", action="store_true",
