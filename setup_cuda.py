@@ -53,8 +53,9 @@ def decide(env=os.environ) -> tuple[str | None, str]:
 
 def build(cmd, ext, nvcc: str):
     """Compiles and links ext with nvcc; cmd is the setuptools build_ext command (paths, include dirs)."""
-    import pybind11
     import sysconfig
+
+    import pybind11
 
     out = cmd.get_ext_fullpath(ext.name)
     tmp = os.path.join(cmd.build_temp, "cuda")
