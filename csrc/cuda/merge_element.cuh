@@ -23,23 +23,45 @@ CHATVEC_HOST_DEVICE inline double decode(int dtype, const void* data, uint64_t i
   }
 }
 
-// The ScaleLayout rule of kernel_call.h for chunk element i: one 64-bit
-// division and remainder per element (the kernel is memory-bound: 3 loads of
-// 1-2 bytes per element leave ~20 integer ops of slack on an H100).
+// The ScaleLayout rule of kernel_call.h for chunk element i: a few integer
+// divisions per element (the kernel is memory-bound: 3 loads of 1-2 bytes an
+// element leave ~20 integer ops of slack on an H100). Index is the type they
+// divide in: uint32_t when every element index and layout size of the call is
+// below 2^32 (the GPU divides 32-bit integers inline; 64-bit division is a
+// subroutine call whose ABI spilled a register pair to local memory on sm_90),
+// else uint64_t (uses_wide_index()).
+template <typename Index>
 CHATVEC_HOST_DEVICE inline uint64_t scale_index(const DeviceInput& in, uint64_t i) {
   if (in.scale_kind == kTensorScale) return 0;
-  const uint64_t e = in.first_element + i;
-  const uint64_t row = e / in.cols;
+  const Index e = static_cast<Index>(in.first_element + i);
+  const Index cols = static_cast<Index>(in.cols), block_cols = static_cast<Index>(in.block_cols);
+  const Index row = e / cols;
   if (in.scale_kind == kRowScale) return row - in.first_scale_row;
-  const uint64_t per_row = (in.cols + in.block_cols - 1) / in.block_cols;
-  return (row / in.block_rows - in.first_scale_row) * per_row + (e - row * in.cols) / in.block_cols;
+  const uint64_t per_row = (cols + block_cols - 1) / block_cols;
+  return (row / static_cast<Index>(in.block_rows) - in.first_scale_row) * per_row + (e - row * cols) / block_cols;
 }
 
 // Exact: decode(code) has at most 11 significant bits, the float32 scale 24.
+template <typename Index>
 CHATVEC_HOST_DEVICE inline double value(const DeviceInput& in, uint64_t i) {
   const double v = decode(in.dtype, in.data, i);
   if (in.scale_kind == kNoScale) return v;
-  return v * static_cast<double>(in.scales[scale_index(in, i)]);
+  return v * static_cast<double>(in.scales[scale_index<Index>(in, i)]);
+}
+
+inline bool wide(const DeviceInput& in, uint64_t n) {
+  const uint64_t big = 1ull << 32;
+  return in.data != nullptr && in.scale_kind != kNoScale &&
+         (in.first_element + n >= big || in.cols + in.block_cols >= big || in.block_rows >= big);
+}
+
+// Whether a call needs 64-bit index arithmetic (see scale_index).
+inline bool uses_wide_index(const DeviceCall& c) {
+  bool any = c.n >= (1ull << 32) || wide(c.base, c.n) || wide(c.chat, c.n) || wide(c.cp, c.n);
+  for (int m = 0; m < c.num_vectors; ++m) any = any || wide(c.vectors[m], c.n);
+  const uint64_t big = 1ull << 32;
+  return any || (c.out_dtype == kF8E4M3 && (c.out_cols + c.out_block_cols >= big ||
+                                            c.out_block_rows * c.out_cols >= big));
 }
 
 // The bits of x rounded once to a non-FP8 output dtype.
@@ -65,27 +87,27 @@ CHATVEC_HOST_DEVICE inline void store_bits(int dtype, void* out, uint64_t i, uin
 // Calls emit(k, result_k) for each output k of element i. Merge and extract
 // decode each operand once; apply decodes the vectors once per output (a
 // K-long accumulator array would live in local memory).
-template <typename Emit>
+template <typename Index, typename Emit>
 CHATVEC_HOST_DEVICE inline void for_each_result(const DeviceCall& c, uint64_t i, Emit& emit) {
   switch (c.mode) {
     case kConvertMode: {
-      const double cp = value(c.cp, i);
+      const double cp = value<Index>(c.cp, i);
       for (int k = 0; k < c.num_outputs; ++k) emit(k, cp);
       break;
     }
-    case kExtractMode: emit(0, value(c.chat, i) - value(c.base, i)); break;
+    case kExtractMode: emit(0, value<Index>(c.chat, i) - value<Index>(c.base, i)); break;
     case kMergeMode: {
-      const double cp = value(c.cp, i);
-      const double delta = value(c.chat, i) - value(c.base, i);
+      const double cp = value<Index>(c.cp, i);
+      const double delta = value<Index>(c.chat, i) - value<Index>(c.base, i);
       // Product rounded, then sum rounded (-fmad=false): the order every backend uses.
       for (int k = 0; k < c.num_outputs; ++k) emit(k, cp + c.alphas[k] * delta);
       break;
     }
     default: {  // apply: acc = cp; acc = acc + alpha[k][m] * v_m for m in order
-      const double cp = value(c.cp, i);
+      const double cp = value<Index>(c.cp, i);
       for (int k = 0; k < c.num_outputs; ++k) {
         double acc = cp;
-        for (int m = 0; m < c.num_vectors; ++m) acc = acc + c.alphas[k * c.num_vectors + m] * value(c.vectors[m], i);
+        for (int m = 0; m < c.num_vectors; ++m) acc = acc + c.alphas[k * c.num_vectors + m] * value<Index>(c.vectors[m], i);
         emit(k, acc);
       }
     }
@@ -94,10 +116,13 @@ CHATVEC_HOST_DEVICE inline void for_each_result(const DeviceCall& c, uint64_t i,
 
 // The FP8 output group of chunk element i (the chunk starts at a group row,
 // so indices count from the chunk's first group).
-CHATVEC_HOST_DEVICE inline uint64_t group_of(const DeviceCall& c, uint64_t i) {
-  if (c.out_scale_kind == kRowScale) return i / c.out_cols;
-  const uint64_t per_row = (c.out_cols + c.out_block_cols - 1) / c.out_block_cols;
-  return i / (c.out_block_rows * c.out_cols) * per_row + (i % c.out_cols) / c.out_block_cols;
+template <typename Index>
+CHATVEC_HOST_DEVICE inline uint64_t group_of(const DeviceCall& c, uint64_t element) {
+  const Index i = static_cast<Index>(element), cols = static_cast<Index>(c.out_cols);
+  if (c.out_scale_kind == kRowScale) return i / cols;
+  const Index block_cols = static_cast<Index>(c.out_block_cols);
+  const uint64_t per_row = (cols + block_cols - 1) / block_cols;
+  return i / (static_cast<Index>(c.out_block_rows) * cols) * per_row + (i % cols) / block_cols;
 }
 
 // Pass 1 of an FP8 output (and the only pass otherwise): round and store; in
@@ -120,13 +145,14 @@ struct StoreResult {
 
 // FP8 output, pass 1: fold |result| into its group's amax. Non-negative
 // doubles order as their bit patterns, so an integer max is the float max.
+template <typename Index>
 struct FoldAmax {
   const DeviceCall& c;
   uint64_t i;
   CHATVEC_HOST_DEVICE void operator()(int k, double r) {
     const uint64_t mag = bit_cast<uint64_t>(r) & 0x7fffffffffffffffull;
     if (mag >= 0x7ff0000000000000ull || mag == 0) return;  // Inf and NaN do not count; zero changes nothing
-    uint64_t* slot = c.amax + static_cast<uint64_t>(k) * c.groups + group_of(c, i);
+    uint64_t* slot = c.amax + static_cast<uint64_t>(k) * c.groups + group_of<Index>(c, i);
 #if defined(__CUDA_ARCH__)
     atomicMax(reinterpret_cast<unsigned long long*>(slot), static_cast<unsigned long long>(mag));
 #else
@@ -137,11 +163,12 @@ struct FoldAmax {
 
 // FP8 output, pass 3 (pass 2 wrote the group scales): the IEEE quotient by
 // the group's scale, rounded once to e4m3.
+template <typename Index>
 struct Quantize {
   const DeviceCall& c;
   uint64_t i;
   CHATVEC_HOST_DEVICE void operator()(int k, double r) {
-    const double s = static_cast<double>(c.out_scales[k][group_of(c, i)]);
+    const double s = static_cast<double>(c.out_scales[k][group_of<Index>(c, i)]);
     static_cast<uint8_t*>(c.outs[k])[i] = double_to_e4m3(r / s);
   }
 };

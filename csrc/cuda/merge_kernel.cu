@@ -112,21 +112,21 @@ __global__ void __launch_bounds__(kThreads) merge_vec(const uint4* __restrict__ 
 
 enum PassKind { kStorePass, kAmaxPass, kQuantizePass };
 
-template <int kPass>
+template <int kPass, typename Index>
 __global__ void __launch_bounds__(kThreads) merge_any(const DeviceCall c) {
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   unsigned long long inexact = 0;
   for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < c.n; i += stride) {
     if (kPass == kStorePass) {
       StoreResult emit{c, i, 0};
-      for_each_result(c, i, emit);
+      for_each_result<Index>(c, i, emit);
       inexact += emit.inexact;
     } else if (kPass == kAmaxPass) {
-      FoldAmax emit{c, i};
-      for_each_result(c, i, emit);
+      FoldAmax<Index> emit{c, i};
+      for_each_result<Index>(c, i, emit);
     } else {
-      Quantize emit{c, i};
-      for_each_result(c, i, emit);
+      Quantize<Index> emit{c, i};
+      for_each_result<Index>(c, i, emit);
     }
   }
   if (kPass == kStorePass && c.mode == kExtractMode && inexact) atomicAdd(c.count, inexact);
@@ -198,53 +198,78 @@ std::string error_text(const char* what, cudaError_t e) {
   return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
 }
 
+template <typename Index>
+std::string launch_any(const DeviceCall& c, cudaStream_t s) {
+  cudaError_t e = cudaSuccess;
+  const unsigned grid = blocks_for(c.n);
+  if (c.out_dtype == kF8E4M3) {
+    e = cudaMemsetAsync(c.amax, 0, sizeof(uint64_t) * c.num_outputs * c.groups, s);
+    if (e != cudaSuccess) return error_text("cudaMemsetAsync(amax)", e);
+    merge_any<kAmaxPass, Index><<<grid, kThreads, 0, s>>>(c);
+    group_scales<<<blocks_for(c.num_outputs * c.groups), kThreads, 0, s>>>(c);
+    merge_any<kQuantizePass, Index><<<grid, kThreads, 0, s>>>(c);
+  } else {
+    merge_any<kStorePass, Index><<<grid, kThreads, 0, s>>>(c);
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string launch(const DeviceCall& c, void* stream) {
   if (c.n == 0 || c.num_outputs == 0) return "";
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   cudaError_t e = cudaSuccess;
-  const unsigned grid = blocks_for(c.n);
-  if (c.out_dtype == kF8E4M3) {
-    e = cudaMemsetAsync(c.amax, 0, sizeof(uint64_t) * c.num_outputs * c.groups, s);
-    if (e != cudaSuccess) return error_text("cudaMemsetAsync(amax)", e);
-    merge_any<kAmaxPass><<<grid, kThreads, 0, s>>>(c);
-    group_scales<<<blocks_for(c.num_outputs * c.groups), kThreads, 0, s>>>(c);
-    merge_any<kQuantizePass><<<grid, kThreads, 0, s>>>(c);
-  } else {
-    if (c.mode == kExtractMode) {
-      e = cudaMemsetAsync(c.count, 0, sizeof(unsigned long long), s);
-      if (e != cudaSuccess) return error_text("cudaMemsetAsync(count)", e);
-    }
-    if (!launch_vec(c, s)) merge_any<kStorePass><<<grid, kThreads, 0, s>>>(c);
+  if (c.mode == kExtractMode) {
+    e = cudaMemsetAsync(c.count, 0, sizeof(unsigned long long), s);
+    if (e != cudaSuccess) return error_text("cudaMemsetAsync(count)", e);
+  }
+  if (!launch_vec(c, s)) {
+    const std::string error = uses_wide_index(c) ? launch_any<uint64_t>(c, s) : launch_any<uint32_t>(c, s);
+    if (!error.empty()) return error;
   }
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : error_text("kernel launch", e);
 }
 
-void run_host(const DeviceCall& c) {
+namespace {
+
+// run_host() for one index type: the passes of launch(), one element at a time.
+template <typename Index>
+void run_host_with(const DeviceCall& c) {
   if (c.out_dtype == kF8E4M3) {
     for (uint64_t j = 0; j < static_cast<uint64_t>(c.num_outputs) * c.groups; ++j) c.amax[j] = 0;
     for (uint64_t i = 0; i < c.n; ++i) {
-      FoldAmax emit{c, i};
-      for_each_result(c, i, emit);
+      FoldAmax<Index> emit{c, i};
+      for_each_result<Index>(c, i, emit);
     }
     for (uint64_t j = 0; j < static_cast<uint64_t>(c.num_outputs) * c.groups; ++j) {
       c.out_scales[j / c.groups][j % c.groups] = fp8_group_scale(c.amax[j]);
     }
     for (uint64_t i = 0; i < c.n; ++i) {
-      Quantize emit{c, i};
-      for_each_result(c, i, emit);
+      Quantize<Index> emit{c, i};
+      for_each_result<Index>(c, i, emit);
     }
     return;
   }
   unsigned long long inexact = 0;
   for (uint64_t i = 0; i < c.n; ++i) {
     StoreResult emit{c, i, 0};
-    for_each_result(c, i, emit);
+    for_each_result<Index>(c, i, emit);
     inexact += emit.inexact;
   }
   if (c.mode == kExtractMode) *c.count = inexact;
+}
+
+}  // namespace
+
+// The same index type as launch() picks, so the host run covers the 32-bit path the device takes.
+void run_host(const DeviceCall& c) {
+  if (uses_wide_index(c)) {
+    run_host_with<uint64_t>(c);
+  } else {
+    run_host_with<uint32_t>(c);
+  }
 }
 
 int device_count(std::string* error) {
