@@ -82,7 +82,7 @@ setup(
     # The package's stage folders (read, plan, run, write, backends), and kernels/ as chatvec_fast.kernels.
     packages=[*find_packages(include=["chatvec_fast", "chatvec_fast.*"]), "chatvec_fast.kernels"],
     package_dir={"chatvec_fast.kernels": "kernels"},
-    package_data={"chatvec_fast": ["py.typed", "_C.pyi"]},
+    package_data={"chatvec_fast": ["py.typed", "_C.pyi", "_cuda.pyi"]},
     # The CUDA kernel only where nvcc is (setup_cuda.py); its sources are listed for sdists and rebuilds.
     ext_modules=[ext, *([Extension(setup_cuda.NAME, setup_cuda.SOURCES)] if NVCC else [])],
     cmdclass={"build_ext": OptionalBuildExt},
