@@ -159,6 +159,44 @@ def test_more_outputs_than_one_launch_takes():
         )
 
 
+def _convert(backend: str, codes: np.ndarray, in_dtype: str, out_dtype: str) -> np.ndarray:
+    """convert mode: every code widened, then rounded to out_dtype, by one backend; the output's bytes."""
+    n = codes.size // {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}.get(in_dtype, 1)
+    width = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}[out_dtype]
+    call = KernelCall(n, "convert", [np.zeros(n * width, np.uint8)], out_dtype, [[1.0]], cp=Operand(codes, in_dtype))
+    get_backend(backend).compute(call)
+    return call.outs[0]
+
+
+def _awkward_doubles(seed: int) -> np.ndarray:
+    """Random float64 bit patterns across every exponent, the halfway points of bf16 and f16 (ties), their
+    subnormal ranges, overflow, +-0, +-Inf and NaNs with payloads: the narrowing's hard cases."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**64, 200_000, dtype=np.uint64).view(np.float64).copy()
+    scale = np.exp2(rng.uniform(-150, 20, 200_000))
+    ties = (rng.integers(-(2**15), 2**15, 20_000) + 0.5) * np.exp2(rng.integers(-150, 20, 20_000).astype(float))
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 3.4e38, 1e-40, -5.9e-8, 448.0, 464.0])
+    nan_payload = np.array([0x7FF0000000000001, 0xFFF8000000000123], dtype=np.uint64).view(np.float64)
+    return np.concatenate([x, rng.standard_normal(200_000) * scale, ties, specials, nan_payload])
+
+
+@requires_extension
+@requires_native
+def test_header_compiled_by_nvcc_widens_every_code_and_rounds_like_the_cpp_kernel():
+    """dtype_convert.h's functions as nvcc compiles them (host code, the device functions' source) against
+    the same header compiled by the C++ build: every bf16, f16, e4m3 and e5m2 code widened exactly, and
+    420K awkward doubles rounded to bf16, f16, f32 and f64, bit for bit."""
+    every16 = np.arange(2**16, dtype=np.uint16).view(np.uint8)
+    every8 = np.arange(256, dtype=np.uint8)
+    for codes, dtype in [(every16, "BF16"), (every16, "F16"), (every8, "F8_E4M3"), (every8, "F8_E5M2")]:
+        assert np.array_equal(_convert("cuda", codes, dtype, "F64"), _convert("native", codes, dtype, "F64")), dtype
+    doubles = _awkward_doubles(stable_seed("cuda-header")).view(np.uint8)
+    for out in ("BF16", "F16", "F32", "F64"):
+        got, want = _convert("cuda", doubles, "F64", out), _convert("native", doubles, "F64", out)
+        differ = np.flatnonzero(got != want)
+        assert differ.size == 0, f"F64 -> {out}: first differing byte {differ[:1]}"
+
+
 def _scaled(values, kind: str, first_element: int, cols: int, seed: int) -> Operand:
     """FP8 e4m3 codes (random, NaN code excluded) with row or 128 x 128 block scales, at first_element."""
     rng = np.random.default_rng(seed)
