@@ -75,8 +75,13 @@ class CudaBackend:
         validate(call, MAX_VECTORS, "cuda")
         per = self._c.MAX_OUTPUTS
         count = 0
-        for first in range(0, len(call.outs), per):  # outputs are independent: launches of MAX_OUTPUTS
-            count += self._run(batch(call, first, first + per))
+        if self.device is None:
+            for first in range(0, len(call.outs), per):  # outputs are independent: launches of MAX_OUTPUTS
+                count += self._run(batch(call, first, first + per))
+            return count
+        with self._torch.cuda.device(self.device):  # the runtime launches on the calling thread's device
+            for first in range(0, len(call.outs), per):
+                count += self._run(batch(call, first, first + per))
         return count
 
     def _run(self, call: KernelCall) -> int:
