@@ -159,6 +159,38 @@ def test_more_outputs_than_one_launch_takes():
         )
 
 
+@requires_extension
+@requires_native
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"])
+@pytest.mark.parametrize("out", ["BF16", "F32", "F64"])
+def test_the_16_byte_path_and_the_scalar_path_give_natives_bits(dtype, out):
+    """Aligned buffers take the 16-byte steps (and a tail: n = 16k + 13), buffers 1 byte off take the
+    element-at-a-time kernel; both write native's bits."""
+    n, width = 16 * 37 + 13, {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}.get(dtype, 1)
+    rng = np.random.default_rng(stable_seed("cuda-vec", dtype, out))
+    raw = rng.integers(0, 256, (3, n * width + 17), dtype=np.uint8)
+    if dtype.startswith("F8"):
+        raw[(raw & 0x7F) >= 0x7C] = 0x38  # no NaN or Inf codes: finite merges
+    outs = {}
+    for backend, offset in [("native", 0), ("cuda", 0), ("cuda", 1)]:
+        # np.zeros buffers are 16-byte aligned; a slice one byte in is not
+        ops = [Operand(_placed(raw[i, : n * width], offset), dtype) for i in range(3)]
+        assert all((op.buffer.ctypes.data % 16 == 0) == (offset == 0) for op in ops)
+        width_out = {"F64": 8, "F32": 4, "BF16": 2}[out]
+        buf = np.zeros(n * width_out + 16, np.uint8)[offset : offset + n * width_out]
+        call = KernelCall(n, "merge", [buf], out, [[0.7]], base=ops[0], chat=ops[1], cp=ops[2])
+        get_backend(backend).compute(call)
+        outs[(backend, offset)] = bytes(buf)
+    assert outs[("cuda", 0)] == outs[("native", 0)] and outs[("cuda", 1)] == outs[("native", 0)]
+
+
+def _placed(data: np.ndarray, offset: int) -> np.ndarray:
+    """data's bytes at `offset` into a fresh (16-byte aligned) buffer."""
+    buf = np.zeros(data.size + 16, np.uint8)
+    buf[offset : offset + data.size] = data
+    return buf[offset : offset + data.size]
+
+
 def _convert(backend: str, codes: np.ndarray, in_dtype: str, out_dtype: str) -> np.ndarray:
     """convert mode: every code widened, then rounded to out_dtype, by one backend; the output's bytes."""
     n = codes.size // {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}.get(in_dtype, 1)

@@ -1,6 +1,6 @@
 // The Chat Vector kernel in CUDA C++: the modes and dtypes of
 // csrc/merge_kernel.h, bit-identical to it (merge_element.cuh has the
-// arithmetic). Build flags (setup_cuda.py): -fmad=false so no DFMA fuses the
+// arithmetic, merge_lanes.cuh the 16-byte step). Flags (nvcc_flags.txt): -fmad=false so no DFMA fuses the
 // product into the sum; never -ftz or --use_fast_math, which flush subnormals.
 //
 //   merge_vec   the common case (merge, one output, one unscaled input dtype,
@@ -16,61 +16,13 @@
 #include <algorithm>
 
 #include "merge_element.cuh"
+#include "merge_lanes.cuh"
 
 namespace chatvec {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <int Bytes>
-struct Chunk;  // the widest store unit for Bytes bytes of results
-template <>
-struct Chunk<2> {
-  using Type = uint16_t;
-};
-template <>
-struct Chunk<4> {
-  using Type = uint32_t;
-};
-template <>
-struct Chunk<8> {
-  using Type = uint2;
-};
-template <>
-struct Chunk<16> {
-  using Type = uint4;
-};
-
-template <typename S>
-struct Lanes {
-  static constexpr int kCount = 16 / sizeof(S);
-  union {
-    uint4 vec;
-    S lane[kCount];
-  };
-};
-
-template <typename S, int kOut>
-struct OutLanes {
-  static constexpr int kBytes = Lanes<S>::kCount * kOut;
-  static constexpr int kChunk = kBytes < 16 ? kBytes : 16;
-  using Piece = typename Chunk<kChunk>::Type;
-  union {
-    Piece piece[kBytes / kChunk];
-    uint8_t b8[kBytes];
-    uint16_t b16[kBytes / 2];
-    uint32_t b32[kBytes / 4 > 0 ? kBytes / 4 : 1];
-    uint64_t b64[kBytes / 8 > 0 ? kBytes / 8 : 1];
-  };
-};
-
-template <typename S, int kOut>
-__device__ __forceinline__ void put_bits(OutLanes<S, kOut>& o, int j, uint64_t bits) {
-  if (kOut == 2) o.b16[j] = static_cast<uint16_t>(bits);
-  if (kOut == 4) o.b32[j] = static_cast<uint32_t>(bits);
-  if (kOut == 8) o.b64[j] = bits;
-}
 
 // base, chat, cp: n elements of storage type S (dtype kIn), 16-byte aligned;
 // out: n elements of dtype kOutDtype (kOut bytes each), 16-byte aligned.
@@ -79,34 +31,13 @@ __global__ void __launch_bounds__(kThreads) merge_vec(const uint4* __restrict__ 
                                                       const uint4* __restrict__ cp, void* __restrict__ out,
                                                       double alpha, uint64_t n) {
   constexpr int V = Lanes<S>::kCount;
-  using Out = OutLanes<S, kOut>;
-  using Piece = typename Out::Piece;
-  constexpr int kPieces = Out::kBytes / Out::kChunk;
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   const uint64_t first = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const uint64_t vectors = n / V;
-  Piece* __restrict__ o = static_cast<Piece*>(out);
-  for (uint64_t v = first; v < vectors; v += stride) {
-    Lanes<S> b, c, p;
-    b.vec = base[v];
-    c.vec = chat[v];
-    p.vec = cp[v];
-    Out r;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const double x = decode(kIn, p.lane + j, 0) + alpha * (decode(kIn, c.lane + j, 0) - decode(kIn, b.lane + j, 0));
-      put_bits(r, j, round_to(kOutDtype, x));
-    }
-#pragma unroll
-    for (int q = 0; q < kPieces; ++q) o[v * kPieces + q] = r.piece[q];
-  }
-  // The tail, fewer than V elements.
-  const S* b = reinterpret_cast<const S*>(base);
-  const S* c = reinterpret_cast<const S*>(chat);
-  const S* p = reinterpret_cast<const S*>(cp);
-  for (uint64_t i = vectors * V + first; i < n; i += stride) {
-    const double x = decode(kIn, p + i, 0) + alpha * (decode(kIn, c + i, 0) - decode(kIn, b + i, 0));
-    store_bits(kOutDtype, out, i, round_to(kOutDtype, x));
+  const uint64_t steps = n / V;
+  for (uint64_t v = first; v < steps; v += stride) merge_step<S, kIn, kOutDtype, kOut>(base, chat, cp, out, alpha, v);
+  for (uint64_t i = steps * V + first; i < n; i += stride) {
+    merge_tail<S, kIn, kOutDtype>(reinterpret_cast<const S*>(base), reinterpret_cast<const S*>(chat),
+                                  reinterpret_cast<const S*>(cp), out, alpha, i);
   }
 }
 
@@ -159,40 +90,36 @@ unsigned blocks_for(uint64_t work) {
   return static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(need, static_cast<uint64_t>(sms) * 32)));
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-template <typename S, int kIn>
-bool launch_vec_out(const DeviceCall& c, cudaStream_t s) {
-  const auto* b = static_cast<const uint4*>(c.base.data);
-  const auto* h = static_cast<const uint4*>(c.chat.data);
-  const auto* p = static_cast<const uint4*>(c.cp.data);
-  const unsigned grid = blocks_for(c.n / Lanes<S>::kCount + 1);
-  switch (c.out_dtype) {
-    case kBF16: merge_vec<S, kIn, kBF16, 2><<<grid, kThreads, 0, s>>>(b, h, p, c.outs[0], c.alphas[0], c.n); return true;
-    case kF16: merge_vec<S, kIn, kF16, 2><<<grid, kThreads, 0, s>>>(b, h, p, c.outs[0], c.alphas[0], c.n); return true;
-    case kF32: merge_vec<S, kIn, kF32, 4><<<grid, kThreads, 0, s>>>(b, h, p, c.outs[0], c.alphas[0], c.n); return true;
-    case kF64: merge_vec<S, kIn, kF64, 8><<<grid, kThreads, 0, s>>>(b, h, p, c.outs[0], c.alphas[0], c.n); return true;
+// Launches merge_vec for the types dispatch_vector() picks.
+struct LaunchVector {
+  const DeviceCall& c;
+  cudaStream_t s;
+  template <typename S, int kIn, int kOutDtype, int kOut>
+  void go() {
+    const unsigned grid = blocks_for(c.n / Lanes<S>::kCount + 1);
+    merge_vec<S, kIn, kOutDtype, kOut><<<grid, kThreads, 0, s>>>(static_cast<const uint4*>(c.base.data),
+                                                                  static_cast<const uint4*>(c.chat.data),
+                                                                  static_cast<const uint4*>(c.cp.data), c.outs[0],
+                                                                  c.alphas[0], c.n);
   }
-  return false;
-}
+};
 
-// The 16-byte path when the call fits it; false when it does not.
-bool launch_vec(const DeviceCall& c, cudaStream_t s) {
-  const bool fits = c.mode == kMergeMode && c.num_outputs == 1 && c.out_dtype != kF8E4M3 &&
-                    c.base.dtype == c.cp.dtype && c.chat.dtype == c.cp.dtype && c.base.scale_kind == kNoScale &&
-                    c.chat.scale_kind == kNoScale && c.cp.scale_kind == kNoScale && aligned16(c.base.data) &&
-                    aligned16(c.chat.data) && aligned16(c.cp.data) && aligned16(c.outs[0]);
-  if (!fits) return false;
-  switch (c.cp.dtype) {
-    case kBF16: return launch_vec_out<uint16_t, kBF16>(c, s);
-    case kF16: return launch_vec_out<uint16_t, kF16>(c, s);
-    case kF32: return launch_vec_out<float, kF32>(c, s);
-    case kF64: return launch_vec_out<double, kF64>(c, s);
-    case kF8E4M3: return launch_vec_out<uint8_t, kF8E4M3>(c, s);
-    case kF8E5M2: return launch_vec_out<uint8_t, kF8E5M2>(c, s);
+// The same steps, one after another on the CPU.
+struct RunVectorOnHost {
+  const DeviceCall& c;
+  template <typename S, int kIn, int kOutDtype, int kOut>
+  void go() {
+    constexpr int V = Lanes<S>::kCount;
+    const auto* b = static_cast<const uint4*>(c.base.data);
+    const auto* h = static_cast<const uint4*>(c.chat.data);
+    const auto* p = static_cast<const uint4*>(c.cp.data);
+    for (uint64_t v = 0; v < c.n / V; ++v) merge_step<S, kIn, kOutDtype, kOut>(b, h, p, c.outs[0], c.alphas[0], v);
+    for (uint64_t i = c.n / V * V; i < c.n; ++i) {
+      merge_tail<S, kIn, kOutDtype>(static_cast<const S*>(c.base.data), static_cast<const S*>(c.chat.data),
+                                    static_cast<const S*>(c.cp.data), c.outs[0], c.alphas[0], i);
+    }
   }
-  return false;
-}
+};
 
 std::string error_text(const char* what, cudaError_t e) {
   return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
@@ -224,7 +151,10 @@ std::string launch(const DeviceCall& c, void* stream) {
     e = cudaMemsetAsync(c.count, 0, sizeof(unsigned long long), s);
     if (e != cudaSuccess) return error_text("cudaMemsetAsync(count)", e);
   }
-  if (!launch_vec(c, s)) {
+  if (fits_vector_path(c)) {
+    LaunchVector run{c, s};
+    dispatch_vector(c, run);
+  } else {
     const std::string error = uses_wide_index(c) ? launch_any<uint64_t>(c, s) : launch_any<uint32_t>(c, s);
     if (!error.empty()) return error;
   }
@@ -263,9 +193,13 @@ void run_host_with(const DeviceCall& c) {
 
 }  // namespace
 
-// The same index type as launch() picks, so the host run covers the 32-bit path the device takes.
+// The same path and index type as launch() picks, so the host run covers the
+// 16-byte steps and the 32-bit index arithmetic the device runs.
 void run_host(const DeviceCall& c) {
-  if (uses_wide_index(c)) {
+  if (fits_vector_path(c)) {
+    RunVectorOnHost run{c};
+    dispatch_vector(c, run);
+  } else if (uses_wide_index(c)) {
     run_host_with<uint64_t>(c);
   } else {
     run_host_with<uint32_t>(c);
