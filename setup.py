@@ -16,7 +16,10 @@ from setuptools import Extension, find_packages, setup
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import setup_cuda  # noqa: E402 - beside this file
 
-NVCC, CUDA_DECISION = setup_cuda.decide()  # CHATVEC_CUDA=1 without nvcc stops here, with the fix
+try:
+    NVCC, CUDA_DECISION = setup_cuda.decide()
+except RuntimeError as exc:  # CHATVEC_CUDA=1 without nvcc: one line with the fix, before any compiling
+    sys.exit(f"error: {exc}")
 print(CUDA_DECISION, file=sys.stderr)
 
 REQUIRE_NATIVE = os.environ.get("CHATVEC_REQUIRE_NATIVE", "") not in ("", "0")

@@ -59,7 +59,8 @@ def test_chatvec_cuda_1_without_nvcc_fails_with_the_fix():
     # through setup.py itself, before anything is compiled
     r = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, capture_output=True, text=True,
                        env={**env_without_nvcc(), "CHATVEC_CUDA": "1"}, timeout=120)  # fmt: skip
-    assert r.returncode != 0 and "CHATVEC_CUDA=1 asks for the CUDA kernel" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("error: CHATVEC_CUDA=1 asks for the CUDA kernel"), r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") <= 1
 
 
 @pytest.mark.slow
@@ -73,6 +74,14 @@ def test_build_without_nvcc_builds_the_cpu_extension_and_skips_cuda(tmp_path):
     built = os.listdir(lib / "chatvec_fast")
     assert any(f.startswith("_C.") for f in built) and not any(f.startswith("_cuda.") for f in built), built
     assert sum("skipping the CUDA kernel" in line for line in r.stderr.splitlines()) == 1
+
+
+def test_nvcc_flags_keep_float64_exact_and_target_sm_80_and_sm_90():
+    flags = setup_cuda.nvcc_flags()
+    assert "-fmad=false" in flags and "-ftz=false" in flags and "-prec-div=true" in flags
+    assert not any("fast_math" in f or f == "-ftz=true" for f in flags), flags
+    assert "-gencode=arch=compute_80,code=sm_80" in flags
+    assert "-gencode=arch=compute_90,code=[sm_90,compute_90]" in flags
 
 
 # ---- the module ----------------------------------------------------------------------------------------
@@ -97,7 +106,7 @@ def test_without_a_device_the_module_imports_and_says_so(monkeypatch):
 
     count, why = module.device_count()
     assert count == 0 and why.startswith("no CUDA device"), why
-    assert module.runtime_version() >= 12010  # 32 KB kernel parameters (DeviceCall) need CUDA 12.1+
+    assert module.runtime_version() >= 12000, module.runtime_version()
     monkeypatch.setenv("CHATVEC_CUDA_HOST", "0")
     with pytest.raises(RuntimeError, match="--backend cuda: no CUDA device"):
         get_backend("cuda")
