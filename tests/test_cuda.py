@@ -174,7 +174,8 @@ def test_more_outputs_than_one_launch_takes():
 @pytest.mark.parametrize("out", ["BF16", "F32", "F64"])
 def test_the_16_byte_path_and_the_scalar_path_give_natives_bits(dtype, out):
     """Aligned buffers take the 16-byte steps (and a tail: n = 16k + 13), buffers 1 byte off take the
-    element-at-a-time kernel; both write native's bits."""
+    element-at-a-time code; both write native's bits. (On a GPU the backend copies host buffers into fresh,
+    aligned device memory, so there both take the 16-byte path.)"""
     n, width = 16 * 37 + 13, {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}.get(dtype, 1)
     rng = np.random.default_rng(stable_seed("cuda-vec", dtype, out))
     raw = rng.integers(0, 256, (3, n * width + 17), dtype=np.uint8)
