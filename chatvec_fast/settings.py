@@ -101,7 +101,8 @@ class Settings:
     backend: str = _option(
         "auto", "kernel: auto (the native C++ kernel, on GPU machines too: file-to-file work is disk-bound and "
         "16+ native cores keep up with NVMe; see docs/PERFORMANCE.md; triton when --devices names GPUs), native, "
-        "triton (on a GPU), torch (the float64 reference: exact, slow) or torch-fp32 (float32 math, not exact)",
+        "triton (on a GPU), cuda (the CUDA C++ kernel, on a GPU; by name only), torch (the float64 reference: "
+        "exact, slow) or torch-fp32 (float32 math, not exact)",
         cli={"choices": BACKEND_NAMES})  # fmt: skip
     threads: int | None = _option(
         None, "CPU kernel threads (default: every core the process may use)", commands=(*COMMANDS, INSPECT),
