@@ -127,7 +127,9 @@ def test_cli_merge_loads_and_matches_float64_reference(llama_triples, variant):
     got_state = merged.state_dict()
     for name, want in want_state.items():
         assert torch.equal(got_state[name].view(torch.int16), want.view(torch.int16)), name
-    ref_model = transformers.LlamaForCausalLM(cp_config).to(torch.bfloat16)
+    # built as from_pretrained builds the merged one: bf16 weights, the rotary buffers kept in float32
+    # (a model's .to(torch.bfloat16) would round inv_freq too, and the logits would differ by up to 0.01)
+    ref_model = transformers.AutoModelForCausalLM.from_config(cp_config, dtype=torch.bfloat16)
     ref_model.load_state_dict(want_state, strict=False)
     if cp_config.tie_word_embeddings:
         ref_model.tie_weights()
