@@ -24,6 +24,7 @@ _EXPORTS = {
     "sweep": "api",
     "extract": "api",
     "apply": "api",
+    "tune": "api",
     "verify": "api",
     "merged_tensors": "memory",
     "merge_into": "memory",

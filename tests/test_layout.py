@@ -35,7 +35,9 @@ ALLOWED = {
     "testing": {"write", "backends"},
     # merged tensors into memory: the merge's plan, pipeline and kernels, with tensors for files
     "memory": {"read", "plan", "backends", "run", "job", "settings", "report"},
-    "api": {"job", "settings", "plan", "report", "run", "verification"},
+    # tune: a held merge's model switched per alpha and evaluated; merge's own job, finish stage and run
+    "tuning": {"memory", "run", "job", "settings", "read", "write", "report"},
+    "api": {"job", "settings", "plan", "report", "run", "verification", "tuning"},
     "cli": {"api", "backends", "settings", "testing", "read"},  # read: mergekit's tokenizer_source base
     "__main__": {"cli"},
     "__init__": set(),
@@ -140,6 +142,8 @@ FORBIDDEN_AT_RUNTIME = {
     "chatvec_fast.run": {"torch", "triton", "chatvec_fast.api", "chatvec_fast.cli"},
     "chatvec_fast.cli": {"torch", "triton", "chatvec_fast.run"},
     "chatvec_fast.memory": {"torch", "triton", "transformers", "chatvec_fast.api", "chatvec_fast.cli"},
+    "chatvec_fast.tuning": {"torch", "triton", "transformers", "matplotlib", "lingua", "chatvec_fast.api",
+                            "chatvec_fast.cli", "chatvec_fast.memory"},
 }  # fmt: skip
 
 
