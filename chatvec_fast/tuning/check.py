@@ -53,9 +53,6 @@ class TuneJob:
 
 def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spelling: str) -> TuneJob:
     """Checks everything a tune can check without reading a model; returns its TuneJob."""
-    from .language import check_language
-    from .prompts import read_prompts
-
     known = {f.name for f in Settings.for_command("tune")}
     for key in options:
         if key not in known:
@@ -85,6 +82,9 @@ def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spe
     _check_out(out)
     reference = None if s.reference_text is None else _path(s.reference_text, "reference_text")
     paths = {"text": _path(text, "text"), "prompts": _path(prompts, "prompts"), "reference_text": reference}
+    from .language import check_language
+    from .prompts import read_prompts
+
     prompt_list = read_prompts(paths["prompts"])
     if s.pick == "answer" and not any(p.answer for p in prompt_list):
         raise InputError(f"{name('pick')} answer ranks the alphas by the prompts' reference answers, and "

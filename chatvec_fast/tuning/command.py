@@ -146,7 +146,10 @@ def _sweep(job: TuneJob, held, model_dir: str, evaluation: dict, document: dict)
     if todo or "cp" not in document["references"]:
         _say(s, f"tune: holding {format_bytes(held.nbytes)} of inputs ({held.hold}, {held.device}); "
              f"{len(todo)} of {len(job.alphas)} alphas to evaluate")  # fmt: skip
+        t0 = time.perf_counter()
+        held.load()
         model = build_model(model_dir, held.plan, s.device)
+        document.setdefault("seconds", {})["load"] = time.perf_counter() - t0
         order = ([0.0] if "cp" not in document["references"] else []) + [a for a in todo if a != 0.0 or
                                                                            "cp" in document["references"]]  # fmt: skip
         for alpha in order:

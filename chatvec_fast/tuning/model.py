@@ -103,6 +103,13 @@ def build_model(model_dir: str, plan, device: str):
 def load_chat(chat_dir: str, device: str):
     """The chat model from its own files (its dtype, tokenizer, chat template and eos), for its reference row."""
     import transformers
+    from transformers.utils import logging as hf_logging
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(chat_dir, dtype="auto")
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the tune's own progress lines say where it is
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(chat_dir, dtype="auto")
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval()

@@ -32,7 +32,7 @@ def plot(out: str, document: dict) -> str:
 
     rows = sorted(document["rows"], key=lambda r: r["alpha"])
     refs = document["references"]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 7), constrained_layout=True)
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 7), constrained_layout=True)
     for ax, series, label in ((top, SHARES, "share (0 to 1)"), (bottom, BITS, "bits per byte (lower: better)")):
         for i, (key, name) in enumerate(series):
             xs, ys = _series(rows, key)
@@ -43,10 +43,13 @@ def plot(out: str, document: dict) -> str:
             for ref, style in (("cp", "--"), ("chat", ":")):
                 value = (refs.get(ref) or {}).get(key)
                 if value is not None:
-                    ax.axhline(value, color=colour, linestyle=style, linewidth=1, label=f"{name}, {ref} alone")
+                    ax.axhline(value, color=colour, linestyle=style, linewidth=1)
+        for ref, style in (("cp", "--"), ("chat", ":")):  # one legend entry per reference, in grey
+            if refs.get(ref):
+                ax.plot([], [], color="grey", linestyle=style, linewidth=1, label=f"{ref} alone")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="best")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     top.set_ylim(-0.05, 1.05)
     bottom.set_xlabel("alpha (merged = cp + alpha x (chat - base))")
     rec = document.get("recommendation") or {}
@@ -55,8 +58,8 @@ def plot(out: str, document: dict) -> str:
     if rec.get("alpha") is not None:
         for ax in (top, bottom):
             ax.axvline(rec["alpha"], color="black", linewidth=1.5)
-        top.annotate(f"recommended alpha {rec['alpha']:g} ({rec['rule']})", xy=(rec["alpha"], 1.02),
-                     xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize="small")  # fmt: skip
+        top.annotate(f" recommended alpha {rec['alpha']:g} ({rec['rule']})", xy=(rec["alpha"], 0.97),
+                     xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="small")  # fmt: skip
         title += f"; recommended alpha {rec['alpha']:g}"
     fig.suptitle(title)
     path = os.path.join(out, PLOT_NAME)

@@ -109,7 +109,8 @@ def markdown(document: dict) -> str:
 
     def line(label, row):
         seconds = row.get("seconds") or {}
-        cells = [label, _cell(row.get("alpha")), *(_cell(row.get(k)) for k in FIGURES),
+        alpha = "-" if row.get("alpha") is None else f"{row['alpha']:g}"
+        cells = [label, alpha, *(_cell(row.get(k)) for k in FIGURES),
                  _cell(seconds.get("merge")), _cell(seconds.get("evaluate"))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
 

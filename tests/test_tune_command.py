@@ -1,0 +1,279 @@
+"""chatvec tune, the command: the model at each alpha is the merge's, bit for bit; --write-best is `merge`;
+results.json is the same on a second run; Ctrl-C keeps the finished alphas and --resume continues them (only
+the same run); bad options and files are refused before any work; the recommendation rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import assert_one_line_error, cli, model_args
+from safetensors.torch import load_file
+
+import chatvec_fast
+from chatvec_fast import faults
+from chatvec_fast.tuning import pick
+
+TEXT = " ".join(["the model can merge what the chat vector is about, and then it will be like that"] * 400)
+
+
+@pytest.fixture
+def metrics(monkeypatch):
+    """The evaluation's modules, as a stand-in that computes figures from the weights (deterministic)."""
+
+    @dataclass(frozen=True)
+    class Prompt:
+        id: str
+        messages: tuple
+        answer: str | None
+
+    @dataclass(frozen=True)
+    class EvalSettings:
+        language: str
+        max_new_tokens: int = 256
+        batch_size: int = 8
+        window: int | None = None
+        stride: int | None = None
+
+    @dataclass(frozen=True)
+    class EvalInputs:
+        text: str
+        reference_text: str | None
+        prompts: tuple
+
+    def read_prompts(path):
+        out = []
+        for i, line in enumerate(open(path, encoding="utf-8")):
+            d = json.loads(line)
+            out.append(Prompt(str(i), ({"role": "user", "content": d["prompt"]},), d.get("answer")))
+        return out
+
+    def check_language(code):
+        if code not in ("zh", "en", "de"):
+            raise chatvec_fast.ChatvecError(f"--language {code!r}: unknown")
+        return code
+
+    def check_eval_inputs(tokenizer, inputs, settings, window):
+        if not tokenizer.chat_template:
+            raise chatvec_fast.ChatvecError("the tokenizer has no chat template")
+
+    class Evaluator:
+        def __init__(self, tokenizer, inputs, settings, eos_ids):
+            self.ids = tokenizer(inputs.text[:200], return_tensors="pt").input_ids
+
+        def evaluate(self, model):
+            with torch.no_grad():
+                logits = model(self.ids).logits.double()
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], self.ids[0, 1:]).item()
+            w = model.lm_head.weight.double()
+            return {"bits_per_byte": loss, "reference_bits_per_byte": None, "fidelity": float(w[0, 0] > 0),
+                    "line_fidelity": 0.5, "stops": float(abs(w).mean()), "answer_bits_per_byte": None,
+                    "replies": [{"id": "0", "text": "x", "tokens": 1, "stopped": True, "language": "en"}],
+                    "seconds": 0.01}  # fmt: skip
+
+    for name, names in (("prompts", {"Prompt": Prompt, "read_prompts": read_prompts}),
+                        ("language", {"check_language": check_language}),
+                        ("evaluate", {"EvalSettings": EvalSettings, "EvalInputs": EvalInputs, "Evaluator": Evaluator,
+                                      "check_eval_inputs": check_eval_inputs})):  # fmt: skip
+        module = types.ModuleType(f"chatvec_fast.tuning.{name}")
+        module.__dict__.update(names)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    return Evaluator
+
+
+@pytest.fixture
+def files(tmp_path):
+    text = tmp_path / "zh.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("hello", "what is the model")))
+    return {"text": str(text), "prompts": str(prompts), "language": "zh"}
+
+
+def tune(paths, out, alphas, files, **options):
+    return chatvec_fast.tune(paths["base"], paths["chat"], paths["cp"], str(out), alphas, **files, **options)
+
+
+def weights(directory) -> dict:
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".safetensors"):
+            found.update(load_file(os.path.join(directory, name)))
+    return found
+
+
+def without_seconds(doc):
+    if isinstance(doc, dict):
+        return {k: without_seconds(v) for k, v in doc.items() if k != "seconds"}
+    if isinstance(doc, list):
+        return [without_seconds(v) for v in doc]
+    return doc
+
+
+def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, files, metrics, monkeypatch):
+    paths = triple()
+    seen = {}
+    evaluate = metrics.evaluate
+
+    def snapshot(self, model):
+        seen[len(seen)] = {k: v.clone() for k, v in model.state_dict().items()}
+        return evaluate(self, model)
+
+    monkeypatch.setattr(metrics, "evaluate", snapshot)
+    alphas = [0.0, 0.35, 1.0]
+    results = tune(paths, tmp_path / "t", alphas, files, alpha_for=["layers.1.mlp=0.2"])
+    assert [r["alpha"] for r in results.rows] == alphas
+    assert len(seen) == len(alphas) + 1  # cp's row is alpha 0's; the last, the chat model's, is not a merge
+    for k, alpha in enumerate(alphas):
+        out = tmp_path / f"m{k}"
+        chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(out), alpha=alpha,
+                           alpha_for=["layers.1.mlp=0.2"])  # fmt: skip
+        merged = weights(out)
+        assert set(merged) <= set(seen[k]), set(merged) - set(seen[k])
+        for name, tensor in merged.items():
+            got = seen[k][name]
+            assert got.dtype == tensor.dtype and torch.equal(got.view(torch.int16), tensor.view(torch.int16)), name
+    model_files = sorted(os.listdir(tmp_path / "t" / "model"))
+    merged_files = sorted(n for n in os.listdir(tmp_path / "m0")
+                          if not n.startswith(("model", "chatvec", "README")))  # fmt: skip
+    assert model_files == merged_files
+    for name in model_files:  # the config, tokenizer, template and eos merge writes
+        assert (tmp_path / "t" / "model" / name).read_bytes() == (tmp_path / "m0" / name).read_bytes(), name
+
+
+def test_write_best_is_the_merge_and_two_runs_record_the_same(triple, tmp_path, files, metrics):
+    paths = triple()
+    options = {"pick": "bits-per-byte", "dtype": "f32", "special_tokens_from": "chat"}
+    first = tune(paths, tmp_path / "a", "0:1:0.5", files, write_best=str(tmp_path / "best"), **options)
+    second = tune(paths, tmp_path / "b", "0:1:0.5", files, **options)
+    assert first.alpha == second.alpha is not None
+    doc = lambda out: without_seconds(json.loads((out / "results.json").read_text()))  # noqa: E731
+    a, b = doc(tmp_path / "a"), doc(tmp_path / "b")
+    assert a.pop("write_best") == {"path": str(tmp_path / "best"), "alpha": first.alpha}
+    a["options"].pop("write_best")
+    b["options"].pop("write_best")
+    assert a == b
+    assert a["complete"] and a["recommendation"]["rule"] == "bits-per-byte"
+    chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "merged"), alpha=first.alpha,
+                       dtype="f32", special_tokens_from="chat")  # fmt: skip
+    names = sorted(os.listdir(tmp_path / "merged"))
+    assert sorted(os.listdir(tmp_path / "best")) == names
+    for name in names:  # the same bytes, the report and model card (which record the command) included
+        assert (tmp_path / "best" / name).read_bytes() == (tmp_path / "merged" / name).read_bytes(), name
+
+
+def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(triple, tmp_path, files, metrics):
+    paths = triple()
+    out = tmp_path / "t"
+    alphas = [0.25, 0.5, 0.75, 1.0]
+
+    def interrupt(alpha):
+        if alpha == 0.5:  # the second alpha after cp's row: its results are written, then Ctrl-C
+            raise KeyboardInterrupt
+
+    with faults.hooked("tuned", interrupt), pytest.raises(KeyboardInterrupt) as caught:
+        tune(paths, out, alphas, files)
+    assert caught.value.chatvec_tune == (str(out), 2)
+    kept = json.loads((out / "results.json").read_text())
+    assert [r["alpha"] for r in kept["rows"]] == [0.25, 0.5] and not kept["complete"]
+    assert "cp" in kept["references"] and "chat" not in kept["references"]
+    assert "0.25" in (out / "results.md").read_text()
+    assert "--resume" in chatvec_fast.api.failure_hint(caught.value)
+
+    with pytest.raises(chatvec_fast.ChatvecError, match=r"is not empty; pass resume"):
+        tune(paths, out, alphas, files)
+    with pytest.raises(chatvec_fast.ChatvecError, match=r"other options or inputs \(options.max_new_tokens: 256 then"):
+        tune(paths, out, alphas, files, resume=True, max_new_tokens=9)
+    assert json.loads((out / "results.json").read_text()) == kept  # a refused resume changes nothing
+
+    evaluated = []
+    with faults.hooked("tuned", lambda alpha: evaluated.append(alpha)):
+        resumed = tune(paths, out, alphas, files, resume=True)
+    assert evaluated == [0.75, 1.0]  # only the alphas not done
+    fresh = tune(paths, tmp_path / "fresh", alphas, files)
+    assert without_seconds(resumed.document)["rows"] == without_seconds(fresh.document)["rows"]
+    assert resumed.document["complete"] and "chat" in resumed.references
+
+
+def test_bad_input_is_refused_before_any_work(triple, tmp_path, files, metrics):
+    paths = triple()
+    out = tmp_path / "t"
+    cases = [
+        ({"pick": "best"}, ValueError, "pick 'best': expected one of fidelity-stops"),
+        ({"max_bpb_increase": -1}, ValueError, "max_bpb_increase -1"),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens 0"),
+        ({"device": "gpu"}, ValueError, "device 'gpu'"),
+        ({"vocab_mismatch": "rows"}, ValueError, "vocab_mismatch 'rows'"),  # merge's options, checked as merge does
+        ({"alpha_for": ["x=half"]}, ValueError, "alpha_for 'x=half'"),
+        ({"pick": "answer"}, chatvec_fast.ChatvecError, 'has none; add "answer"'),
+        ({"chat_template_from": "cp"}, chatvec_fast.ChatvecError, "no chat template"),
+    ]
+    for options, error, message in cases:
+        with pytest.raises(error, match=message.replace("(", r"\(")):
+            tune(paths, out, [0.5], files, **options)
+        assert not out.exists(), options
+    with pytest.raises(TypeError, match="did you mean max_new_tokens"):
+        tune(paths, out, [0.5], files, max_new_token=3)
+    with pytest.raises(chatvec_fast.ChatvecError, match="--language 'xx'"):
+        tune(paths, out, [0.5], {**files, "language": "xx"})
+    with pytest.raises(chatvec_fast.ChatvecError, match="no such file"):
+        tune(paths, out, [0.5], {**files, "text": str(tmp_path / "missing.txt")})
+    with pytest.raises(chatvec_fast.ChatvecError, match="inside \\(or is\\) the cp checkpoint"):
+        tune(paths, os.path.join(paths["cp"], "t"), [0.5], files)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(chatvec_fast.ChatvecError, match="is not empty"):
+        tune(paths, out, [0.5], files)
+    with pytest.raises(chatvec_fast.ChatvecError, match=r"holds files a tune does not write \(notes.txt\)"):
+        tune(paths, out, [0.5], files, resume=True)
+    assert os.listdir(out) == ["notes.txt"]
+    best = tmp_path / "best"
+    best.mkdir()
+    (best / "x").write_text("x")
+    with pytest.raises(chatvec_fast.ChatvecError, match="--out .*best is not empty; pass --overwrite"):
+        tune(paths, tmp_path / "t2", [0.5], files, write_best=str(best))
+    assert not (tmp_path / "t2").exists()
+    dry = tune(paths, tmp_path / "t3", [0.5], files, dry_run=True)
+    assert not (tmp_path / "t3").exists() and "nothing written" in dry.summary()
+
+
+def test_the_command_line(triple, tmp_path, files):
+    paths = triple()
+    args = ["tune", *model_args(paths), "--alphas", "0.5", "--text", files["text"], "--prompts", files["prompts"]]
+    r = cli(*args, "--language", "zh", "--out", tmp_path / "t", "--pick", "fidelity", "--max-bpb-increase", "x")
+    assert r.returncode == 2 and "--max-bpb-increase: invalid float value" in r.stderr
+    r = cli(*args, "--language", "zh", "--out", tmp_path / "t", "--alpha-for", "x=half")
+    assert_one_line_error(r, "--alpha-for 'x=half'")
+    assert not (tmp_path / "t").exists()
+
+
+def row(alpha, bpb, fidelity, stops, answer=None):
+    return {"alpha": alpha, "bits_per_byte": bpb, "fidelity": fidelity, "stops": stops,
+            "answer_bits_per_byte": answer}  # fmt: skip
+
+
+def test_the_rules_pick_as_stated():
+    cp = row(0.0, 2.0, 1.0, 0.0)
+    rows = [cp, row(0.25, 2.05, 0.9, 0.5), row(0.5, 2.09, 0.8, 0.75, 1.5), row(0.75, 2.2, 0.4, 1.0, 1.2),
+            row(1.0, 2.5, 0.2, 1.0, 1.2)]  # fmt: skip
+    # fidelity x stops: 0, 0.45, 0.6, 0.4, 0.2; within 2.0 * 1.05 = 2.1: alphas 0 to 0.5 -> 0.5
+    assert pick.recommend(rows, cp, "fidelity-stops", 0.05)["alpha"] == 0.5
+    assert pick.recommend(rows, cp, "fidelity-stops", 0.02)["alpha"] == 0.0  # only cp within 2.04: its score 0
+    assert pick.recommend(rows, cp, "fidelity-stops", 0.2)["alpha"] == 0.5  # 0.75's 0.4 < 0.6
+    assert pick.recommend(rows, cp, "bits-per-byte", 0.05)["alpha"] == 0.0
+    assert pick.recommend(rows, cp, "fidelity", 0.05)["alpha"] == 0.0
+    assert pick.recommend(rows, cp, "answer", 0.05)["alpha"] == 0.75  # a tie with 1.0: the lower alpha
+    worse = [row(0.5, 3.0, 1.0, 1.0), row(1.0, 2.9, 1.0, 1.0)]
+    chosen = pick.recommend(worse, cp, "fidelity-stops", 0.05)
+    assert chosen["alpha"] == 1.0 and "no alpha stays within 2.1000" in chosen["reason"]
+    nan = [row(0.5, float("nan"), 1.0, 1.0), row(1.0, 2.0, 0.1, 0.1)]
+    assert pick.recommend(nan, cp, "fidelity-stops", 0.05)["alpha"] == 1.0  # NaN never qualifies
+    assert "5%" in pick.statement("fidelity-stops", 0.05) and "lower alpha" in pick.statement("answer", 0.05)
+    from chatvec_fast.settings import PICK_RULES
+
+    assert PICK_RULES == pick.RULES
