@@ -164,7 +164,7 @@ def test_no_module_over_300_lines():
     assert not long, long
 
 
-ENTRY_POINTS = [api.merge, api.sweep, api.extract, api.apply]
+ENTRY_POINTS = [api.merge, api.sweep, api.extract, api.apply, api.tune]
 # Defaults that differ from the shared one, on purpose.
 OWN_DEFAULTS = {("extract", "dtype"): "f32"}
 

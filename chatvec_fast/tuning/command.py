@@ -63,6 +63,7 @@ def run_tune(job: TuneJob) -> res.TuneResults:
         old = res.load(job.out)
         check_resumable(old, document, job.out)
         document["rows"], document["references"] = old["rows"], old["references"]
+    _save(job.out, document)  # the run's options and inputs, before the first alpha
     try:
         _sweep(job, held, model_dir, evaluation, document)
     except BaseException as exc:
