@@ -1,0 +1,144 @@
+"""The figures of one model (the merge at one alpha, cp alone or the chat model alone) on the tune's inputs.
+
+    bits_per_byte              --text, teacher-forced over windows of the context (bits.py)
+    reference_bits_per_byte    --reference-text, the same way (None without one)
+    fidelity, line_fidelity    the share of greedy replies, and of their non-empty lines, in --language
+    stops                      the share of replies ended by an eos within max_new_tokens
+    answer_bits_per_byte       the prompts' reference answers given the prompts, under the chat template: all
+                               answers' bits over all answers' UTF-8 bytes (None when no prompt has one)
+
+Everything that depends only on the inputs (tokens, rendered prompts, the language identifier) is prepared
+once in Evaluator(); evaluate(model) runs the model. The same model and inputs give the same dict, "seconds"
+aside.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import InputError
+from .bits import bits_per_byte, continuation_bits, text_ids
+from .generate import greedy_replies
+from .language import LanguageIdentifier
+from .prompts import Prompt
+from .template import answer_ids, prompt_ids
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    language: str
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    window: int | None = None  # tokens per bits-per-byte window; None: the model's context
+    stride: int | None = None  # tokens between windows' starts; None: half a window
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    text: str
+    reference_text: str | None
+    prompts: tuple[Prompt, ...]
+
+
+def _window(settings: EvalSettings, context: int) -> tuple[int, int]:
+    window = settings.window or context
+    return window, settings.stride or max(1, window // 2)
+
+
+def _where(prompt: Prompt) -> str:
+    return f"--prompts, prompt {prompt.id!r}"
+
+
+def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, window: int) -> None:
+    """Refuses, before any work, what the evaluation cannot measure: a text shorter than one window, a tokenizer
+    without a chat template, a prompt the template cannot render or that leaves no room for a reply."""
+    if settings.max_new_tokens < 1 or settings.batch_size < 1:
+        raise InputError(f"max_new_tokens {settings.max_new_tokens} and batch_size {settings.batch_size} must be at "
+                         "least 1")  # fmt: skip
+    window, stride = _window(settings, window)
+    if not 0 < stride <= window:
+        raise InputError(f"stride {stride} must be between 1 and the window ({window} tokens)")
+    for what, text in (("--text", inputs.text), ("--reference-text", inputs.reference_text)):
+        if text is None:
+            continue
+        n = len(text_ids(tokenizer, text))
+        if n < window:
+            raise InputError(
+                f"{what}: {n} tokens, shorter than one window of the model's context ({window} "
+                "tokens), so its bits per byte would not measure the model at its context; give "
+                f"a text of at least {window} tokens ({4 * window} characters of English or so)"
+            )
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the tokenizer has no chat template, and the replies are generated under one; pass "
+                         "--chat-template-from chat (the chat model's) or give a tokenizer with one")  # fmt: skip
+    for prompt in inputs.prompts:
+        n = len(prompt_ids(tokenizer, prompt.messages, _where(prompt)))
+        if n + settings.max_new_tokens > window:
+            raise InputError(f"{_where(prompt)}: {n} tokens under the chat template, and with "
+                             f"{settings.max_new_tokens} new tokens the reply would run past the model's context "
+                             f"({window}); shorten the "
+                             "prompt or lower --max-new-tokens")  # fmt: skip
+        if prompt.answer is not None:
+            ids, first = answer_ids(tokenizer, prompt.messages, prompt.answer, (), _where(prompt))
+            if len(ids) > window or first >= len(ids):
+                raise InputError(f"{_where(prompt)}: the prompt and its answer are {len(ids)} tokens, the answer "
+                                 f"{len(ids) - first}; they must fit the model's context ({window}) and the answer "
+                                 "must have at least one token")  # fmt: skip
+
+
+class Evaluator:
+    """Measures a model on the inputs; built once per tokenizer (cp's merged model's, or the chat model's).
+
+    >>> ev = Evaluator(tokenizer, EvalInputs(text, None, prompts), EvalSettings("zh"), eos_ids=(2,))   # doctest: +SKIP
+    >>> ev.evaluate(model)["fidelity"]   # doctest: +SKIP
+    0.95
+    """
+
+    def __init__(self, tokenizer, inputs: EvalInputs, settings: EvalSettings, eos_ids: tuple[int, ...]):
+        if not eos_ids:
+            raise InputError("the model has no eos token id, so no reply could stop; set eos_token_id in its "
+                             "generation_config.json")  # fmt: skip
+        self.tokenizer, self.inputs, self.settings = tokenizer, inputs, settings
+        self.eos_ids = tuple(eos_ids)
+        self.prompt_ids = [prompt_ids(tokenizer, p.messages, _where(p)) for p in inputs.prompts]
+        self.answers = [(answer_ids(tokenizer, p.messages, p.answer, self.eos_ids, _where(p)),
+                         len(p.answer.encode("utf-8"))) for p in inputs.prompts if p.answer is not None]  # fmt: skip
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.eos_ids[0]  # masked out: any id will do
+        self.identifier = LanguageIdentifier(settings.language)
+
+    def evaluate(self, model) -> dict:
+        """The figures (see the module's docstring) and every reply, for `model` (in eval mode; unchanged)."""
+        t0 = time.perf_counter()
+        s, inputs = self.settings, self.inputs
+        window, stride = _window(s, model.config.max_position_embeddings)
+        text_bpb = bits_per_byte(model, self.tokenizer, inputs.text, window, stride, s.batch_size)
+        reference = None
+        if inputs.reference_text is not None:
+            reference = bits_per_byte(model, self.tokenizer, inputs.reference_text, window, stride, s.batch_size)
+        answer = None
+        if self.answers:
+            bits = sum(continuation_bits(model, ids, first) for (ids, first), _ in self.answers)
+            answer = bits / sum(nbytes for _, nbytes in self.answers)
+        replies = greedy_replies(model, self.prompt_ids, self.eos_ids, s.max_new_tokens, s.batch_size, self.pad_id)
+        texts = [self.tokenizer.decode(_content(r.tokens, self.eos_ids), skip_special_tokens=True) for r in replies]
+        found = self.identifier.identify(texts)
+        n = len(replies)
+        return {
+            "bits_per_byte": text_bpb,
+            "reference_bits_per_byte": reference,
+            "fidelity": sum(code == self.identifier.language for code in found) / n,
+            "line_fidelity": self.identifier.line_share(texts),
+            "stops": sum(r.stopped for r in replies) / n,
+            "answer_bits_per_byte": answer,
+            "replies": [
+                {"id": p.id, "text": t, "tokens": len(r.tokens), "stopped": r.stopped, "language": code}
+                for p, r, t, code in zip(inputs.prompts, replies, texts, found)
+            ],  # fmt: skip
+            "seconds": time.perf_counter() - t0,
+        }
+
+
+def _content(tokens, eos_ids) -> list[int]:
+    return list(tokens[:-1] if tokens and tokens[-1] in eos_ids else tokens)
