@@ -11,6 +11,8 @@ hangul decide at once; a Latin-script sentence needs its rivals to be few), and 
 
 from __future__ import annotations
 
+import functools
+
 from ..errors import ChatvecError, InputError
 
 # ISO 639-1: the major languages of the web and of chat data (English first: what a chat vector drifts into)
@@ -67,9 +69,7 @@ class LanguageIdentifier:
         if len(self.candidates) < 2:
             raise ChatvecError(f"language identification among {self.candidates} alone would call every text "
                                f"{self.language}; give at least one other candidate language")  # fmt: skip
-        lingua, known = _lingua(), known_languages()
-        builder = lingua.LanguageDetectorBuilder.from_languages(*(known[c] for c in self.candidates))
-        self._detector = builder.with_preloaded_language_models().build()
+        self._detector = _detector(self.candidates)
 
     def identify(self, texts: list[str]) -> list[str]:
         """Each text's ISO 639-1 code, or "" where there is nothing to identify (no letters)."""
@@ -84,6 +84,15 @@ class LanguageIdentifier:
     def line_share(self, texts: list[str]) -> float:
         """The share of the texts' non-empty lines identified as the language; 0.0 when there are none."""
         return self.share(lines(texts))
+
+
+@functools.lru_cache(maxsize=2)
+def _detector(candidates: tuple[str, ...]):
+    # one per candidate set: the merged model's and the chat model's Evaluators share it (the 21 default
+    # languages' models take 480 MB and 4-9 s to load)
+    lingua, known = _lingua(), known_languages()
+    builder = lingua.LanguageDetectorBuilder.from_languages(*(known[c] for c in candidates))
+    return builder.with_preloaded_language_models().build()
 
 
 def lines(texts: list[str]) -> list[str]:
