@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -19,70 +16,16 @@ import chatvec_fast
 from chatvec_fast import faults
 from chatvec_fast.tuning import pick
 
-TEXT = " ".join(["the model can merge what the chat vector is about, and then it will be like that"] * 400)
+# 2,124 tokens of the tiny triple's tokenizer: just over one window of its 2,048-token context
+TEXT = " ".join(["the model can merge what the chat vector is about, and then it will be like that"] * 118)
 
 
 @pytest.fixture
-def metrics(monkeypatch):
-    """The evaluation's modules, as a stand-in that computes figures from the weights (deterministic)."""
+def metrics():
+    """The evaluation's Evaluator (the tests wrap its evaluate to see the model it is given)."""
+    pytest.importorskip("lingua", reason="tune's language identification: pip install 'chatvec-fast[tune]'")
+    from chatvec_fast.tuning.evaluate import Evaluator
 
-    @dataclass(frozen=True)
-    class Prompt:
-        id: str
-        messages: tuple
-        answer: str | None
-
-    @dataclass(frozen=True)
-    class EvalSettings:
-        language: str
-        max_new_tokens: int = 256
-        batch_size: int = 8
-        window: int | None = None
-        stride: int | None = None
-
-    @dataclass(frozen=True)
-    class EvalInputs:
-        text: str
-        reference_text: str | None
-        prompts: tuple
-
-    def read_prompts(path):
-        out = []
-        for i, line in enumerate(open(path, encoding="utf-8")):
-            d = json.loads(line)
-            out.append(Prompt(str(i), ({"role": "user", "content": d["prompt"]},), d.get("answer")))
-        return out
-
-    def check_language(code):
-        if code not in ("zh", "en", "de"):
-            raise chatvec_fast.ChatvecError(f"--language {code!r}: unknown")
-        return code
-
-    def check_eval_inputs(tokenizer, inputs, settings, window):
-        if not tokenizer.chat_template:
-            raise chatvec_fast.ChatvecError("the tokenizer has no chat template")
-
-    class Evaluator:
-        def __init__(self, tokenizer, inputs, settings, eos_ids):
-            self.ids = tokenizer(inputs.text[:200], return_tensors="pt").input_ids
-
-        def evaluate(self, model):
-            with torch.no_grad():
-                logits = model(self.ids).logits.double()
-            loss = torch.nn.functional.cross_entropy(logits[0, :-1], self.ids[0, 1:]).item()
-            w = model.lm_head.weight.double()
-            return {"bits_per_byte": loss, "reference_bits_per_byte": None, "fidelity": float(w[0, 0] > 0),
-                    "line_fidelity": 0.5, "stops": float(abs(w).mean()), "answer_bits_per_byte": None,
-                    "replies": [{"id": "0", "text": "x", "tokens": 1, "stopped": True, "language": "en"}],
-                    "seconds": 0.01}  # fmt: skip
-
-    for name, names in (("prompts", {"Prompt": Prompt, "read_prompts": read_prompts}),
-                        ("language", {"check_language": check_language}),
-                        ("evaluate", {"EvalSettings": EvalSettings, "EvalInputs": EvalInputs, "Evaluator": Evaluator,
-                                      "check_eval_inputs": check_eval_inputs})):  # fmt: skip
-        module = types.ModuleType(f"chatvec_fast.tuning.{name}")
-        module.__dict__.update(names)
-        monkeypatch.setitem(sys.modules, module.__name__, module)
     return Evaluator
 
 
@@ -95,7 +38,19 @@ def files(tmp_path):
     return {"text": str(text), "prompts": str(prompts), "language": "zh"}
 
 
+@pytest.fixture
+def known(tmp_path, metrics):
+    """The known-answer triple (testing/known_answer.py: a 64-token context, replies of 18 tokens at most) and
+    its evaluation files."""
+    from chatvec_fast.testing.known_answer import write_known_answer_triple
+
+    found = write_known_answer_triple(str(tmp_path / "known"))
+    files = {"text": found["text_path"], "prompts": found["prompts_path"], "language": found["language"]}
+    return found, found["paths"], files
+
+
 def tune(paths, out, alphas, files, **options):
+    options.setdefault("max_new_tokens", 4)  # replies of a random tiny model: a few tokens say enough here
     return chatvec_fast.tune(paths["base"], paths["chat"], paths["cp"], str(out), alphas, **files, **options)
 
 
@@ -146,9 +101,9 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
         assert (tmp_path / "t" / "model" / name).read_bytes() == (tmp_path / "m0" / name).read_bytes(), name
 
 
-def test_write_best_is_the_merge_and_two_runs_record_the_same(triple, tmp_path, files, metrics):
-    paths = triple()
-    options = {"pick": "bits-per-byte", "dtype": "f32", "special_tokens_from": "chat"}
+def test_write_best_is_the_merge_and_two_runs_record_the_same(tmp_path, known):
+    _, paths, files = known
+    options = {"pick": "bits-per-byte", "dtype": "bf16", "special_tokens_from": "chat"}
     first = tune(paths, tmp_path / "a", "0:1:0.5", files, write_best=str(tmp_path / "best"), **options)
     second = tune(paths, tmp_path / "b", "0:1:0.5", files, **options)
     assert first.alpha == second.alpha is not None
@@ -160,15 +115,15 @@ def test_write_best_is_the_merge_and_two_runs_record_the_same(triple, tmp_path, 
     assert a == b
     assert a["complete"] and a["recommendation"]["rule"] == "bits-per-byte"
     chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "merged"), alpha=first.alpha,
-                       dtype="f32", special_tokens_from="chat")  # fmt: skip
+                       dtype="bf16", special_tokens_from="chat")  # fmt: skip
     names = sorted(os.listdir(tmp_path / "merged"))
     assert sorted(os.listdir(tmp_path / "best")) == names
     for name in names:  # the same bytes, the report and model card (which record the command) included
         assert (tmp_path / "best" / name).read_bytes() == (tmp_path / "merged" / name).read_bytes(), name
 
 
-def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(triple, tmp_path, files, metrics):
-    paths = triple()
+def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(tmp_path, known):
+    _, paths, files = known
     out = tmp_path / "t"
     alphas = [0.25, 0.5, 0.75, 1.0]
 
@@ -187,7 +142,9 @@ def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(triple, tmp_path,
 
     with pytest.raises(chatvec_fast.ChatvecError, match=r"is not empty; pass resume"):
         tune(paths, out, alphas, files)
-    with pytest.raises(chatvec_fast.ChatvecError, match=r"other options or inputs \(options.max_new_tokens: 256 then"):
+    with pytest.raises(
+        chatvec_fast.ChatvecError, match=r"other options or inputs \(options.max_new_tokens: 4 then, 9 now"
+    ):
         tune(paths, out, alphas, files, resume=True, max_new_tokens=9)
     assert json.loads((out / "results.json").read_text()) == kept  # a refused resume changes nothing
 
@@ -200,13 +157,14 @@ def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(triple, tmp_path,
     assert resumed.document["complete"] and "chat" in resumed.references
 
 
-def test_bad_input_is_refused_before_any_work(triple, tmp_path, files, metrics):
-    paths = triple()
+def test_bad_input_is_refused_before_any_work(tmp_path, known):
+    _, paths, files = known
     out = tmp_path / "t"
     cases = [
         ({"pick": "best"}, ValueError, "pick 'best': expected one of fidelity-stops"),
         ({"max_bpb_increase": -1}, ValueError, "max_bpb_increase -1"),
         ({"max_new_tokens": 0}, ValueError, "max_new_tokens 0"),
+        ({"max_new_tokens": 60}, chatvec_fast.ChatvecError, "would run past the model's context"),
         ({"device": "gpu"}, ValueError, "device 'gpu'"),
         ({"vocab_mismatch": "rows"}, ValueError, "vocab_mismatch 'rows'"),  # merge's options, checked as merge does
         ({"alpha_for": ["x=half"]}, ValueError, "alpha_for 'x=half'"),
@@ -219,7 +177,7 @@ def test_bad_input_is_refused_before_any_work(triple, tmp_path, files, metrics):
         assert not out.exists(), options
     with pytest.raises(TypeError, match="did you mean max_new_tokens"):
         tune(paths, out, [0.5], files, max_new_token=3)
-    with pytest.raises(chatvec_fast.ChatvecError, match="--language 'xx'"):
+    with pytest.raises(chatvec_fast.ChatvecError, match="--language 'xx': not a language"):
         tune(paths, out, [0.5], {**files, "language": "xx"})
     with pytest.raises(chatvec_fast.ChatvecError, match="no such file"):
         tune(paths, out, [0.5], {**files, "text": str(tmp_path / "missing.txt")})
@@ -277,3 +235,35 @@ def test_the_rules_pick_as_stated():
     from chatvec_fast.settings import PICK_RULES
 
     assert PICK_RULES == pick.RULES
+
+
+def test_the_known_answer_from_the_command_line(tmp_path, known):
+    """The constructed triple: fidelity falls, stops rise, bits per byte rise with alpha, as built; the command
+    recommends what the rule picks on those numbers, and writes it."""
+    expect, paths, files = known
+    out, best = tmp_path / "t", tmp_path / "best"
+    evaluation = ["--text", files["text"], "--prompts", files["prompts"], "--language", "zh", "--max-new-tokens",
+                  expect["max_new_tokens"]]  # fmt: skip
+    r = cli("tune", *model_args(paths), "--alphas", "0:1:0.1", *evaluation, "--out", out, "--write-best", best)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    rows = {row["alpha"]: row for row in doc["rows"]}
+    assert sorted(rows) == sorted(expect["expected"])
+    for alpha, want in expect["expected"].items():
+        got = rows[alpha]
+        assert (got["fidelity"], got["line_fidelity"], got["stops"]) == (want["fidelity"], want["line_fidelity"],
+                                                                         want["stops"]), alpha  # fmt: skip
+        assert got["bits_per_byte"] == pytest.approx(want["bits_per_byte"], rel=expect["tolerance"]), alpha
+        assert {reply["text"] for reply in got["replies"]} == {want["reply"]}, alpha
+    ordered = [rows[a] for a in sorted(rows)]
+    assert all(a["fidelity"] >= b["fidelity"] and a["stops"] <= b["stops"] for a, b in zip(ordered, ordered[1:]))
+    assert all(a["bits_per_byte"] < b["bits_per_byte"] for a, b in zip(ordered, ordered[1:]))
+    assert doc["references"]["cp"]["bits_per_byte"] == rows[0.0]["bits_per_byte"]
+    assert doc["recommendation"]["alpha"] == expect["recommended"] == 0.5
+    table = (out / "results.md").read_text()
+    assert "**Recommended alpha: 0.5**" in table and doc["recommendation"]["statement"] in table
+    assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = [line for line in r.stderr.splitlines() if line.startswith("tune: ") and "ETA" in line]
+    assert len(lines) == len(rows) + 1, r.stderr  # one per alpha (cp's row is alpha 0's) and the chat model's
+    assert "recommended alpha 0.5" in r.stdout
+    assert json.loads((best / "chatvec_report.json").read_text())["alpha"] == 0.5

@@ -130,10 +130,9 @@ def _document(job: TuneJob, held, model_dir: str, evaluation: dict) -> dict:
     }
 
 
-def _row(alpha, figures: dict, merge_seconds: float, seconds: float) -> dict:
-    row = {"alpha": alpha, **{k: v for k, v in figures.items() if k != "seconds"}}
-    row["seconds"] = {"merge": merge_seconds, "evaluate": figures.get("seconds", seconds)}
-    return row
+def _row(alpha, figures: dict, seconds: dict) -> dict:
+    """A row of results.json: the alpha, the Evaluator's figures and replies, the seconds of each step."""
+    return {"alpha": alpha, **{k: v for k, v in figures.items() if k != "seconds"}, "seconds": seconds}
 
 
 def _sweep(job: TuneJob, held, model_dir: str, evaluation: dict, document: dict):
@@ -157,7 +156,8 @@ def _sweep(job: TuneJob, held, model_dir: str, evaluation: dict, document: dict)
             t0 = time.perf_counter()
             held.apply(model, alpha)
             t1 = time.perf_counter()
-            row = _row(alpha, evaluation["merged"].evaluate(model), t1 - t0, time.perf_counter() - t1)
+            figures = evaluation["merged"].evaluate(model)
+            row = _row(alpha, figures, {"merge": t1 - t0, "evaluate": time.perf_counter() - t1})
             if "cp" not in document["references"] and alpha == 0.0:
                 document["references"]["cp"] = row
             if alpha in todo:
@@ -172,8 +172,9 @@ def _sweep(job: TuneJob, held, model_dir: str, evaluation: dict, document: dict)
         t0 = time.perf_counter()
         model = load_chat(held.job.inputs["chat"], s.device)
         t1 = time.perf_counter()
-        document["references"]["chat"] = _row(None, evaluation["chat"].evaluate(model), t1 - t0,
-                                              time.perf_counter() - t1)  # fmt: skip
+        figures = evaluation["chat"].evaluate(model)
+        seconds = {"load": t1 - t0, "evaluate": time.perf_counter() - t1}
+        document["references"]["chat"] = _row(None, figures, seconds)
         del model
         _save(out, document)
         clock.step("the chat model", document["references"]["chat"])
@@ -224,7 +225,8 @@ class _Eta:
         elapsed = time.monotonic() - self.start
         eta = elapsed / self.done * max(self.steps - self.done, 0)
         seconds = row["seconds"]
-        self.stream.write(f"tune: {what} ({self.done}/{self.steps}): merged {seconds['merge']:.2f} s, evaluated "
+        made = f"merged {seconds['merge']:.2f} s" if "merge" in seconds else f"loaded {seconds['load']:.2f} s"
+        self.stream.write(f"tune: {what} ({self.done}/{self.steps}): {made}, evaluated "
                           f"{seconds['evaluate']:.2f} s | fidelity {row['fidelity']:.3f}, stops {row['stops']:.3f}, "
                           f"bits/byte {row['bits_per_byte']:.4f} | ETA {eta:.0f} s\n")  # fmt: skip
         self.stream.flush()
