@@ -26,8 +26,8 @@ def windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
     >>> windows(10, 4, 2)
     [(0, 1), (2, 4), (4, 6), (6, 8)]
     """
-    if not 0 < stride <= window:
-        raise ValueError(f"stride {stride} must be in 1..window ({window})")
+    if not 0 < stride < window:  # stride == window would leave each window's first target without context
+        raise ValueError(f"stride {stride} must be in 1..window - 1 ({window - 1})")
     if n <= window:
         return [(0, 1)]
     out, start, first = [], 0, 1
@@ -70,7 +70,8 @@ def token_bits(model, ids: list[int], window: int, stride: int, batch_size: int 
             batch = torch.stack([all_ids[s : s + width] for s, _ in group]).to(device)
             logits = model(input_ids=batch).logits
             for row, (start, first) in enumerate(group):
-                # position p predicts token p + 1: targets first .. start + width - 1 are positions first - 1 - start ..
+                # position p predicts token p + 1: targets first .. start + width - 1 come from positions
+                # first - 1 - start .. width - 2 of the window
                 lo = first - 1 - start
                 log_p = logits[row, lo : width - 1].float().log_softmax(-1)
                 targets = batch[row, lo + 1 : width]

@@ -57,8 +57,9 @@ def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, win
         raise InputError(f"max_new_tokens {settings.max_new_tokens} and batch_size {settings.batch_size} must be at "
                          "least 1")  # fmt: skip
     window, stride = _window(settings, window)
-    if not 0 < stride <= window:
-        raise InputError(f"stride {stride} must be between 1 and the window ({window} tokens)")
+    if not 0 < stride < window:
+        raise InputError(f"stride {stride} must be between 1 and the window ({window} tokens) less one, so that "
+                         "every window's first scored token has context in it")  # fmt: skip
     for what, text in (("--text", inputs.text), ("--reference-text", inputs.reference_text)):
         if text is None:
             continue
