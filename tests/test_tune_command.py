@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+import transformers
 from conftest import assert_one_line_error, cli, model_args
 from safetensors.torch import load_file
 
@@ -16,6 +17,7 @@ import chatvec_fast
 from chatvec_fast import faults
 from chatvec_fast.tuning import pick
 
+IDS = torch.tensor([[1, 5, 9, 42, 300, 7]])
 # 2,124 tokens of the tiny triple's tokenizer: just over one window of its 2,048-token context
 TEXT = " ".join(["the model can merge what the chat vector is about, and then it will be like that"] * 118)
 
@@ -77,6 +79,8 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
 
     def snapshot(self, model):
         seen[len(seen)] = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            seen[len(seen) - 1]["logits"] = model(IDS).logits  # buffers too (rotary frequencies): the same logits
         return evaluate(self, model)
 
     monkeypatch.setattr(metrics, "evaluate", snapshot)
@@ -93,6 +97,9 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
         for name, tensor in merged.items():
             got = seen[k][name]
             assert got.dtype == tensor.dtype and torch.equal(got.view(torch.int16), tensor.view(torch.int16)), name
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16).eval()
+        with torch.no_grad():
+            assert torch.equal(loaded(IDS).logits, seen[k]["logits"]), alpha
     model_files = sorted(os.listdir(tmp_path / "t" / "model"))
     merged_files = sorted(n for n in os.listdir(tmp_path / "m0")
                           if not n.startswith(("model", "chatvec", "README")))  # fmt: skip

@@ -184,7 +184,6 @@ def _sweep(job: TuneJob, held, model_dir: str, evaluation: dict, document: dict)
     from .plot import plot
 
     plot(out, document)
-    _say(s, res.TuneResults(out, document).summary())
 
 
 def _update(document: dict, s):
@@ -225,7 +224,7 @@ class _Eta:
         elapsed = time.monotonic() - self.start
         eta = elapsed / self.done * max(self.steps - self.done, 0)
         seconds = row["seconds"]
-        made = f"merged {seconds['merge']:.2f} s" if "merge" in seconds else f"loaded {seconds['load']:.2f} s"
+        made = f"merged {seconds['merge']:.3f} s" if "merge" in seconds else f"loaded {seconds['load']:.3f} s"
         self.stream.write(f"tune: {what} ({self.done}/{self.steps}): {made}, evaluated "
                           f"{seconds['evaluate']:.2f} s | fidelity {row['fidelity']:.3f}, stops {row['stops']:.3f}, "
                           f"bits/byte {row['bits_per_byte']:.4f} | ETA {eta:.0f} s\n")  # fmt: skip

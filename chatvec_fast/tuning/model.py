@@ -95,9 +95,22 @@ def build_model(model_dir: str, plan, device: str):
     from ..memory.sink import torch_dtype
 
     config = transformers.AutoConfig.from_pretrained(model_dir)
-    with torch.device(device):
+    with torch.device(device), _no_init_weights():
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype(main_dtype(plan)))
     return model.eval()
+
+
+def _no_init_weights():
+    """transformers' own switch for a model whose parameters are all written next (HeldMerge checks that every
+    one is): random initialization costs more than the first switch. Buffers (rotary frequencies) are made as
+    usual. A transformers without it initializes."""
+    import contextlib
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def load_chat(chat_dir: str, device: str):
