@@ -61,6 +61,7 @@ def test_every_alpha_measures_as_constructed(known, rows):
             assert row[key] == want[key], (alpha, key)
         # float32 logits and log_softmax against the float64 bigram table: 3e-7 relative measured
         assert row["bits_per_byte"] == pytest.approx(want["bits_per_byte"], rel=known["tolerance"]), alpha
+        assert row["answer_bits_per_byte"] == pytest.approx(want["answer_bits_per_byte"], rel=known["tolerance"])
         # 中文。: nine byte tokens and eos; hello world: "▁hello", "▁world" and eos
         tokens = 10 if want["reply"] == "中文。" else 3 if want["stopped"] else known["max_new_tokens"]
         assert {r["tokens"] for r in row["replies"]} == {tokens}, alpha
@@ -80,6 +81,11 @@ def test_default_rule_recommends_the_alpha_computed_by_hand(known, rows):
     measured = [rows[a] for a in ALPHAS]
     chosen = recommend(measured, rows[0.0], "fidelity-stops", known["max_bpb_increase"])
     assert chosen["alpha"] == known["recommended"] == 0.5
+    # the other rules: the lowest answer bits per byte (0.6), the highest fidelity and lowest bits per byte
+    # on --text (cp's own alpha 0)
+    for rule, alpha in (("answer", 0.6), ("fidelity", 0.0), ("bits-per-byte", 0.0)):
+        assert recommend(measured, rows[0.0], rule, known["max_bpb_increase"])["alpha"] == alpha, rule
+        assert known["recommended_by"][rule] == alpha, rule
 
 
 def test_reference_rows_cp_and_chat_alone(known, rows):

@@ -24,8 +24,10 @@ writes it. So with the ALPHAS 0.0 ... 1.0:
     alpha >= 0.8: "hello world" then eos: fidelity 0, stops 1
 and the bits per byte of TEXT ("中文" repeated, no 。) rise with alpha through the "▁hello" pull, past cp's
 +5% between 0.5 and 0.6, so the default rule (the highest fidelity x stops among alphas within 5% of cp's bits
-per byte; the lower alpha among equals) recommends 0.5. The bits per byte are computed here in float64 from
-the stored weights and the merge formula (rounded to float32 once, as the merge does).
+per byte; the lower alpha among equals) recommends 0.5. Every prompt's reference answer is "中文。": its bits
+per byte fall while eos after 。 gains and rise once English wins the reply's start (1.35 at alpha 0, 0.35 at
+0.6, 1.26 at 1.0), so --pick answer recommends 0.6. The bits per byte are computed here in float64 from the
+stored weights and the merge formula (rounded to float32 once, as the merge does).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ MAX_NEW_TOKENS = 18  # two of cp's "中文。" cycles (9 byte tokens each)
 HELLO_PULL = 10.5  # D's "▁hello" logit after 中文's bytes: cp's bits per byte +2.2% at alpha 0.5, +6.3% at 0.6
 TEXT = "中文" * 60  # 360 bytes, 362 tokens with <s> and the leading "▁": six windows of 64 at stride 32
 PROMPTS = ("hello", "what is the model", "tell me about the chat vector")
+ANSWER = "中文。"  # every prompt's reference answer: cheapest where the reply is 中文。 and eos (middle alphas)
 LANGUAGE = "zh"
 MAX_BPB_INCREASE = 0.05
 
@@ -166,6 +169,22 @@ def bigram_bits_per_byte(alpha: float, ids: list[int], text: str, seed: int = 0)
     return bits / len(text.encode("utf-8"))
 
 
+def _chatml(user: str) -> str:
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _answer_bits_per_byte(alpha: float, tokenizer, seed: int) -> float:
+    """All prompts' ANSWER (and the turn's end, <|im_end|>) given the prompt, over the answers' bytes; ChatML
+    rendered here by hand. Only the prompt's last token (its "\n") conditions the answer in a bigram."""
+    bits = 0.0
+    for user in PROMPTS:
+        head = tokenizer(_chatml(user), add_special_tokens=False).input_ids
+        ids = tokenizer(_chatml(user) + ANSWER + CHATML[1], add_special_tokens=False).input_ids
+        assert ids[: len(head)] == head
+        bits += bigram_bits_per_byte(alpha, ids[len(head) - 1 :], ANSWER, seed) * len(ANSWER.encode("utf-8"))
+    return bits / (len(PROMPTS) * len(ANSWER.encode("utf-8")))
+
+
 def _reply(alpha: float) -> tuple[str, bool]:
     if alpha >= 0.75:
         return "hello world", True
@@ -178,7 +197,9 @@ def write_known_answer_triple(directory: str, alphas=ALPHAS, seed: int = 0) -> d
 
     {"paths": {role: dir}, "text", "text_path", "prompts", "prompts_path", "language", "window",
      "max_new_tokens", "max_bpb_increase", "expected": {alpha: {"fidelity", "line_fidelity", "stops",
-     "bits_per_byte", "reply", "stopped"}}, "recommended": alpha, "tolerance": relative, on bits per byte}
+     "bits_per_byte", "answer_bits_per_byte", "reply", "stopped"}}, "recommended": alpha (the default rule),
+     "recommended_by": {rule: alpha} (--pick answer, fidelity, bits-per-byte), "tolerance": relative, on bits
+     per byte}
 
     >>> known = write_known_answer_triple(str(tmp_path))   # doctest: +SKIP
     >>> known["expected"][0.5]["reply"], known["recommended"]   # doctest: +SKIP
@@ -192,22 +213,27 @@ def write_known_answer_triple(directory: str, alphas=ALPHAS, seed: int = 0) -> d
     text_path, prompts_path = os.path.join(directory, "text.txt"), os.path.join(directory, "prompts.jsonl")
     with open(text_path, "w", encoding="utf-8") as fh:
         fh.write(TEXT)
-    prompts = [{"prompt": p} for p in PROMPTS]
+    prompts = [{"prompt": p, "answer": ANSWER} for p in PROMPTS]
     with open(prompts_path, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(p) + "\n" for p in prompts)
-    ids = AutoTokenizer.from_pretrained(paths["cp"])(TEXT).input_ids
+    tokenizer = AutoTokenizer.from_pretrained(paths["cp"])
+    ids = tokenizer(TEXT).input_ids
     expected = {}
     for alpha in alphas:
         reply, stopped = _reply(alpha)
         fidelity = 1.0 if "中" in reply else 0.0
         expected[alpha] = {"fidelity": fidelity, "line_fidelity": fidelity, "stops": float(stopped),
                            "bits_per_byte": bigram_bits_per_byte(alpha, ids, TEXT, seed), "reply": reply,
-                           "stopped": stopped}  # fmt: skip
+                           "stopped": stopped,
+                           "answer_bits_per_byte": _answer_bits_per_byte(alpha, tokenizer, seed)}  # fmt: skip
     cp_bpb = bigram_bits_per_byte(0.0, ids, TEXT, seed)
     within = [a for a in alphas if expected[a]["bits_per_byte"] <= cp_bpb * (1 + MAX_BPB_INCREASE)]
     score = {a: expected[a]["fidelity"] * expected[a]["stops"] for a in within}
     best = max(score.values())
+    lowest = lambda key, sign=1: min(alphas, key=lambda a: (sign * expected[a][key], a))  # noqa: E731 - ties: lower alpha
     return {"paths": paths, "text": TEXT, "text_path": text_path, "prompts": prompts, "prompts_path": prompts_path,
             "language": LANGUAGE, "window": WINDOW, "max_new_tokens": MAX_NEW_TOKENS,
             "max_bpb_increase": MAX_BPB_INCREASE, "cp_bits_per_byte": cp_bpb, "expected": expected,
-            "recommended": min(a for a in within if score[a] == best), "tolerance": 1e-5}  # fmt: skip
+            "recommended": min(a for a in within if score[a] == best), "tolerance": 1e-5,
+            "recommended_by": {"answer": lowest("answer_bits_per_byte"), "fidelity": lowest("fidelity", -1),
+                               "bits-per-byte": lowest("bits_per_byte")}}  # fmt: skip
