@@ -274,3 +274,22 @@ def test_the_known_answer_from_the_command_line(tmp_path, known):
     assert len(lines) == len(rows) + 1, r.stderr  # one per alpha (cp's row is alpha 0's) and the chat model's
     assert "recommended alpha 0.5" in r.stdout
     assert json.loads((best / "chatvec_report.json").read_text())["alpha"] == 0.5
+
+
+def test_a_failure_mid_run_from_the_command_line_is_resumed(tmp_path, known):
+    """A failure after the second alpha (CHATVEC_FAULT at the 'tuned' point): one error line and a note naming
+    what is kept; the same command with --resume finishes the rest."""
+    expect, paths, files = known
+    out = tmp_path / "t"
+    evaluation = ["--text", files["text"], "--prompts", files["prompts"], "--language", "zh"]
+    args = ["tune", *model_args(paths), "--alphas", "0.2,0.5,0.8", *evaluation, "--max-new-tokens",
+            expect["max_new_tokens"], "--out", out]  # fmt: skip
+    r = cli(*args, "--quiet", env={"CHATVEC_FAULT": "tuned#3"})  # cp's row, 0.2, then 0.5 fails after its save
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "error: injected failure at tuned" in r.stderr
+    assert f"note: {out}/results.json keeps the 2 finished alphas; run the same command with --resume" in r.stderr
+    r = cli(*args, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert [row["alpha"] for row in doc["rows"]] == [0.2, 0.5, 0.8] and doc["complete"]
+    assert "recommended alpha 0.5" in r.stdout
