@@ -87,6 +87,16 @@ def test_bits_per_byte_equals_a_plain_loop_over_the_logits(model, tokenizer, win
     assert 1.0 < got < 20.0  # a random model: far from 0 and from log2(512) per token spread over ~5 bytes
 
 
+def test_bits_per_byte_in_row_chunks(model, tokenizer, monkeypatch):
+    # log_softmax runs ROWS positions at a time (1024 for real models); 7 splits every window here
+    from chatvec_fast.tuning import bits
+
+    monkeypatch.setattr(bits, "ROWS", 7)
+    got = bits_per_byte(model, tokenizer, TEXT, 24, 10, 2)
+    want = plain_bits(model, text_ids(tokenizer, TEXT), 24, 10) / len(TEXT.encode("utf-8"))
+    assert got == pytest.approx(want, rel=1e-6)
+
+
 def test_bits_per_byte_depends_on_the_context(model, tokenizer):
     assert bits_per_byte(model, tokenizer, TEXT, 40, 20) != pytest.approx(bits_per_byte(model, tokenizer, TEXT, 8, 4))
 

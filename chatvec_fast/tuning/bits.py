@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 
-LOGITS_BUDGET = 1 << 27  # float32 logits per forward: 512 MiB (a 2048-token window of a 32000-token vocabulary
-#                          is 6.6e7 elements, so two such windows share a forward)
+LOGITS_BUDGET = 1 << 27  # logits elements per forward (256 MiB in bf16): a 2048-token window of a 32000-token
+#                          vocabulary is 6.6e7, so two such windows share a forward
+ROWS = 1024  # positions a float32 log_softmax takes at once: 620 MB for a 152k vocabulary (a whole 32k-token
+#              window's would take 20 GB beside its logits)
 LN2 = math.log(2.0)
 
 
@@ -49,6 +51,15 @@ def text_ids(tokenizer, text: str) -> list[int]:
     return ids
 
 
+def _bits(logits, targets) -> float:
+    """-sum log2 softmax(logits)[targets] over rows; float32 log_softmax, ROWS rows at a time, float64 sum."""
+    total = 0.0
+    for k in range(0, len(targets), ROWS):
+        log_p = logits[k : k + ROWS].float().log_softmax(-1)
+        total -= log_p.gather(-1, targets[k : k + ROWS, None]).double().sum().item()
+    return total / LN2
+
+
 def model_device(model):
     return next(model.parameters()).device
 
@@ -73,10 +84,8 @@ def token_bits(model, ids: list[int], window: int, stride: int, batch_size: int 
                 # position p predicts token p + 1: targets first .. start + width - 1 come from positions
                 # first - 1 - start .. width - 2 of the window
                 lo = first - 1 - start
-                log_p = logits[row, lo : width - 1].float().log_softmax(-1)
-                targets = batch[row, lo + 1 : width]
-                total += -log_p.gather(-1, targets[:, None]).double().sum().item() / LN2
-                scored += len(targets)
+                total += _bits(logits[row, lo : width - 1], batch[row, lo + 1 : width])
+                scored += width - 1 - lo
     return total, scored
 
 
@@ -96,5 +105,4 @@ def continuation_bits(model, ids: list[int], first: int) -> float:
 
     with torch.no_grad():
         batch = torch.tensor([ids], dtype=torch.long, device=model_device(model))
-        log_p = model(input_ids=batch).logits[0, first - 1 : -1].float().log_softmax(-1)
-        return -log_p.gather(-1, batch[0, first:, None]).double().sum().item() / LN2
+        return _bits(model(input_ids=batch).logits[0, first - 1 : -1], batch[0, first:])
