@@ -262,11 +262,14 @@ def test_the_known_answer_from_the_command_line(tmp_path, known):
                                                                          want["stops"]), alpha  # fmt: skip
         assert got["bits_per_byte"] == pytest.approx(want["bits_per_byte"], rel=expect["tolerance"]), alpha
         assert {reply["text"] for reply in got["replies"]} == {want["reply"]}, alpha
+        assert got["answer_bits_per_byte"] == pytest.approx(want["answer_bits_per_byte"], rel=expect["tolerance"])
     ordered = [rows[a] for a in sorted(rows)]
     assert all(a["fidelity"] >= b["fidelity"] and a["stops"] <= b["stops"] for a, b in zip(ordered, ordered[1:]))
     assert all(a["bits_per_byte"] < b["bits_per_byte"] for a, b in zip(ordered, ordered[1:]))
     assert doc["references"]["cp"]["bits_per_byte"] == rows[0.0]["bits_per_byte"]
     assert doc["recommendation"]["alpha"] == expect["recommended"] == 0.5
+    for rule, want in expect["recommended_by"].items():  # the other rules, on the same measured rows
+        assert pick.recommend(doc["rows"], doc["references"]["cp"], rule, 0.05)["alpha"] == want, rule
     table = (out / "results.md").read_text()
     assert "**Recommended alpha: 0.5**" in table and doc["recommendation"]["statement"] in table
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
