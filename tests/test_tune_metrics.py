@@ -232,3 +232,15 @@ def test_bad_prompts_file_refused_naming_the_line(tmp_path, lines, message):
 def test_missing_prompts_file(tmp_path):
     with pytest.raises(InputError, match="cannot be read"):
         read_prompts(str(tmp_path / "none.jsonl"))
+
+
+def test_the_context_from_the_config_or_its_text_config():
+    from types import SimpleNamespace as Config
+
+    from chatvec_fast.tuning.evaluate import _context
+
+    assert _context(Config(max_position_embeddings=4096)) == 4096
+    assert _context(Config(text_config=Config(max_position_embeddings=8192))) == 8192  # multimodal configs
+    for config in (Config(), Config(max_position_embeddings=None, text_config=None), Config(max_position_embeddings=1)):
+        with pytest.raises(InputError, match="no usable max_position_embeddings"):
+            _context(config)

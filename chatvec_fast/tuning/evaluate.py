@@ -113,7 +113,7 @@ class Evaluator:
         """The figures (see the module's docstring) and every reply, for `model` (in eval mode; unchanged)."""
         t0 = time.perf_counter()
         s, inputs = self.settings, self.inputs
-        window, stride = _window(s, model.config.max_position_embeddings)
+        window, stride = _window(s, _context(model.config))
         text_bpb = bits_per_byte(model, self.tokenizer, inputs.text, window, stride, s.batch_size)
         reference = None
         if inputs.reference_text is not None:
@@ -139,6 +139,17 @@ class Evaluator:
             ],  # fmt: skip
             "seconds": time.perf_counter() - t0,
         }
+
+
+def _context(config) -> int:
+    """The model's context in tokens; a multimodal config keeps it in its text_config."""
+    found = getattr(config, "max_position_embeddings", None)
+    if found is None:
+        found = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    if not isinstance(found, int) or found < 2:
+        raise InputError(f"the model's config has no usable max_position_embeddings ({found!r}); the bits per byte "
+                         "are measured over windows of the model's context")  # fmt: skip
+    return found
 
 
 def _content(tokens, eos_ids) -> list[int]:
