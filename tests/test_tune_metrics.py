@@ -4,6 +4,7 @@ the prompts file and the evaluation's inputs refused with clear errors."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -134,7 +135,10 @@ def plain_greedy(model, prompt, eos, max_new):
     return tuple(ids[len(prompt) :])
 
 
-def test_greedy_batched_equals_one_by_one_and_a_plain_loop(model, tokenizer):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_batched_equals_one_by_one_and_a_plain_loop(model, tokenizer, dtype):
+    # bf16 too: padding changes the shapes of every matmul, and a bf16 near-tie could flip (none on the CPU)
+    model = copy.deepcopy(model).to(dtype)
     users = ("hello", "what is the model about, and the chat vector?", "so", "and then it will be")
     prompts = [tokenizer(chatml(u), add_special_tokens=False).input_ids for u in users]
     assert len({len(p) for p in prompts}) == 4  # padding differs in every row
