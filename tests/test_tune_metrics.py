@@ -248,3 +248,16 @@ def test_the_context_from_the_config_or_its_text_config():
     for config in (Config(), Config(max_position_embeddings=None, text_config=None), Config(max_position_embeddings=1)):
         with pytest.raises(InputError, match="no usable max_position_embeddings"):
             _context(config)
+
+
+def test_a_pad_token_past_the_embedding_is_not_used(model, tokenizer):
+    # a <pad> added to the tokenizer without resizing the embedding (id 512 of 512 rows): padding with it
+    # would index past the embedding; the evaluation pads with eos, which the model has a row for
+    padded = copy.deepcopy(tokenizer)
+    padded.add_special_tokens({"pad_token": "<pad>"})
+    assert padded.pad_token_id == VOCAB
+    prompts = tuple(read_prompts_from(["hello", "what is the model about"]))
+    settings = EvalSettings("en", max_new_tokens=3, batch_size=2)
+    got = Evaluator(padded, EvalInputs(TEXT, None, prompts), settings, (END,)).evaluate(model)
+    want = Evaluator(tokenizer, EvalInputs(TEXT, None, prompts), settings, (END,)).evaluate(model)
+    assert got.pop("seconds") >= 0 and want.pop("seconds") >= 0 and got == want

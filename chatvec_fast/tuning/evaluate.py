@@ -105,8 +105,9 @@ class Evaluator:
         self.prompt_ids = [prompt_ids(tokenizer, p.messages, _where(p)) for p in inputs.prompts]
         self.answers = [(answer_ids(tokenizer, p.messages, p.answer, self.eos_ids, _where(p)),
                          len(p.answer.encode("utf-8"))) for p in inputs.prompts if p.answer is not None]  # fmt: skip
-        pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else self.eos_ids[0]  # masked out: any id will do
+        # padding is masked out, so any id the embedding has will do: eos has a row (the model generates it);
+        # a tokenizer's <pad> may not (one added without resizing the embedding)
+        self.pad_id = self.eos_ids[0]
         self.identifier = LanguageIdentifier(settings.language)
 
     def evaluate(self, model) -> dict:
