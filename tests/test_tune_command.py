@@ -4,6 +4,7 @@ the same run); bad options and files are refused before any work; the recommenda
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -155,6 +156,13 @@ def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(tmp_path, known):
         tune(paths, out, alphas, files, resume=True, max_new_tokens=9)
     assert json.loads((out / "results.json").read_text()) == kept  # a refused resume changes nothing
 
+    fd = os.open(out, os.O_RDONLY)  # another tune holding --out
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(chatvec_fast.ChatvecError, match="another tune is writing"):
+            tune(paths, out, alphas, files, resume=True)
+    finally:
+        os.close(fd)
     evaluated = []
     with faults.hooked("tuned", lambda alpha: evaluated.append(alpha)):
         resumed = tune(paths, out, alphas, files, resume=True)
@@ -175,13 +183,16 @@ def test_bad_input_is_refused_before_any_work(tmp_path, known):
         ({"device": "gpu"}, ValueError, "device 'gpu'"),
         ({"vocab_mismatch": "rows"}, ValueError, "vocab_mismatch 'rows'"),  # merge's options, checked as merge does
         ({"alpha_for": ["x=half"]}, ValueError, "alpha_for 'x=half'"),
-        ({"pick": "answer"}, chatvec_fast.ChatvecError, 'has none; add "answer"'),
         ({"chat_template_from": "cp"}, chatvec_fast.ChatvecError, "no chat template"),
     ]
     for options, error, message in cases:
         with pytest.raises(error, match=message.replace("(", r"\(")):
             tune(paths, out, [0.5], files, **options)
         assert not out.exists(), options
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"prompt": "hello"}\n')
+    with pytest.raises(chatvec_fast.ChatvecError, match='has none; add "answer"'):
+        tune(paths, out, [0.5], {**files, "prompts": str(plain)}, pick="answer")
     with pytest.raises(TypeError, match="did you mean max_new_tokens"):
         tune(paths, out, [0.5], files, max_new_token=3)
     with pytest.raises(chatvec_fast.ChatvecError, match="--language 'xx': not a language"):

@@ -11,6 +11,8 @@ evaluation's files against the merged model's tokenizer and chat template (and t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import sys
@@ -18,6 +20,7 @@ import tempfile
 import time
 
 from .. import faults
+from ..errors import OutputError
 from ..job import Job
 from ..memory.options import MEMORY_OPTIONS
 from ..report import FORMULAS
@@ -43,9 +46,16 @@ def run_tune(job: TuneJob) -> res.TuneResults:
     check_outputs(job, held.job.inputs)
     created = not os.path.lexists(job.out)
     scratch = tempfile.mkdtemp(prefix="chatvec-tune-") if s.dry_run else None
+    if scratch is None:
+        os.makedirs(job.out, exist_ok=True)
+    with _locked(scratch or job.out):
+        return _run(job, held, created, scratch)
+
+
+def _run(job: TuneJob, held, created: bool, scratch: str | None) -> res.TuneResults:
+    s = job.settings
     try:
         target = scratch or job.out
-        os.makedirs(target, exist_ok=True)
         model_dir = write_model_files(held.plan, s.chat_template_from, s.tokenizer_from, target)
         evaluation = _evaluation(job, held, model_dir)
         document = _document(job, held, model_dir, evaluation)
@@ -207,6 +217,21 @@ def _write_best(job: TuneJob, document: dict):
     document["write_best"] = {"path": os.path.abspath(job.settings.write_best), "alpha": alpha}
     _save(job.out, document)
     _say(job.settings, report.summary())
+
+
+@contextlib.contextmanager
+def _locked(out: str):
+    """Holds an exclusive flock on --out (the directory itself: no lock file to leave behind) for the run, so a
+    second tune (a --resume started twice) cannot write the same results; the kernel releases it if killed."""
+    fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another tune is writing {out}; wait for it to finish or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class _Eta:
