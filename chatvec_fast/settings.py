@@ -222,4 +222,3 @@ def unknown_option(command: str, name: str) -> str:
     if elsewhere and not close:
         hint = f"; {name} is an option of {', '.join(elsewhere)}"
     return f"{command}() got an unexpected keyword argument {name!r}{hint} (its options: {', '.join(known)})"
-
