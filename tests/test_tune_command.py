@@ -111,7 +111,7 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
 
 def test_write_best_is_the_merge_and_two_runs_record_the_same(tmp_path, known):
     _, paths, files = known
-    options = {"pick": "bits-per-byte", "dtype": "bf16", "special_tokens_from": "chat"}
+    options = {"pick": "bits-per-byte", "dtype": "bf16", "special_tokens_from": "chat", "reference_text": files["text"]}
     first = tune(paths, tmp_path / "a", "0:1:0.5", files, write_best=str(tmp_path / "best"), **options)
     second = tune(paths, tmp_path / "b", "0:1:0.5", files, **options)
     assert first.alpha == second.alpha is not None
@@ -122,6 +122,9 @@ def test_write_best_is_the_merge_and_two_runs_record_the_same(tmp_path, known):
     b["options"].pop("write_best")
     assert a == b
     assert a["complete"] and a["recommendation"]["rule"] == "bits-per-byte"
+    for row in a["rows"]:  # the same file as --text and --reference-text: the same figure
+        assert row["reference_bits_per_byte"] == row["bits_per_byte"] is not None
+    assert a["inputs"]["reference_text"]["sha256"] == a["inputs"]["text"]["sha256"]
     chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "merged"), alpha=first.alpha,
                        dtype="bf16", special_tokens_from="chat")  # fmt: skip
     names = sorted(os.listdir(tmp_path / "merged"))
