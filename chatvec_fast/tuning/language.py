@@ -58,7 +58,7 @@ class LanguageIdentifier:
     loading the models takes seconds (about 4 s for the 21 default languages on one core).
 
     >>> ident = LanguageIdentifier("zh")
-    >>> ident.identify(["你好，我是一个助手。", "Hello, I am an assistant.", ""])
+    >>> ident.identify(["你好，我是一个助手。", "Of course, let me explain it in detail.", ""])
     ['zh', 'en', '']
     """
 
