@@ -1,6 +1,7 @@
 """Short chat replies for benchmarks/language_id.py, written for it: per language, one to four words (SHORT), one
 sentence (SENTENCES), a sentence with English terms and code in it (MIXED), and lines of formatted replies
-(LINES: list items, headings, kanji-heavy Japanese, short Russian)."""
+(LINES: list items, headings, kanji-heavy Japanese, short Russian), and DRIFT: English as a chat model writes
+it, the language a merge drifts into, written after lingua called "Hello, I am an assistant." Italian."""
 
 # ruff: noqa: E501 - data: one language a line group, as written
 # fmt: off
@@ -84,4 +85,14 @@ LINES = {
  "ko": ["1. **의존성 설치**: 다음 명령을 실행하세요.", "## 요약", "- 장점: 빠르고 메모리를 적게 사용", "주의: 운영 환경에서는 사용하지 마세요.", "두 번째 단계, 환경 변수 설정.", "**답**: 42", "이상이 전체 내용입니다.", "도움이 되었으면 좋겠어요!"],
  "ru": ["1. **Установка зависимостей**: выполните команду.", "## Итог", "- Плюсы: быстро и мало памяти", "Внимание: не используйте в продакшене.", "Второй шаг — настройка переменных окружения.", "**Ответ**: 42", "Вот и всё.", "Надеюсь, это поможет!"],
  "en": ["1. **Install the dependencies**: run the command below.", "## Summary", "- Pros: fast and light on memory", "Note: do not use this in production.", "Second, set the environment variables.", "**Answer**: 42", "That's all.", "Hope this helps!"],
+}
+
+# English replies of an assistant (greetings, refusals, openings): what fidelity must not count as the target
+DRIFT = {
+ "en": ["Hello, I am an assistant.", "I am an assistant.", "Hi! How can I help you today?", "Sure, here is the answer.",
+        "I'm sorry, but I can't help with that.", "Great question!", "Here is a summary of the text.", "Let me think about it.",
+        "As an AI language model, I don't have personal opinions.", "Yes, that is correct.", "No, that is not right.",
+        "Thanks for asking!", "Here are some ideas:", "I hope this helps.", "Certainly! Here you go.", "The answer is 42.",
+        "Please provide more details.", "I understand your concern.", "That depends on the context.", "Good morning!",
+        "You're welcome.", "Absolutely.", "In conclusion, both options work.", "Let's start with the basics."],
 }
