@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import InputError
-from .bits import bits_per_byte, continuation_bits, text_ids
+from .bits import continuation_bits, text_ids, token_bits
 from .generate import greedy_replies
 from .language import LanguageIdentifier
 from .prompts import Prompt
@@ -109,16 +109,23 @@ class Evaluator:
         # a tokenizer's <pad> may not (one added without resizing the embedding)
         self.pad_id = self.eos_ids[0]
         self.identifier = LanguageIdentifier(settings.language)
+        # tokenized once, not at every alpha (a 1 MB text takes about a second)
+        self.ids = {what: text_ids(tokenizer, getattr(inputs, what)) for what in ("text", "reference_text")
+                    if getattr(inputs, what) is not None}  # fmt: skip
+
+    def _bits_per_byte(self, model, what: str, window: int, stride: int) -> float:
+        bits, _ = token_bits(model, self.ids[what], window, stride, self.settings.batch_size)
+        return bits / len(getattr(self.inputs, what).encode("utf-8"))
 
     def evaluate(self, model) -> dict:
         """The figures (see the module's docstring) and every reply, for `model` (in eval mode; unchanged)."""
         t0 = time.perf_counter()
         s, inputs = self.settings, self.inputs
         window, stride = _window(s, _context(model.config))
-        text_bpb = bits_per_byte(model, self.tokenizer, inputs.text, window, stride, s.batch_size)
+        text_bpb = self._bits_per_byte(model, "text", window, stride)
         reference = None
         if inputs.reference_text is not None:
-            reference = bits_per_byte(model, self.tokenizer, inputs.reference_text, window, stride, s.batch_size)
+            reference = self._bits_per_byte(model, "reference_text", window, stride)
         answer = None
         if self.answers:
             bits = sum(continuation_bits(model, ids, first) for (ids, first), _ in self.answers)
