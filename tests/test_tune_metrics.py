@@ -233,6 +233,18 @@ def test_bad_prompts_file_refused_naming_the_line(tmp_path, lines, message):
     assert str(info.value).startswith(f"--prompts {path}")
 
 
+def test_hostile_prompts_files(tmp_path, monkeypatch):
+    path = write(tmp_path, ['{"prompt": "a"}', "[" * 100_000 + "]" * 100_000])
+    with pytest.raises(InputError, match="line 2: nested deeper than Python can decode"):
+        read_prompts(path)
+    from chatvec_fast.tuning import prompts
+
+    monkeypatch.setattr(prompts, "MAX_BYTES", 1000)  # the real cap is 64 MiB: a file of 1001 bytes stands in
+    path = write(tmp_path, [json.dumps({"prompt": "x" * 986})])  # 1000 bytes and a newline
+    with pytest.raises(InputError, match="1001 bytes, more than the 1000 a tune's prompts need"):
+        read_prompts(path)
+
+
 def test_missing_prompts_file(tmp_path):
     with pytest.raises(InputError, match="cannot be read"):
         read_prompts(str(tmp_path / "none.jsonl"))

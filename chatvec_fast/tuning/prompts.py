@@ -13,11 +13,13 @@ names the file, the line and the fix.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from ..errors import InputError
 
 ROLES = ("system", "user", "assistant")
+MAX_BYTES = 64 << 20  # 64 MiB: 100,000 prompts of 600 bytes; a tune generates a reply to each at every alpha
 KEYS = ("id", "prompt", "messages", "answer")
 
 
@@ -35,8 +37,12 @@ def read_prompts(path) -> list[Prompt]:
     [({'role': 'user', 'content': '你好'},)]
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_BYTES:
+                raise InputError(f"--prompts {path}: {size} bytes, more than the {MAX_BYTES} a tune's prompts need "
+                                 "(each is generated at every alpha); give a few hundred prompts")  # fmt: skip
+            lines = fh.read(MAX_BYTES + 1).decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise InputError(f"--prompts {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
                          "JSON Lines") from None  # fmt: skip
@@ -65,6 +71,9 @@ def _prompt(line: str, where: str, number: int) -> Prompt:
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object, "
                          'e.g. {"prompt": "..."}') from None  # fmt: skip
+    except RecursionError:  # json's decoder recurses once a level: a line of 100,000 "[" exhausts the stack
+        raise InputError(f'{where}: nested deeper than Python can decode; a line is {{"prompt": "..."}} or '
+                         '{"messages": [...]}, a few levels deep') from None  # fmt: skip
     if not isinstance(doc, dict):
         raise InputError(f'{where}: a JSON {type(doc).__name__}, expected an object such as {{"prompt": "..."}}')
     unknown = sorted(set(doc) - set(KEYS))
