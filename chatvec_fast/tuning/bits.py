@@ -45,7 +45,8 @@ def text_ids(tokenizer, text: str) -> list[int]:
     """The text's tokens as the model reads a document: with the tokenizer's bos in front where it has one (the
     first token is then scored too); without one (Qwen's tokenizers), the first token is context only and its
     bytes still count: bits per byte come out low by one token's share, 0.05% of a 2048-token text."""
-    ids = list(tokenizer(text, add_special_tokens=True).input_ids)
+    # verbose=False: transformers would warn that the text is longer than the model's context (windows read it)
+    ids = list(tokenizer(text, add_special_tokens=True, verbose=False).input_ids)
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
