@@ -55,7 +55,7 @@ def check_language(code: str) -> str:
 
 class LanguageIdentifier:
     """Identifies texts' languages among `language` and the candidates (default: CANDIDATES); built once, as
-    loading the models takes seconds (about 4 s for the 21 default languages on one core).
+    loading the models takes seconds (4-9 s for the 21 default languages on a busy 2-core machine).
 
     >>> ident = LanguageIdentifier("zh")
     >>> ident.identify(["你好，我是一个助手。", "Of course, let me explain it in detail.", ""])
