@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import types
 
 import pytest
 import torch
@@ -273,3 +274,40 @@ def test_a_pad_token_past_the_embedding_is_not_used(model, tokenizer):
     got = Evaluator(padded, EvalInputs(TEXT, None, prompts), settings, (END,)).evaluate(model)
     want = Evaluator(tokenizer, EvalInputs(TEXT, None, prompts), settings, (END,)).evaluate(model)
     assert got.pop("seconds") >= 0 and want.pop("seconds") >= 0 and got == want
+
+
+class MergingTokenizer:
+    """Characters as ids, except that "\\nA" is one token (id 1000): a merge across the end of the
+    generation prompt, as byte-level BPE makes of some template/answer boundaries."""
+
+    chat_template = "ChatML"
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        text = "".join(f"<{m['role']}>\n{m['content']}\n" for m in messages)
+        return text + ("<assistant>\n" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens):
+        ids, k = [], 0
+        while k < len(text):
+            if text.startswith("\nA", k):
+                ids.append(1000)
+                k += 2
+            else:
+                ids.append(ord(text[k]))
+                k += 1
+        return types.SimpleNamespace(input_ids=ids)
+
+
+def test_answer_tokens_when_a_token_spans_the_prompt_and_the_answer():
+    from chatvec_fast.tuning.template import answer_ids, prompt_ids
+
+    messages = ({"role": "user", "content": "hi"},)
+    tok = MergingTokenizer()
+    head = prompt_ids(tok, messages, "here")
+    assert head[-1] == ord("\n")
+    # rendered whole, "\nA" would be one token and the prompt's "\n" would vanish: the answer is tokenized on
+    # its own after the prompt's tokens, as generation would produce it; the turn ends at the eos id ("\n")
+    ids, first = answer_ids(tok, messages, "AB", (ord("\n"),), "here")
+    assert first == len(head) and ids == [*head, ord("A"), ord("B"), ord("\n")]
+    ids, first = answer_ids(tok, messages, "BA", (ord("\n"),), "here")  # no merge: the template's own tokens
+    assert ids == [*head, ord("B"), ord("A"), ord("\n")]
