@@ -3,7 +3,7 @@ PY ?= python
 # The compiler flags setup.py and CMakeLists.txt use too (why each: csrc/compile_flags.txt).
 COMPILE_FLAGS := $(shell grep '^-' csrc/compile_flags.txt)
 
-.PHONY: install demo test test-all test-cpp test-cpp-aarch64 test-sanitize bench bench-smoke lint format
+.PHONY: install demo test test-all test-cpp test-cpp-aarch64 test-cuda test-sanitize bench bench-smoke lint format
 
 install:
 	$(PY) -m pip install torch==2.13.0
@@ -25,6 +25,15 @@ test-cpp-aarch64:  # needs g++-aarch64-linux-gnu and qemu-user (Debian)
 	aarch64-linux-gnu-g++ -std=c++17 $(COMPILE_FLAGS) -Wall -Wextra -Icsrc -pthread \
 	  tests/cpp/test_kernel.cpp tests/cpp/test_fp8_convert.cpp tests/cpp/test_fp8_kernel.cpp $(filter-out csrc/bindings%.cpp,$(wildcard csrc/*.cpp)) -o build/test_kernel_aarch64
 	qemu-aarch64 -L /usr/aarch64-linux-gnu build/test_kernel_aarch64
+
+# The CUDA kernel (csrc/cuda/) without a GPU: nvcc build for sm_80 + sm_90 (CHATVEC_CUDA=1: no nvcc is an
+# error), its SASS checks (the table of docs/PERFORMANCE.md), and its element code run on the host against
+# the C++ kernel and the oracle (the kernel grid's cuda column, CHATVEC_CUDA_HOST=1).
+test-cuda:
+	CHATVEC_CUDA=1 $(PY) setup.py build_ext --inplace
+	$(PY) -m benchmarks.codegen_cuda
+	CHATVEC_CUDA_HOST=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_codegen.py \
+	  tests/test_kernel.py tests/test_fp8_kernel.py tests/test_fp8_rounding.py tests/test_rounding.py -k "cuda"
 
 # AddressSanitizer + UBSan: the C++ tests, then the Python kernel and boundary tests against a sanitized
 # build of the extension (loaded ahead of the installed one through PYTHONPATH).
@@ -50,6 +59,7 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	$(PY) -m benchmarks.bench_fp8 --smoke --json /tmp/chatvec-bench-smoke/fp8.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_formats.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/formats.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_memory.py --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_verify.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/verify.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke TRITON_INTERPRET=1 $(PY) benchmarks/bench_memory.py --gpu --device cpu --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory-gpu.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/compare_commits.py HEAD --size tiny --rounds 1 --no-sweep --json /tmp/chatvec-bench-smoke/commits.json
 
@@ -61,6 +71,7 @@ bench:
 	$(PY) -m benchmarks.bench_fp8 --rounds 3
 	$(PY) benchmarks/bench_formats.py --rounds 3
 	$(PY) benchmarks/bench_memory.py --rounds 3
+	$(PY) benchmarks/bench_verify.py --rounds 5
 
 lint:
 	ruff check . && ruff format --check .

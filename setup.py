@@ -11,7 +11,16 @@ import os
 import sys
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import setup_cuda  # noqa: E402 - beside this file
+
+try:
+    NVCC, CUDA_DECISION = setup_cuda.decide()
+except RuntimeError as exc:  # CHATVEC_CUDA=1 without nvcc: one line with the fix, before any compiling
+    sys.exit(f"error: {exc}")
+print(CUDA_DECISION, file=sys.stderr)
 
 REQUIRE_NATIVE = os.environ.get("CHATVEC_REQUIRE_NATIVE", "") not in ("", "0")
 
@@ -40,11 +49,20 @@ class OptionalBuildExt(build_ext):
 
     def build_extension(self, ext):
         try:
-            super().build_extension(ext)
+            if ext.name == setup_cuda.NAME:
+                setup_cuda.build(self, ext, NVCC)
+            else:
+                super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
-            self._soft_fail(exc)
+            self._soft_fail(exc, cuda=ext.name == setup_cuda.NAME)
 
-    def _soft_fail(self, exc):
+    def _soft_fail(self, exc, cuda=False):
+        if cuda:
+            if os.environ.get("CHATVEC_CUDA") == "1":
+                raise exc
+            print(f"WARNING: the CUDA kernel did not build ({exc}); installing without it "
+                  "(CHATVEC_CUDA=1 makes this an error).", file=sys.stderr)  # fmt: skip
+            return
         if REQUIRE_NATIVE:
             raise exc
         print(
@@ -67,8 +85,9 @@ setup(
     # The package's stage folders (read, plan, run, write, backends), and kernels/ as chatvec_fast.kernels.
     packages=[*find_packages(include=["chatvec_fast", "chatvec_fast.*"]), "chatvec_fast.kernels"],
     package_dir={"chatvec_fast.kernels": "kernels"},
-    package_data={"chatvec_fast": ["py.typed", "_C.pyi"]},
-    ext_modules=[ext],
+    package_data={"chatvec_fast": ["py.typed", "_C.pyi", "_cuda.pyi"]},
+    # The CUDA kernel only where nvcc is (setup_cuda.py); its sources are listed for sdists and rebuilds.
+    ext_modules=[ext, *([Extension(setup_cuda.NAME, setup_cuda.SOURCES)] if NVCC else [])],
     cmdclass={"build_ext": OptionalBuildExt},
     zip_safe=False,
 )

@@ -54,6 +54,24 @@ def triton_call(torch, inputs, out_dtype: str, k: int, n: int, device):
     return (lambda: launch.launch("merge", slots, scales, meta, out, alphas, count, n, code)), out
 
 
+def cuda_call(torch, inputs, out_dtype: str, k: int, n: int, device):
+    """The CUDA C++ kernel once (merge, K alphas: K = 1 takes its 16-byte path) on device buffers, and its
+    outputs; None where chatvec_fast._cuda is not built."""
+    try:
+        from chatvec_fast import _cuda
+    except ImportError:
+        return None, None
+    from chatvec_fast.kernel_codes import DTYPE_CODES, MODE_CODES, NO_SCALE
+
+    code = DTYPE_CODES[out_dtype]
+    out = torch.empty(k, n * inputs[0].element_size(), dtype=torch.uint8, device=device)
+    ops = [(t.data_ptr(), code, NO_SCALE, 0, 1, 0, 1, 1, 0) for t in inputs]
+    alphas = [0.25 * (j + 1) for j in range(k)]
+    outs = [out[j].data_ptr() for j in range(k)]
+    stream = torch.cuda.current_stream(device).cuda_stream
+    return (lambda: _cuda.run(MODE_CODES["merge"], n, ops, alphas, outs, code, None, 0, stream, True)), out
+
+
 def native_reference(torch, inputs, out_dtype: str, k: int):
     """The native CPU kernel's outputs for the first CHECKED elements (bits, on the host)."""
     import numpy as np
@@ -94,6 +112,9 @@ def main():
             dst = torch.empty_like(src)
             run, out = triton_call(torch, inputs, out_dtype, k, n, device)
             contenders = {"triton": run, "device-to-device copy of the same bytes": lambda d=dst, s=src: d.copy_(s)}
+            run_cuda, out_cuda = cuda_call(torch, inputs, out_dtype, k, n, device)
+            if run_cuda is not None:
+                contenders["cuda"] = run_cuda
             contenders["pure PyTorch, bf16 expression (not exact)"] = lambda x=inputs, k=k: [
                 x[2] + (0.25 * (j + 1)) * (x[1] - x[0]) for j in range(k)
             ]
@@ -102,16 +123,22 @@ def main():
                 for name, fn in contenders.items():
                     times[name] += timed(fn, max(1, a.reps // 3), torch)
             want = native_reference(torch, inputs, out_dtype, k)
-            exact = all(bytes(out[j, :CHECKED].contiguous().view(torch.uint8).cpu().numpy()) == bytes(want[j])
-                        for j in range(k))  # fmt: skip
+            first = [bytes(out[j, :CHECKED].contiguous().view(torch.uint8).cpu().numpy()) for j in range(k)]
+            exact = {"triton": first == [bytes(w) for w in want]}
+            if out_cuda is not None:
+                exact["cuda"] = all(
+                    bytes(out_cuda[j, : CHECKED * size].cpu().numpy()) == bytes(want[j]) for j in range(k)
+                )
             copy = statistics.median(times["device-to-device copy of the same bytes"])
             for name, ts in times.items():
                 med = statistics.median(ts)
                 row = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "gbps": moved / med / 1e9,
-                       "vs_copy": copy / med, "exact_first_16M": exact if name == "triton" else None}  # fmt: skip
+                       "vs_copy": copy / med, "exact_first_16M": exact.get(name)}  # fmt: skip
                 results[f"{out_dtype} K={k} {name}"] = row
-                print(f"{out_dtype} K={k} {name:45s} {med * 1e3:8.3f} ms  {row['gbps']:7.1f} GB/s  "
-                      f"{row['vs_copy']:5.2f} of copy" + (f"  bit-identical: {exact}" if name == "triton" else ""))
+                print(
+                    f"{out_dtype} K={k} {name:45s} {med * 1e3:8.3f} ms  {row['gbps']:7.1f} GB/s  "
+                    f"{row['vs_copy']:5.2f} of copy" + (f"  bit-identical: {exact[name]}" if name in exact else "")
+                )
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:

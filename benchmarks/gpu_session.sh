@@ -4,9 +4,11 @@
 # files to $OUT:
 #
 #   versions.txt   the device, driver, CUDA, torch, triton, Python versions
-#   install.log    the package's build (native kernel, CUDA extension where nvcc is found)
-#   tests.log      the kernel tests with CUDA visible: triton and cuda bit-identical to the float64 oracle
-#   kernels.json   bench_gpu_kernel.py: kernel GB/s (K = 1 and 4, bf16 and float32) vs a device-to-device copy
+#   install.log    the package's build (native kernel, CUDA extension chatvec_fast._cuda: nvcc is there)
+#   tests.log      the kernel tests with CUDA visible: triton and cuda (on the device, not the host run)
+#                  bit-identical to the float64 oracle
+#   kernels.json   bench_gpu_kernel.py: triton and cuda kernel GB/s (K = 1 and 4, bf16 and float32) vs a
+#                  device-to-device copy
 #   files.json     bench_gpu.py: file-level merge times, native vs triton vs cuda vs the I/O floor
 #   session.log    what this script did, with each step's wall time and exit status
 #
@@ -48,13 +50,14 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: runs it under a time limit, logs
 step install 150 bash -c "
   $PY -m pip install --quiet --no-index --find-links .gpu-wheels pybind11 pytest-benchmark hypothesis 2>&1
   CHATVEC_REQUIRE_NATIVE=1 $PY -m pip install --quiet --no-build-isolation --no-deps -e . 2>&1
+  $PY -c 'import chatvec_fast._cuda as c; print(\"chatvec_fast._cuda: devices\", c.device_count(), \"runtime\", c.runtime_version())' 2>&1
 " > "$OUT/install.log" 2>&1
 
 # The kernel grid and the rounding against the oracle, CUDA visible (TRITON_INTERPRET unset: real launches);
 # CHATVEC_TRITON_AUTOTUNE=0 compiles one configuration per variant instead of six.
 step tests 100 env -u TRITON_INTERPRET CHATVEC_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -x -p no:cacheprovider \
   tests/test_kernel.py tests/test_rounding.py tests/test_fp8_rounding.py tests/test_kernel_codes.py \
-  -k "triton or cuda" > "$OUT/tests.log" 2>&1
+  tests/test_cuda.py -k "triton or cuda" > "$OUT/tests.log" 2>&1
 
 step kernels 60 "$PY" benchmarks/bench_gpu_kernel.py --elements 268435456 --reps 12 --json "$OUT/kernels.json" \
   >> "$LOG" 2>&1

@@ -1,5 +1,5 @@
-"""The Python API: merge, sweep, extract, apply, tune, verify. Each builds a Job and runs it; the CLI is a thin
-shell over these.
+"""The Python API: merge, sweep, extract, apply, tune, verify, inspect_vector. Each builds a Job and runs it; the
+CLI is a thin shell over these.
 
     >>> import chatvec_fast
     >>> report = chatvec_fast.merge("llama-2-7b", "llama-2-7b-chat", "my-cp-7b", "merged", alpha=0.5)
@@ -14,14 +14,17 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .alphas import vector_alphas
 from .errors import ChatvecError
 from .job import Job
 from .plan.options import vector_roles
 from .report import MergeReport
-from .settings import Settings, unknown_option
+from .settings import INSPECT, Settings, unknown_option
+
+if TYPE_CHECKING:
+    from .inspection import VectorInspection
 
 Alphas = Union[Sequence[float], str]
 
@@ -150,8 +153,10 @@ def run_tune(inputs: dict, out, alphas, text, prompts, language, options: dict, 
 def verify(
     output: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False, progress: bool = False
 ) -> list:
-    """Re-derives an output (or each output of a sweep's directory) from the inputs its report names, with
-    the float64 reference, and compares. Returns one VerifyReport per output; `.ok` says whether it passed.
+    """Re-derives an output (or each output of a sweep's directory) from the inputs its report names, in
+    float64 by verify's own rules and arithmetic (apart from the planner and the kernels), compares bit for
+    bit, and checks that the output loads (config, vocab_size, token and eos ids). Returns one VerifyReport
+    per output; `.ok` says whether it passed.
 
     every: check every element (default: the first and last elements and seeded random windows of every
     tensor). max_ulp: tolerated distance in ulps of the output dtype (0: bit-identical). checksums_only:
@@ -160,6 +165,36 @@ def verify(
     from .verification import verify_path
 
     return verify_path(output, every=every, max_ulp=max_ulp, checksums_only=checksums_only, progress=progress)
+
+
+@_takes_options("inspect")
+def inspect_vector(base: str, chat: str, cp: str | None = None, out: str | None = None,
+                   **options) -> VectorInspection:  # fmt: skip
+    """Measures the chat vector chat - base: per tensor and per layer ||chat - base|| / ||base|| and, with cp,
+    the cosine of chat - base with cp - base (where cp's training went the chat vector's way, or against it).
+    Also `chatvec_fast.inspect`. Returns a VectorInspection (rows, .to_dict(), .markdown(), .plot(path)).
+
+    The inputs are resolved and checked as merge's are; every compared tensor is read once, in chunks (memory
+    does not grow with the model). out: a new or empty directory to write inspect.json, inspect.md and
+    inspect.png into (the plot needs matplotlib: pip install 'chatvec-fast[tune]').
+
+    >>> inspection = inspect_vector("llama-2-7b", "llama-2-7b-chat", "my-cp-7b")
+    >>> print(inspection.table())
+    """
+    inputs = {"base": base, "chat": chat, **({"cp": cp} if cp is not None else {})}
+    return run_inspect(inputs, out, options)
+
+
+def run_inspect(inputs: dict, out, options: dict, spelling: str = "api") -> VectorInspection:
+    """Checks and runs inspect (inspect_vector, and the CLI with spelling="cli")."""
+    from .inspection import run_inspection
+
+    known = {f.name for f in Settings.for_command(INSPECT)}
+    for name in options:
+        if name not in known:
+            raise TypeError(unknown_option(INSPECT, name))
+    job = Job.build(INSPECT, inputs, out, [1.0], Settings.build(INSPECT, options), sweep=False, spelling=spelling)
+    return run_inspection(job)
 
 
 def failure_hint(exc: BaseException) -> str:
@@ -183,4 +218,15 @@ def failure_hint(exc: BaseException) -> str:
     return "no output was written"
 
 
-__all__ = ["merge", "sweep", "extract", "apply", "tune", "verify", "failure_hint", "MergeReport", "ChatvecError"]
+__all__ = [
+    "merge",
+    "sweep",
+    "extract",
+    "apply",
+    "tune",
+    "verify",
+    "inspect_vector",
+    "failure_hint",
+    "MergeReport",
+    "ChatvecError",
+]

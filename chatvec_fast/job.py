@@ -17,7 +17,7 @@ from .alphas import normalize_alphas, parse_alpha_for
 from .backends.availability import availability
 from .dtypes import parse_user_dtype
 from .plan.options import MergeOptions
-from .settings import COMMANDS, Settings
+from .settings import COMMANDS, INSPECT, Settings
 from .units import parse_size
 from .write.names import alpha_dirname
 
@@ -65,8 +65,8 @@ class Job:
               spelling: str = "api") -> Job:  # fmt: skip
         """Checks everything; sweep=True puts one output per alpha under out/alpha-A/. out=None: a job whose
         results stay in memory (chatvec_fast.memory), with no output directory."""
-        if command not in COMMANDS:
-            raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        if command not in (*COMMANDS, INSPECT):
+            raise ValueError(f"unknown command {command!r}; expected one of {', '.join((*COMMANDS, INSPECT))}")
         name = lambda option: Settings.describe(option, spelling)  # noqa: E731
         if out is not None:
             _check_out(out, name)
@@ -91,7 +91,7 @@ class Job:
                 raise ValueError(f"{name(option)} {getattr(s, option)!r}: expected True or False")
         dtype = _dtype(command, s.dtype, name)
         options = MergeOptions(
-            kind="merge" if command == "sweep" else command,
+            kind=_planned_kind(command, inputs),
             alphas=values,
             skip=_patterns(s.skip, name("skip")),
             vocab_mismatch=s.vocab_mismatch,
@@ -99,7 +99,8 @@ class Job:
             max_shard_size=_size(s.max_shard_size, name("max_shard_size")),
             alpha_for=_alpha_for(s.alpha_for, name("alpha_for")),
             allow_unmatched=s.allow_unmatched,
-            added_tokens=s.added_tokens,
+            # inspect compares the rows base has: chat's added rows have no base to differ from
+            added_tokens="drop" if command == INSPECT else s.added_tokens,
             special_tokens_from=s.special_tokens_from,
         )
         engine = _engine(s, name)
@@ -131,6 +132,14 @@ class Job:
             for item in value if isinstance(value, (tuple, list)) else () if isinstance(value, bool) else (value,):
                 args += [flag, item if isinstance(item, str) else f"{item[0]}={item[1]}"]
         return shlex.join(str(a) for a in args)
+
+
+def _planned_kind(command: str, inputs: dict) -> str:
+    """What the planner plans: inspect reads what merge reads (base, chat, cp) or, without cp, what extract
+    reads (base, chat); a sweep's outputs are merges."""
+    if command == INSPECT:
+        return "merge" if "cp" in inputs else "extract"
+    return "merge" if command == "sweep" else command
 
 
 def _check_out(out, name):

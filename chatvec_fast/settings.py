@@ -19,6 +19,7 @@ COMMANDS = ("merge", "sweep", "extract", "apply", "tune")
 # commands whose outputs are models (extract writes a vector; tune's --write-best is a merge)
 MODEL_OUTPUTS = ("merge", "sweep", "apply", "tune")
 MERGES = ("merge", "sweep", "tune")  # commands that read base, chat and cp
+INSPECT = "inspect"  # reads the models and writes figures, not a model: it takes only the options that say so
 VOCAB_POLICIES = ("shared-rows", "skip", "error")
 ADDED_TOKEN_POLICIES = ("append", "drop", "error")
 TOKEN_SOURCES = ("cp", "chat")
@@ -46,7 +47,7 @@ def _option(default, doc: str, *, commands=COMMANDS, cli: dict | None = None, fl
 
 @dataclass(frozen=True)
 class Settings:
-    """The keyword options of merge, sweep, extract and apply (each takes the ones that apply to it)."""
+    """The keyword options of merge, sweep, extract, apply and inspect (each takes the ones that apply to it)."""
 
     skip: tuple = _option((), "regexes (re.search) of tensors to copy from cp unchanged (repeatable)",
                           cli={"action": "append", "metavar": "REGEX"})  # fmt: skip
@@ -93,7 +94,7 @@ class Settings:
                               "it"}})  # fmt: skip
     revision: str | None = _option(
         None, "the revision (branch, tag or commit) of every Hugging Face Hub id given without one "
-        "('org/name@rev' sets an input's own)", cli={"metavar": "REV"})  # fmt: skip
+        "('org/name@rev' sets an input's own)", commands=(*COMMANDS, INSPECT), cli={"metavar": "REV"})  # fmt: skip
     overwrite: bool = _option(
         False, "replace an existing output: only a directory holding a model output (anything else in it is "
         "refused, listed)", cli={"action": "store_true"},
@@ -110,14 +111,19 @@ class Settings:
                             per_command={"tune": {"doc": "check the inputs, options and evaluation files, print "
                                                   "the plan, write nothing"}})  # fmt: skip
     progress: bool = _option(False, "a progress line on stderr (the command line shows it unless --quiet)",
-                             cli={"action": "store_false", "help": "no progress output"}, flag="--quiet")  # fmt: skip
+                             commands=(*COMMANDS, INSPECT), cli={"action": "store_false", "help": "no progress output"},
+                             flag="--quiet")  # fmt: skip
     backend: str = _option(
         "auto", "kernel: auto (the native C++ kernel, on GPU machines too: file-to-file work is disk-bound and "
         "16+ native cores keep up with NVMe; see docs/PERFORMANCE.md; triton when --devices names GPUs), native, "
-        "triton (on a GPU), torch (the float64 reference: exact, slow) or torch-fp32 (float32 math, not exact)",
+        "triton (on a GPU), cuda (the CUDA C++ kernel, on a GPU; by name only), torch (the float64 reference: "
+        "exact, slow) or torch-fp32 (float32 math, not exact)",
         cli={"choices": BACKEND_NAMES})  # fmt: skip
-    threads: int | None = _option(None, "CPU kernel threads (default: every core the process may use)",
-                                  cli={"type": int, "metavar": "N"})  # fmt: skip
+    threads: int | None = _option(
+        None, "CPU kernel threads (default: every core the process may use)", commands=(*COMMANDS, INSPECT),
+        cli={"type": int, "metavar": "N"}, per_command={INSPECT: {
+            "doc": "tensors read and summed at once, each by its own thread with its own chunk buffers, ~80 MB a "
+                   "thread (default 1: more is unmeasured, docs/NOTES.md)"}})  # fmt: skip
     devices: str | tuple | None = _option(
         None, "GPUs that share the output shards, e.g. 'cuda:0,cuda:1' (a device backend: triton or cuda)",
         cli={"metavar": "LIST"},
@@ -126,7 +132,7 @@ class Settings:
                                            cli={"metavar": "SIZE"})  # fmt: skip
     chunk_elements: int | None = _option(
         None, f"elements per pipeline chunk (default {DEFAULT_CHUNK_ELEMENTS}, or ${CHUNK_ELEMENTS_VARIABLE}; tests "
-        "use small values)")  # fmt: skip
+        "use small values)", commands=(*COMMANDS, INSPECT))  # fmt: skip
     # tune's own options (tuning/): what is measured at each alpha, and how the recommended alpha is chosen
     reference_text: str | None = _option(
         None, "a text in the language base knew (e.g. English): its bits per byte at each alpha too",
@@ -217,7 +223,7 @@ def unknown_option(command: str, name: str) -> str:
 
     known = [f.name for f in Settings.for_command(command)]
     close = difflib.get_close_matches(name, known, n=3)
-    elsewhere = [c for c in COMMANDS if name in [f.name for f in Settings.for_command(c)]]
+    elsewhere = [c for c in (*COMMANDS, INSPECT) if name in [f.name for f in Settings.for_command(c)]]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     if elsewhere and not close:
         hint = f"; {name} is an option of {', '.join(elsewhere)}"

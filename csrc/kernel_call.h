@@ -132,7 +132,7 @@ inline ScaleLayout out_groups(const OutScale& o) {
 // amax / 448 in float64, rounded once to float32; a group of zeros (or one
 // whose scale underflows float32) gets scale 1. Beyond FLT_MAX * 448 the
 // scale is +Inf, and the group's finite results quantize to zero (IEEE).
-inline float fp8_group_scale(uint64_t amax_bits) {
+CHATVEC_HOST_DEVICE inline float fp8_group_scale(uint64_t amax_bits) {
   const double amax = bit_cast<double>(amax_bits);
   const float s = static_cast<float>(amax / 448.0);
   return (amax == 0.0 || s == 0.0f) ? 1.0f : s;

@@ -14,8 +14,10 @@ import torch
 
 # Without a GPU the Triton kernels run on the CPU in triton's interpreter; the variable must be set
 # before triton is first imported.
+# Likewise the cuda backend runs its element code (nvcc-compiled host code) on the CPU.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("CHATVEC_CUDA_HOST", "1")
 
 from chatvec_fast import _native
 from chatvec_fast.backends.reference import TORCH_DTYPES
@@ -25,14 +27,20 @@ from chatvec_fast.testing.calls import as_buffer, call_outputs, oracle_outputs, 
 requires_native = pytest.mark.skipif(not _native.available, reason="native module not built (see _native.py)")
 TRITON = importlib.util.find_spec("triton") is not None
 requires_triton = pytest.mark.skipif(not TRITON, reason="triton not installed (pip install 'chatvec-fast[gpu]')")
+CUDA_EXTENSION = importlib.util.find_spec("chatvec_fast._cuda") is not None
+requires_cuda_extension = pytest.mark.skipif(
+    not CUDA_EXTENSION, reason="chatvec_fast._cuda not built (no nvcc at install; CHATVEC_CUDA=1 pip install -e .)"
+)
 
 # The backends every kernel test runs, each against the float64 oracle (backends/reference_call.py). triton
-# runs in its interpreter without a GPU. The `torch` backend IS the oracle applied to buffers: comparing it
-# with the oracle would test nothing, so only tests with an oracle of their own (tests/fp8_data.py, IEEE
-# rules written out) take WITH_TORCH; tests/test_kernel.py checks its buffer handling against native.
+# runs in its interpreter without a GPU, cuda its element code on the host (CHATVEC_CUDA_HOST=1). The
+# `torch` backend IS the oracle applied to buffers: comparing it with the oracle would test nothing, so only
+# tests with an oracle of their own (tests/fp8_data.py, IEEE rules written out) take WITH_TORCH;
+# tests/test_kernel.py checks its buffer handling against native.
 BACKENDS = [
     pytest.param("native", marks=requires_native, id="native"),
     pytest.param("triton", marks=requires_triton, id="triton"),
+    pytest.param("cuda", marks=requires_cuda_extension, id="cuda"),
 ]
 WITH_TORCH = [*BACKENDS, pytest.param("torch", id="torch")]
 

@@ -8,6 +8,7 @@ from conftest import requires_native
 
 from chatvec_fast import _native, alphas, dtypes, kernel_codes
 from chatvec_fast.backends import call
+from chatvec_fast.backends import cuda as cuda_backend
 
 
 @requires_native
@@ -24,6 +25,9 @@ def test_python_modules_take_the_codes_from_the_one_source():
     assert dtypes.KERNEL_CODES is kernel_codes.DTYPE_CODES
     assert call.MODES is kernel_codes.MODE_CODES and call.SCALE_KINDS is kernel_codes.SCALE_KIND_CODES
     assert call.MAX_VECTORS == alphas.MAX_APPLY_VECTORS == kernel_codes.MAX_VECTORS
+    # the cuda backend packs codes for chatvec_fast._cuda, whose C++ side includes the native enums
+    assert cuda_backend.MODES is kernel_codes.MODE_CODES and cuda_backend.KERNEL_CODES is kernel_codes.DTYPE_CODES
+    assert cuda_backend.SCALE_KINDS is kernel_codes.SCALE_KIND_CODES and cuda_backend.NO_SCALE == kernel_codes.NO_SCALE
 
 
 def test_the_triton_constants_equal_the_python_codes():

@@ -102,7 +102,7 @@ def write_single_tensor_model(directory, values, name="w"):
 
 
 def test_verify_all_streams_a_large_tensor(tmp_path):
-    """A 64 MiB tensor: verify --all used to hold ~20 copies of it (1.3 GB here); now windows of 1M elements."""
+    """A 64 MiB tensor: verify --all used to hold ~20 copies of it (1.3 GB here); now pieces of 32K elements."""
     n = 32 << 20
     rng = np.random.default_rng(0)
     base = rng.standard_normal(n, dtype=np.float32) * np.float32(0.02)
@@ -121,7 +121,8 @@ def test_verify_all_streams_a_large_tensor(tmp_path):
     )
     rss, code = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True).stdout.split()
     assert code == "0"
-    assert int(rss) < 600e6, f"verify --all of a 64 MiB tensor peaked at {int(rss) / 1e6:.0f} MB"
+    # 70 MB here: the interpreter and numpy, and 32K-element pieces on each thread (0.39 GB with the torch reference)
+    assert int(rss) < 150e6, f"verify --all of a 64 MiB tensor peaked at {int(rss) / 1e6:.0f} MB"
 
 
 # -- 17. progress ---------------------------------------------------------------------------------------------------

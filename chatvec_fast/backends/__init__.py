@@ -9,6 +9,8 @@ rules; every backend gives the same bits, which are those of the float64 oracle
 (backends/reference_call.py), except torch-fp32 (float32 math, not exact). backend.max_vectors says how
 many vectors one apply call takes.
 
+cuda (the CUDA C++ kernel, backends/cuda.py) is a device backend too, synchronous: compute() only.
+
 A device backend (triton) also has
 
     pending = backend.submit(call)    # returns at once; pending.wait() returns the count
@@ -30,8 +32,10 @@ import os
 
 from .. import _native
 
-NAMES = ("auto", "native", "torch", "torch-fp32", "triton")
-DEVICE_BACKENDS = ("triton",)  # backends that compute on a GPU (--devices)
+NAMES = ("auto", "native", "torch", "torch-fp32", "triton", "cuda")
+# Backends that compute on a GPU (--devices). "auto" picks triton for a device destination, never cuda: it has
+# not run on a GPU yet (docs/PERFORMANCE.md); it runs when asked for by name.
+DEVICE_BACKENDS = ("triton", "cuda")  # backends that compute on a GPU (--devices)
 
 
 def resolve(name: str = "auto", destination: str = "files") -> str:
@@ -62,4 +66,8 @@ def get_backend(name: str = "auto", threads: int | None = None, device: str | No
         from .triton import TritonBackend
 
         return TritonBackend(device, threads, gpu_memory)
+    if name == "cuda":
+        from .cuda import CudaBackend
+
+        return CudaBackend(device, threads, gpu_memory)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")

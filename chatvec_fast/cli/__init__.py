@@ -1,4 +1,4 @@
-"""Command line: chatvec merge | sweep | extract | apply | tune | verify | demo (also `python -m chatvec_fast`).
+"""Command line: chatvec merge | sweep | extract | apply | tune | inspect | verify | demo (also `python -m chatvec_fast`).
 
 Parses arguments into the API's options and calls it; every decision is the API's. Messages go to stderr
 as one line each ("error: ...", "warning: ...", "note: ..."), never as tracebacks.
@@ -57,6 +57,13 @@ def _run(args) -> int:
         results = api.run_tune(inputs, args.out, args.alphas, args.text, args.prompts, args.language, options,
                                spelling="cli")  # fmt: skip
         print(results.summary())
+        return 0
+    if command == "inspect":
+        inputs = {role: getattr(args, role) for role in ("base", "chat", "cp") if getattr(args, role) is not None}
+        inspection = api.run_inspect(inputs, args.out, options, spelling="cli")
+        print(inspection.table())
+        if args.out is not None:
+            print(f"wrote inspect.json, inspect.md and inspect.png to {args.out}")
         return 0
     if command == "merge":
         inputs, alphas = _merge_inputs(args, options)

@@ -1,6 +1,6 @@
-"""The command line's arguments: one argparse parser for merge, sweep, extract, apply, tune, verify and demo.
+"""The command line's arguments: one argparse parser for merge, sweep, extract, apply, tune, inspect, verify and demo.
 
-Every option of merge, sweep, extract and apply (its flag, default, choices and help) comes from
+Every option of merge, sweep, extract, apply and inspect (its flag, default, choices and help) comes from
 settings.Settings, the one declaration the Python API reads too; here are only each command's inputs,
 output and alphas.
 """
@@ -99,7 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory: results.json, results.md, tune.png")
     add_options(p, "tune")
 
-    p = sub.add_parser("verify", help="re-derive an output from its inputs and compare, element for element")
+    p = sub.add_parser("inspect", help="measure the chat vector per tensor and per layer (and its cosine with cp's "
+                       "own change)")  # fmt: skip
+    _inputs(p, cp=False)
+    p.add_argument("--cp", default=None, help="the continually pretrained model: adds the cosine of chat - base "
+                   "with cp - base" + _WHERE)  # fmt: skip
+    p.add_argument("--out", default=None, help="a new or empty directory for inspect.json, inspect.md (the tables) "
+                   "and inspect.png (the plot by layer)")  # fmt: skip
+    add_options(p, "inspect")
+
+    p = sub.add_parser("verify", help="re-derive an output from its inputs, compare every element, check it loads")
     p.add_argument("output", help="an output directory, or a sweep's parent directory")
     p.add_argument("--all", action="store_true", help="check every element (default: samples of every tensor)")
     p.add_argument("--checksums-only", action="store_true",

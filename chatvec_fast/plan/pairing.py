@@ -197,6 +197,11 @@ def make_extract_plan(base: Checkpoint, chat: Checkpoint, options: MergeOptions)
             continue
         if b is None:
             problems.add("only-one", f"{name}: in chat, missing from base")
+        elif options.added_tokens == "drop" and b.shape != h.shape and is_added_rows(name, b, h, b):
+            # inspect without cp (added_tokens "drop"): the rows base has; chat's added rows have no base.
+            # `extract` keeps refusing (its vector must hold every row of chat's)
+            plans[name] = TensorPlan(name, EXTRACT, b.shape, out_dtype, None, b, h, (1.0,),
+                                     [Segment("extract", 0, b.numel)])  # fmt: skip
         elif b.shape != h.shape:
             problems.add("shape", f"{name}: base has shape {b.shape}, chat has {h.shape}")
         elif b.dtype not in _MODEL_DTYPES or h.dtype not in _MODEL_DTYPES:

@@ -2,9 +2,11 @@
 
 First every file of the directory against the report (none missing, none extra, sizes and sha256), then
 every tensor: its expected elements are derived from the inputs the report names and its options alone
-(verification/expected.py, independent of the planner) with the float64 reference. By default every
-tensor is checked at its first and last elements and at a few seeded random windows; --all checks every
-element, streaming in windows, so memory does not grow with the tensor.
+(expected.py, with verify's own rules for added tokens and FP8 scales: independent of the planner) in
+verify's own float64 arithmetic (compute.py, rounding.py: numpy, independent of the kernels), and the
+output is checked to load (loadable.py). By default every tensor is checked at its first and last elements
+and at a few seeded random windows; --all checks every element, in windows on a pool of threads
+(check.py), so memory does not grow with the model.
 
 (The module is not called `verify`: a submodule of that name would replace the chatvec_fast.verify
 function once imported.)
@@ -16,24 +18,22 @@ import os
 import random
 from dataclasses import dataclass, field
 
-import torch
-
-from ..backends.reference import ulp_distance
-from ..dtypes import itemsize
 from ..errors import InputError
 from ..filenames import REPORT_NAME
-from ..plan.added_tokens import find_added_tokens
-from ..plan.fp8 import fp8_scales
 from ..progress import Progress
 from ..read.checkpoint import open_checkpoint
 from ..read.model_files import special_rows
 from ..units import plural
-from .expected import Expectation, Rule, rules_for
+from .added import added_tokens
+from .check import STREAM_WINDOW, Outcome, Window, run_windows, window_bytes
+from .compute import Deriver
+from .expected import Rule, rules_for
 from .files import check_files
+from .loadable import load_problems
 from .report_file import load_report
+from .scales import find_scales
 
 WINDOW = 16384  # elements per sampled window
-STREAM_WINDOW = 1 << 20  # elements per window with --all: ~40 MB of float64 temporaries, whatever the tensor
 
 
 @dataclass
@@ -106,19 +106,32 @@ def _windows(name: str, numel: int, every: bool, windows: int) -> list[tuple[int
     return [(s, WINDOW) for s in sorted(starts)]
 
 
-def _special_rows_problem(report: dict, ckpts) -> str | None:
-    """The recorded special-token rows and added tokens must be what chat's and cp's tokenizers give now."""
+def _rule_windows(rule: Rule, numel: int, every: bool, windows: int) -> list[tuple[int, int]]:
+    """The windows to check; an FP8 output's cover whole rows of its scale groups (the unit it is made in)."""
+    if rule.out_scale is None:
+        return _windows(rule.name, numel, every, windows)
+    o = rule.out_scale
+    unit = o.cols * (o.block_rows if o.kind == "block" else 1)
+    units = -(-numel // unit)
+    step = max(1, STREAM_WINDOW // unit)
+    picked = range(0, units, step) if every else sorted({0, units - 1, random.Random(rule.name).randrange(units)})
+    return [(u * unit, min((u + (step if every else 1)) * unit, numel) - u * unit) for u in picked]
+
+
+def _input_problems(report: dict, ckpts) -> tuple[list[str], list]:
+    """(problems, tokens to append): the report's special-token rows and added tokens must be what chat's and
+    cp's tokenizers give now, by verify's own rules (added.py), not the planner's."""
+    problems = []
     recorded = [(r["token"], r["chat_row"], r["cp_row"]) for r in report.get("special_token_rows", [])]
     if recorded:
         found, _ = special_rows(ckpts["chat"].directory, ckpts["cp"].directory)
         if sorted(found) != sorted(recorded):
-            return "the report's special-token rows are not those chat's and cp's tokenizers give"
-    added = [(r["token"], r["chat_row"], r["row"]) for r in report.get("added_tokens", [])]
-    if added:
-        found, _ = find_added_tokens(ckpts["base"], ckpts["chat"], ckpts["cp"])
-        if [(t.token, t.chat_row, t.row) for t in found] != added:
-            return "the report's added tokens are not those chat's and cp's tokenizers give"
-    return None
+            problems.append("the report's special-token rows are not those chat's and cp's tokenizers give")
+    appended = added_tokens(ckpts, report["options"].get("added_tokens", "append"))
+    if [(r["token"], r["chat_row"], r["row"]) for r in report.get("added_tokens", [])] != appended:
+        problems.append("the report's added tokens are not those chat's and cp's tokenizers give: "
+                        f"{[t for t, _, _ in appended]} after cp's rows")  # fmt: skip
+    return problems, appended
 
 
 def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, checksums_only: bool = False,
@@ -130,96 +143,63 @@ def verify(out: str, every: bool = False, max_ulp: int = 0, windows: int = 4, ch
     if checksums_only:
         return result
     ckpts = {role: open_checkpoint(path) for role, path in report["inputs"].items()}
-    rows_problem = _special_rows_problem(report, ckpts)
-    if rows_problem:
-        result.problems.append(rows_problem)
-    rules = rules_for(report, ckpts)
-    got = open_checkpoint(out)
+    fp8 = {}
+    for role, ckpt in ckpts.items():
+        fp8[role], scale_problems = find_scales(ckpt)
+        result.problems += scale_problems
+    input_problems, appended = _input_problems(report, ckpts)
+    result.problems += input_problems
+    try:
+        got = open_checkpoint(out)
+    except InputError as exc:
+        result.problems += load_problems(out, {}) or [str(exc)]
+        return result
+    if report["command"] != "extract":  # a saved vector is not a model to load
+        result.problems += load_problems(out, got.tensors)
+    rules = rules_for(report, ckpts, fp8, appended)
     for extra in sorted(set(got.tensors) - set(rules)):
         result.tensors.append(TensorCheck(extra, problem="in the output but not derived from the inputs"))
-    total = sum(_planned_bytes(r, got.tensors.get(n), every, windows) for n, r in rules.items())
-    bar = Progress(total, enabled=progress, label="verifying")
-    scales = {ckpt.tensors[w]: spec for ckpt in ckpts.values() for w, spec in fp8_scales(ckpt).items()}
-    expect = Expectation(scales)
     by_weight = {r.scales_of: got.tensors.get(n) for n, r in rules.items() if r.scales_of}
+    checks, work = {}, []
+    for name, rule in rules.items():
+        if rule.scales_of is not None:  # checked with its weight
+            continue
+        check = checks[name] = TensorCheck(name)
+        info = got.tensors.get(name)
+        check.problem = _shape_problem(rule, info)
+        if check.problem is None:
+            numel = info.nbytes if rule.raw else info.numel
+            work += [
+                Window(rule, info, s, c, by_weight.get(name)) for s, c in _rule_windows(rule, numel, every, windows)
+            ]
+    result.tensors += checks.values()
+    bar = Progress(sum(window_bytes(w) for w in work), enabled=progress, label="verifying")
+    deriver = Deriver({ckpt.tensors[w]: r for role, ckpt in ckpts.items() for w, r in fp8[role].items()})
+
+    def done(w: Window, outcome: Outcome):
+        check = checks[w.rule.name]
+        check.checked, check.equal = check.checked + outcome.checked, check.equal + outcome.equal
+        check.max_ulp = max(check.max_ulp, outcome.max_ulp)
+        check.problem = check.problem or outcome.problem
+        bar.advance(window_bytes(w))
+
     try:
-        for name, rule in rules.items():
-            if rule.scales_of is not None:  # checked with its weight
-                continue
-            check = _check_tensor(rule, got.tensors.get(name), expect, every, windows, bar, by_weight.get(name))
-            result.tensors.append(check)
+        run_windows(deriver, work, done)
     finally:
-        expect.close()
+        deriver.close()
         bar.close()
+    for name, rule in rules.items():
+        if rule.raw and name in checks and checks[name].problem is None:  # copied bytes: every element equal
+            checks[name].checked = checks[name].equal = got.tensors[name].numel
     return result
 
 
-def _planned_bytes(rule: Rule, info, every: bool, windows: int) -> int:
-    if info is None or rule.scales_of is not None:
-        return 0
-    if rule.raw:
-        return info.nbytes
-    return sum(c for _, c in _rule_windows(rule, info.numel, every, windows)) * itemsize(info.dtype)
-
-
-def _rule_windows(rule: Rule, numel: int, every: bool, windows: int) -> list[tuple[int, int]]:
-    """The windows to check; an FP8 output's cover whole rows of its scale groups (the unit it is made in)."""
-    if rule.out_scale is None:
-        return _windows(rule.name, numel, every, windows)
-    unit = rule.out_scale.unit
-    units = -(-numel // unit)
-    step = max(1, STREAM_WINDOW // unit)
-    picked = range(0, units, step) if every else sorted({0, units - 1, random.Random(rule.name).randrange(units)})
-    return [(u * unit, min((u + (step if every else 1)) * unit, numel) - u * unit) for u in picked]
-
-
-def _check_fp8(rule: Rule, info, scale_info, expect: Expectation, start: int, count: int, check: TensorCheck):
-    """An FP8 output window: its codes and its group scales, bit for bit."""
-    codes, scales = expect.window(rule, start, count)
-    o = rule.out_scale
-    first = start // o.unit * o.scale_cols
-    have_scales = expect.elements(scale_info, first, scales.numel()) if scale_info is not None else None
-    same = expect.elements(info, start, count) == codes
-    check.checked += count
-    check.equal += int(same.sum())
-    if have_scales is None or not torch.equal(have_scales.view(torch.int32), scales.view(torch.int32)):
-        check.problem = "its scales differ from the re-quantization of the float64 results"
-    elif not bool(same.all()):
-        check.max_ulp = max(check.max_ulp, 1)  # codes are compared exactly; any difference fails
-
-
-def _check_tensor(rule: Rule, info, expect: Expectation, every: bool, windows: int, bar,
-                  scale_info=None) -> TensorCheck:  # fmt: skip
-    check = TensorCheck(rule.name)
-    shape = rule.shape
+def _shape_problem(rule: Rule, info) -> str | None:
     if info is None:
-        check.problem = "missing from the output"
-        return check
-    if info.shape != shape or info.dtype != rule.out_dtype:
-        check.problem = f"output has {info.dtype}{info.shape}, the inputs give {rule.out_dtype}{shape}"
-        return check
-    if rule.raw:  # a copied non-float tensor: compare bytes, window by window
-        for start in range(0, info.nbytes, STREAM_WINDOW):
-            n = min(STREAM_WINDOW, info.nbytes - start)
-            if expect.raw(info, start, n) != expect.raw(rule.cp, start, n):
-                check.problem = f"differs from {rule.cp.path}"
-            bar.advance(n)
-        check.checked = check.equal = 0 if check.problem else info.numel
-        return check
-    for start, count in _rule_windows(rule, info.numel, every, windows):
-        if rule.out_scale is not None:
-            _check_fp8(rule, info, scale_info, expect, start, count, check)
-            bar.advance(count * itemsize(info.dtype))
-            continue
-        want = expect.window(rule, start, count)
-        have = expect.elements(info, start, count)
-        distance = ulp_distance(have, want)
-        check.checked += count
-        check.equal += int((distance == 0).sum())
-        if count:
-            check.max_ulp = max(check.max_ulp, int(distance.max()))
-        bar.advance(count * itemsize(info.dtype))
-    return check
+        return "missing from the output"
+    if info.shape != rule.shape or info.dtype != rule.out_dtype:
+        return f"output has {info.dtype}{info.shape}, the inputs give {rule.out_dtype}{rule.shape}"
+    return None
 
 
 def verify_path(path: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False,
