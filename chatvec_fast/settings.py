@@ -139,6 +139,10 @@ class Settings:
         commands=_TUNE, cli={"metavar": "FILE"})  # fmt: skip
     max_new_tokens: int = _option(256, "the longest reply generated per prompt, in tokens (greedy decoding)",
                                   commands=_TUNE, cli={"type": int, "metavar": "N"})  # fmt: skip
+    window: int | None = _option(
+        None, "tokens in each bits-per-byte window, windows overlapping by half (default: the model's whole "
+        "context, max_position_embeddings; a smaller one measures a long-context model on a shorter text)",
+        commands=_TUNE, cli={"type": int, "metavar": "TOKENS"})  # fmt: skip
     batch_size: int = _option(8, "prompts generated together (one batch, padded on the left)", commands=_TUNE,
                               cli={"type": int, "metavar": "N"})  # fmt: skip
     device: str = _option(

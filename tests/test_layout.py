@@ -37,7 +37,7 @@ ALLOWED = {
     # merged tensors into memory: the merge's plan, pipeline and kernels, with tensors for files
     "memory": {"read", "plan", "backends", "run", "job", "settings", "report"},
     # tune: a held merge's model switched per alpha and evaluated; merge's own job, finish stage and run
-    "tuning": {"memory", "run", "job", "settings", "read", "write", "report"},
+    "tuning": {"memory", "run", "job", "settings", "read", "write", "report", "inspection"},
     # the chat vector measured: the merge's job, plan and reader, the reference's widening, write's staging
     "inspection": {"read", "plan", "backends", "write", "run", "job", "settings"},
     "api": {"job", "settings", "plan", "report", "run", "verification", "tuning", "inspection"},

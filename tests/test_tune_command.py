@@ -231,6 +231,24 @@ def test_the_command_line(triple, tmp_path, files):
     assert not (tmp_path / "t").exists()
 
 
+def test_window_measures_a_long_context_model_on_a_shorter_text(triple, tmp_path, files):
+    """A text shorter than the model's context (2,048 tokens) is refused, with --window named as the way out;
+    with --window it is measured over windows of that size; a window past the context is refused."""
+    paths = triple()
+    short = tmp_path / "short.txt"
+    short.write_text(TEXT[: len(TEXT) // 6], encoding="utf-8")
+    given = {**files, "text": str(short)}
+    with pytest.raises(chatvec_fast.ChatvecError, match=r"shorter than one window .*a smaller --window"):
+        tune(paths, tmp_path / "t", [0.5], given)
+    with pytest.raises(chatvec_fast.ChatvecError, match=r"window 4096 is longer than the model's context \(2048"):
+        tune(paths, tmp_path / "t", [0.5], given, window=4096)
+    with pytest.raises(ValueError, match="window 1: expected a whole number of tokens from 2"):
+        tune(paths, tmp_path / "t", [0.5], given, window=1)
+    results = tune(paths, tmp_path / "t", [0.5], given, window=128)
+    doc = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert doc["evaluation"]["window"] == 128 and results.rows[0]["bits_per_byte"] > 0
+
+
 def row(alpha, bpb, fidelity, stops, answer=None):
     return {"alpha": alpha, "bits_per_byte": bpb, "fidelity": fidelity, "stops": stops,
             "answer_bits_per_byte": answer}  # fmt: skip
@@ -291,6 +309,11 @@ def test_the_known_answer_from_the_command_line(tmp_path, known):
     assert len(lines) == len(rows) + 1, r.stderr  # one per alpha (cp's row is alpha 0's) and the chat model's
     assert "recommended alpha 0.5" in r.stdout
     assert json.loads((best / "chatvec_report.json").read_text())["alpha"] == 0.5
+    # the chat vector by layer, as `chatvec inspect` measures it, in the report and in out/vector/
+    vector = chatvec_fast.inspect_vector(paths["base"], paths["chat"], paths["cp"]).to_dict()
+    assert doc["vector"]["layers"] == vector["layers"] and doc["vector"]["total"] == vector["total"]
+    assert json.loads((out / "vector" / "inspect.json").read_text())["layers"] == vector["layers"]
+    assert "## The chat vector by layer" in table and (out / "vector" / "inspect.png").exists()
 
 
 def test_a_failure_mid_run_from_the_command_line_is_resumed(tmp_path, known):

@@ -1,4 +1,4 @@
-"""Command line: chatvec merge | sweep | extract | apply | tune | inspect | verify | demo (also `python -m chatvec_fast`).
+"""Command line: chatvec merge | sweep | extract | apply | tune | inspect | verify | demo (or python -m chatvec_fast).
 
 Parses arguments into the API's options and calls it; every decision is the API's. Messages go to stderr
 as one line each ("error: ...", "warning: ...", "note: ..."), never as tracebacks.

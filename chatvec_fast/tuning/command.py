@@ -30,6 +30,7 @@ from .check import TuneJob, check_outputs
 from .model import build_model, context_window, eos_ids, load_chat, load_tokenizer, write_model_files
 from .pick import recommend, statement
 from .record import check_resumable, inputs_record, options_record, versions
+from .vector import inspect_inputs
 
 
 def run_tune(job: TuneJob) -> res.TuneResults:
@@ -73,7 +74,12 @@ def _run(job: TuneJob, held, created: bool, scratch: str | None) -> res.TuneResu
         old = res.load(job.out)
         check_resumable(old, document, job.out)
         document["rows"], document["references"] = old["rows"], old["references"]
+        if "vector" in old:
+            document["vector"] = old["vector"]
     _save(job.out, document)  # the run's options and inputs, before the first alpha
+    if "vector" not in document:  # the chat vector by layer (inspect), once: --resume keeps it
+        document["vector"] = inspect_inputs(held.job.inputs, job.out, quiet=not s.progress)
+        _save(job.out, document)
     try:
         _sweep(job, held, model_dir, evaluation, document)
     except BaseException as exc:
@@ -91,11 +97,12 @@ def _evaluation(job: TuneJob, held, model_dir: str) -> dict:
     from .evaluate import EvalInputs, EvalSettings, Evaluator, check_eval_inputs
 
     s = job.settings
-    settings = EvalSettings(language=job.language, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
+    settings = EvalSettings(language=job.language, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                            window=s.window)  # fmt: skip
     inputs = EvalInputs(text=job.text, reference_text=job.reference_text, prompts=job.prompts)
     tokenizer, eos = load_tokenizer(model_dir, "the merged model"), eos_ids(model_dir)
-    window = context_window(model_dir)
-    check_eval_inputs(tokenizer, inputs, settings, window)
+    context = context_window(model_dir)
+    check_eval_inputs(tokenizer, inputs, settings, context)
     chat_dir = held.job.inputs["chat"]
     chat_tokenizer, chat_eos = load_tokenizer(chat_dir, "the chat model"), eos_ids(chat_dir)
     try:
@@ -103,8 +110,10 @@ def _evaluation(job: TuneJob, held, model_dir: str) -> dict:
     except Exception as exc:
         exc.args = (f"the chat model's reference row (its own tokenizer and chat template): {exc}",)
         raise
-    return {"merged": Evaluator(tokenizer, inputs, settings, eos), "chat": Evaluator(chat_tokenizer, inputs, settings,
-            chat_eos), "window": window, "eos": list(eos), "chat_eos": list(chat_eos)}  # fmt: skip
+    merged = Evaluator(tokenizer, inputs, settings, eos)
+    chat = Evaluator(chat_tokenizer, inputs, settings, chat_eos, identifier=merged.identifier)
+    return {"merged": merged, "chat": chat, "window": s.window or context, "eos": list(eos),
+            "chat_eos": list(chat_eos)}  # fmt: skip
 
 
 def _document(job: TuneJob, held, model_dir: str, evaluation: dict) -> dict:

@@ -50,13 +50,16 @@ def _where(prompt: Prompt) -> str:
     return f"--prompts, prompt {prompt.id!r}"
 
 
-def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, window: int) -> None:
+def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, context: int) -> None:
     """Refuses, before any work, what the evaluation cannot measure: a text shorter than one window, a tokenizer
     without a chat template, a prompt the template cannot render or that leaves no room for a reply."""
     if settings.max_new_tokens < 1 or settings.batch_size < 1:
         raise InputError(f"max_new_tokens {settings.max_new_tokens} and batch_size {settings.batch_size} must be at "
                          "least 1")  # fmt: skip
-    window, stride = _window(settings, window)
+    if settings.window is not None and settings.window > context:
+        raise InputError(f"--window {settings.window} is longer than the model's context ({context} tokens); give "
+                         f"at most {context}, or leave --window out to use the whole context")  # fmt: skip
+    window, stride = _window(settings, context)
     if not 0 < stride < window:
         raise InputError(f"stride {stride} must be between 1 and the window ({window} tokens) less one, so that "
                          "every window's first scored token has context in it")  # fmt: skip
@@ -65,26 +68,27 @@ def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, win
             continue
         n = len(text_ids(tokenizer, text))
         if n < window:
+            source = "--window" if settings.window else "the model's context"
             raise InputError(
-                f"{what}: {n} tokens, shorter than one window of the model's context ({window} "
-                "tokens), so its bits per byte would not measure the model at its context; give "
-                f"a text of at least {window} tokens ({4 * window} characters of English or so)"
+                f"{what}: {n} tokens, shorter than one window ({window} tokens: {source}), so its bits per byte "
+                f"would not measure the model at that context; give a text of at least {window} tokens "
+                f"({4 * window} characters of English or so), or a smaller --window"
             )
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the tokenizer has no chat template, and the replies are generated under one; pass "
                          "--chat-template-from chat (the chat model's) or give a tokenizer with one")  # fmt: skip
     for prompt in inputs.prompts:
         n = len(prompt_ids(tokenizer, prompt.messages, _where(prompt)))
-        if n + settings.max_new_tokens > window:
+        if n + settings.max_new_tokens > context:
             raise InputError(f"{_where(prompt)}: {n} tokens under the chat template, and with "
                              f"{settings.max_new_tokens} new tokens the reply would run past the model's context "
-                             f"({window}); shorten the "
+                             f"({context}); shorten the "
                              "prompt or lower --max-new-tokens")  # fmt: skip
         if prompt.answer is not None:
             ids, first = answer_ids(tokenizer, prompt.messages, prompt.answer, (), _where(prompt))
-            if len(ids) > window or first >= len(ids):
+            if len(ids) > context or first >= len(ids):
                 raise InputError(f"{_where(prompt)}: the prompt and its answer are {len(ids)} tokens, the answer "
-                                 f"{len(ids) - first}; they must fit the model's context ({window}) and the answer "
+                                 f"{len(ids) - first}; they must fit the model's context ({context}) and the answer "
                                  "must have at least one token")  # fmt: skip
 
 
@@ -96,7 +100,8 @@ class Evaluator:
     0.95
     """
 
-    def __init__(self, tokenizer, inputs: EvalInputs, settings: EvalSettings, eos_ids: tuple[int, ...]):
+    def __init__(self, tokenizer, inputs: EvalInputs, settings: EvalSettings, eos_ids: tuple[int, ...],
+                 identifier: LanguageIdentifier | None = None):  # fmt: skip
         if not eos_ids:
             raise InputError("the model has no eos token id, so no reply could stop; set eos_token_id in its "
                              "generation_config.json")  # fmt: skip
@@ -108,7 +113,8 @@ class Evaluator:
         # padding is masked out, so any id the embedding has will do: eos has a row (the model generates it);
         # a tokenizer's <pad> may not (one added without resizing the embedding)
         self.pad_id = self.eos_ids[0]
-        self.identifier = LanguageIdentifier(settings.language)
+        # one identifier can serve several Evaluators: loading lingua's models takes 4-25 s here
+        self.identifier = identifier or LanguageIdentifier(settings.language)
         # tokenized once, not at every alpha (1.3 MB of mixed English and Chinese: 1.1 s, 677k tokens, here)
         self.ids = {what: text_ids(tokenizer, getattr(inputs, what)) for what in ("text", "reference_text")
                     if getattr(inputs, what) is not None}  # fmt: skip

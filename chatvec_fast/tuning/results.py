@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 from ..errors import OutputError
 from ..write.durable import write_atomic
+from .vector import VECTOR_DIR
+from .vector import markdown as vector_markdown
 
 RESULTS_NAME = "results.json"
 TABLE_NAME = "results.md"
 PLOT_NAME = "tune.png"
 MODEL_DIR = "model"  # the merged model's files without weights: config, tokenizer, chat template, eos
 FORMAT = 1
-OURS = (RESULTS_NAME, TABLE_NAME, PLOT_NAME, MODEL_DIR, RESULTS_NAME + ".tmp", MODEL_DIR + ".partial")
+OURS = (RESULTS_NAME, TABLE_NAME, PLOT_NAME, MODEL_DIR, VECTOR_DIR, RESULTS_NAME + ".tmp", MODEL_DIR + ".partial")
 FIGURES = ("bits_per_byte", "reference_bits_per_byte", "fidelity", "line_fidelity", "stops", "answer_bits_per_byte")
 REFERENCE_NOTES = {
     "cp": "cp alone: the merge at alpha 0 (cp's weights) with the merged model's tokenizer, chat template and eos",
@@ -125,6 +127,7 @@ def markdown(document: dict) -> str:
               "language; stops: the share of replies that end with eos before --max-new-tokens.", ""]  # fmt: skip
     for name, note in REFERENCE_NOTES.items():
         lines.append(f"- {name}: {note}")
+    lines += vector_markdown(document.get("vector"))
     lines += ["", f"**Rule** (`--pick {rec.get('rule', document['options']['pick'])}`): "
               f"{rec.get('statement', '')}", ""]  # fmt: skip
     if rec.get("alpha") is not None:
