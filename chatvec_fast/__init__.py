@@ -25,6 +25,7 @@ _EXPORTS = {
     "sweep": "api",
     "extract": "api",
     "apply": "api",
+    "tune": "api",
     "verify": "api",
     "inspect": ("api", "inspect_vector"),  # api.py imports the standard library's inspect under that name
     "inspect_vector": "api",

@@ -1,5 +1,5 @@
-"""The Python API: merge, sweep, extract, apply, verify, inspect_vector. Each builds a Job and runs it; the CLI
-is a thin shell over these.
+"""The Python API: merge, sweep, extract, apply, tune, verify, inspect_vector. Each builds a Job and runs it; the
+CLI is a thin shell over these.
 
     >>> import chatvec_fast
     >>> report = chatvec_fast.merge("llama-2-7b", "llama-2-7b-chat", "my-cp-7b", "merged", alpha=0.5)
@@ -124,6 +124,32 @@ def apply_inputs(vector, cp: str, alpha=None, alphas=None) -> tuple[dict, list, 
     return inputs, values, sweep
 
 
+@_takes_options("tune")
+def tune(base: str, chat: str, cp: str, out: str, alphas: Alphas, text: str, prompts: str, language: str,
+         **options):  # fmt: skip
+    """Measures the merge at every alpha on one model in memory and recommends one; returns the TuneResults.
+
+    The inputs are read once (HeldMerge) and one model, as `merge` would write it (cp's tokenizer, chat's
+    template and eos by default; every merge option applies), is switched to each alpha and evaluated:
+    bits per byte of `text` (a file in the target language) and of reference_text, the share of greedy replies
+    to `prompts` (a JSON-lines file) in `language` (an ISO 639-1 code) and of reply lines, the share that stop
+    at eos, and the bits per byte of the prompts' reference answers; cp alone (alpha 0) and the chat model
+    alone are reference rows. out/results.json (every figure and reply), out/results.md and out/tune.png are
+    written, results.json after every alpha; alphas as for sweep ("0:1:0.1" or a list).
+
+    >>> results = tune("base", "chat", "cp", "tune-out", "0:1:0.25", "zh.txt", "prompts.jsonl", "zh")
+    >>> results.alpha, results.rows[0]["fidelity"]
+    """
+    return run_tune({"base": base, "chat": chat, "cp": cp}, out, alphas, text, prompts, language, options)
+
+
+def run_tune(inputs: dict, out, alphas, text, prompts, language, options: dict, spelling: str = "api"):
+    """Checks and runs a tune (tune() above, and the CLI with spelling="cli")."""
+    from .tuning import run
+
+    return run(inputs, out, alphas, text, prompts, language, options, spelling)
+
+
 def verify(
     output: str, every: bool = False, max_ulp: int = 0, checksums_only: bool = False, progress: bool = False
 ) -> list:
@@ -175,6 +201,12 @@ def failure_hint(exc: BaseException) -> str:
     """What a failed or interrupted run left behind (only what this run made), and how to go on."""
     from .run import kept_outputs
 
+    tuned = getattr(exc, "chatvec_tune", None)
+    if tuned is not None:
+        out, rows = tuned
+        return (f"{out}/results.json keeps the {rows} finished alphas; run the same command with --resume to "
+                "continue")  # fmt: skip
+
     kept = kept_outputs(exc)
     finished = [path for path, why in kept if why == "finished"]
     partial = [path for path, why in kept if why != "finished"]
@@ -191,6 +223,7 @@ __all__ = [
     "sweep",
     "extract",
     "apply",
+    "tune",
     "verify",
     "inspect_vector",
     "failure_hint",

@@ -39,8 +39,9 @@ WRITE_POINTS = (
     "commit",  # fsyncs and the rename into place
 )
 # Where a hook may act (besides every point above): the plan is made and no tensor byte read yet; an input
-# file was opened for reading (context: path); the finished output is about to be renamed (context: path).
-HOOK_POINTS = ("planned", "opened", "committing")
+# file was opened for reading (context: path); the finished output is about to be renamed (context: path); a
+# tune recorded an alpha's results (context: alpha).
+HOOK_POINTS = ("planned", "opened", "committing", "tuned")
 POINTS = ("read", "compute", *WRITE_POINTS, *HOOK_POINTS)
 
 _lock = threading.Lock()

@@ -15,15 +15,20 @@ from dataclasses import dataclass, field, fields
 
 from .backends import NAMES as BACKEND_NAMES
 
-COMMANDS = ("merge", "sweep", "extract", "apply")
+COMMANDS = ("merge", "sweep", "extract", "apply", "tune")
+# commands whose outputs are models (extract writes a vector; tune's --write-best is a merge)
+MODEL_OUTPUTS = ("merge", "sweep", "apply", "tune")
+MERGES = ("merge", "sweep", "tune")  # commands that read base, chat and cp
 INSPECT = "inspect"  # reads the models and writes figures, not a model: it takes only the options that say so
-MODEL_OUTPUTS = ("merge", "sweep", "apply")  # commands whose outputs are models (extract writes a vector)
 VOCAB_POLICIES = ("shared-rows", "skip", "error")
 ADDED_TOKEN_POLICIES = ("append", "drop", "error")
 TOKEN_SOURCES = ("cp", "chat")
 TOKENIZER_SOURCES = ("cp", "chat", "base")
 OUTPUT_DTYPES = ("bf16", "f16", "f32", "fp8")
 VECTOR_DTYPES = ("f32", "f64", "bf16", "f16")
+# tune's recommendation rules (tuning/pick.py states and applies them)
+PICK_RULES = ("fidelity-stops", "bits-per-byte", "fidelity", "answer")
+_TUNE = ("tune",)
 
 # 1M elements per chunk (2 MiB per bf16 input): big enough that the Python hand-offs (~30 us a chunk) are
 # noise, small enough that the slots (4 x (3 + K) x 4 MiB for models up to f32) stay RSS-friendly.
@@ -65,15 +70,16 @@ class Settings:
                                  "(always reproduces merge), bf16 or f16 (round most differences)"}})  # fmt: skip
     max_shard_size: str | int | None = _option(
         None, "re-shard the output, e.g. '5GB' or '2GiB' (GB = 10^9); default: the same shards as cp",
-        cli={"metavar": "SIZE"})  # fmt: skip
+        cli={"metavar": "SIZE"},
+        per_command={"tune": {"doc": "--write-best's shards, as merge's --max-shard-size"}})  # fmt: skip
     added_tokens: str = _option(
         "append", "a chat model with tokens its base lacks (ChatML's tokens added to a 32,000-row model): append "
         "chat's rows and tokens to cp where cp lacks them (append), leave them out (drop), or stop (error)",
-        commands=("merge", "sweep"), cli={"choices": ADDED_TOKEN_POLICIES})  # fmt: skip
+        commands=MERGES, cli={"choices": ADDED_TOKEN_POLICIES})  # fmt: skip
     special_tokens_from: str = _option(
         "cp", "chat: the rows of the special tokens (bos, eos, pad, the chat template's tokens) in the vocabulary "
         "tensors come from the chat model, matched by token string (cp: leave them merged)",
-        commands=("merge", "sweep"), cli={"choices": TOKEN_SOURCES})  # fmt: skip
+        commands=MERGES, cli={"choices": TOKEN_SOURCES})  # fmt: skip
     chat_template_from: str | None = _option(
         None, "whose chat template and eos the output's tokenizer gets: chat or cp (default: chat's when it has "
         "one)", commands=MODEL_OUTPUTS, cli={"choices": TOKEN_SOURCES})  # fmt: skip
@@ -83,18 +89,27 @@ class Settings:
     model_card: bool = _option(
         True, "write a README.md model card (Hugging Face format); cp's own card is kept as README.cp.md",
         commands=MODEL_OUTPUTS, flag="--no-model-card",
-        cli={"action": "store_false", "help": "no README.md model card in the output"})  # fmt: skip
+        cli={"action": "store_false", "help": "no README.md model card in the output"},
+        per_command={"tune": {"doc": "a README.md model card in --write-best's output, as merge writes "
+                              "it"}})  # fmt: skip
     revision: str | None = _option(
         None, "the revision (branch, tag or commit) of every Hugging Face Hub id given without one "
         "('org/name@rev' sets an input's own)", commands=(*COMMANDS, INSPECT), cli={"metavar": "REV"})  # fmt: skip
     overwrite: bool = _option(
         False, "replace an existing output: only a directory holding a model output (anything else in it is "
-        "refused, listed)", cli={"action": "store_true"})  # fmt: skip
+        "refused, listed)", cli={"action": "store_true"},
+        per_command={"tune": {"doc": "replace an existing --write-best output, as merge's --overwrite (the tune's "
+                              "own --out is never replaced: --resume continues it)"}})  # fmt: skip
     resume: bool = _option(
         False, "continue an interrupted run of the same command: completed shards whose checksums still match "
-        "are kept", cli={"action": "store_true"})  # fmt: skip
+        "are kept", cli={"action": "store_true"},
+        per_command={"tune": {"doc": "continue an interrupted tune in the same --out: the alphas it finished are "
+                              "kept, when its options and inputs are the same (else an error says what "
+                              "differs)"}})  # fmt: skip
     dry_run: bool = _option(False, "plan only: print what would be written, write nothing",
-                            cli={"action": "store_true"})  # fmt: skip
+                            cli={"action": "store_true"},
+                            per_command={"tune": {"doc": "check the inputs, options and evaluation files, print "
+                                                  "the plan, write nothing"}})  # fmt: skip
     progress: bool = _option(False, "a progress line on stderr (the command line shows it unless --quiet)",
                              commands=(*COMMANDS, INSPECT), cli={"action": "store_false", "help": "no progress output"},
                              flag="--quiet")  # fmt: skip
@@ -111,12 +126,41 @@ class Settings:
                    "thread (default 1: more is unmeasured, docs/NOTES.md)"}})  # fmt: skip
     devices: str | tuple | None = _option(
         None, "GPUs that share the output shards, e.g. 'cuda:0,cuda:1' (a device backend: triton or cuda)",
-        cli={"metavar": "LIST"})  # fmt: skip
+        cli={"metavar": "LIST"},
+        per_command={"tune": {"doc": "GPUs that share --write-best's shards, as merge's"}})  # fmt: skip
     gpu_memory: str | int | None = _option(None, "device memory for buffers per GPU, e.g. '2GiB' (the default)",
                                            cli={"metavar": "SIZE"})  # fmt: skip
     chunk_elements: int | None = _option(
         None, f"elements per pipeline chunk (default {DEFAULT_CHUNK_ELEMENTS}, or ${CHUNK_ELEMENTS_VARIABLE}; tests "
         "use small values)", commands=(*COMMANDS, INSPECT))  # fmt: skip
+    # tune's own options (tuning/): what is measured at each alpha, and how the recommended alpha is chosen
+    reference_text: str | None = _option(
+        None, "a text in the language base knew (e.g. English): its bits per byte at each alpha too",
+        commands=_TUNE, cli={"metavar": "FILE"})  # fmt: skip
+    max_new_tokens: int = _option(256, "the longest reply generated per prompt, in tokens (greedy decoding)",
+                                  commands=_TUNE, cli={"type": int, "metavar": "N"})  # fmt: skip
+    window: int | None = _option(
+        None, "tokens in each bits-per-byte window, windows overlapping by half (default: the model's whole "
+        "context, max_position_embeddings; a smaller one measures a long-context model on a shorter text)",
+        commands=_TUNE, cli={"type": int, "metavar": "TOKENS"})  # fmt: skip
+    batch_size: int = _option(8, "prompts generated together (one batch, padded on the left)", commands=_TUNE,
+                              cli={"type": int, "metavar": "N"})  # fmt: skip
+    device: str = _option(
+        "cpu", "where the model runs and the inputs are held: cpu (host memory; the native kernel switches the "
+        "weights) or cuda / cuda:N (the GPU's memory; the triton kernel)", commands=_TUNE,
+        cli={"metavar": "DEVICE"})  # fmt: skip
+    pick: str = _option(
+        "fidelity-stops", "the rule that recommends an alpha: fidelity-stops (the highest language fidelity x stops "
+        "among alphas whose bits per byte on --text stay within --max-bpb-increase of cp's), bits-per-byte (the "
+        "lowest on --text), fidelity (the highest), answer (the lowest bits per byte of the prompts' answers); ties "
+        "go to the lower alpha", commands=_TUNE, cli={"choices": PICK_RULES})  # fmt: skip
+    max_bpb_increase: float = _option(
+        0.05, "fidelity-stops' limit: an alpha's bits per byte on --text at most this fraction above cp's "
+        "(0.05: 1.05 x cp's)",
+        commands=_TUNE, cli={"type": float, "metavar": "FRACTION"})  # fmt: skip
+    write_best: str | None = _option(
+        None, "write the merge of the recommended alpha to DIR, bit-identical to `chatvec merge` with that alpha "
+        "and the same options", commands=_TUNE, cli={"metavar": "DIR"})  # fmt: skip
 
     @classmethod
     def for_command(cls, command: str) -> list:
@@ -188,4 +232,3 @@ def unknown_option(command: str, name: str) -> str:
     if elsewhere and not close:
         hint = f"; {name} is an option of {', '.join(elsewhere)}"
     return f"{command}() got an unexpected keyword argument {name!r}{hint} (its options: {', '.join(known)})"
-

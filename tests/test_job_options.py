@@ -14,7 +14,7 @@ from chatvec_fast.cli.arguments import build_parser
 from chatvec_fast.settings import Settings
 
 
-@pytest.mark.parametrize("command", ["merge", "sweep", "extract", "apply"])
+@pytest.mark.parametrize("command", ["merge", "sweep", "extract", "apply", "tune"])
 def test_the_cli_and_the_api_take_the_same_options_with_the_same_defaults(command):
     """Both are built from Settings: the parser's destinations and defaults, the API's keyword parameters."""
     parser = build_parser()

@@ -36,9 +36,11 @@ ALLOWED = {
     "testing": {"write", "backends"},
     # merged tensors into memory: the merge's plan, pipeline and kernels, with tensors for files
     "memory": {"read", "plan", "backends", "run", "job", "settings", "report"},
+    # tune: a held merge's model switched per alpha and evaluated; merge's own job, finish stage and run
+    "tuning": {"memory", "run", "job", "settings", "read", "write", "report", "inspection"},
     # the chat vector measured: the merge's job, plan and reader, the reference's widening, write's staging
     "inspection": {"read", "plan", "backends", "write", "run", "job", "settings"},
-    "api": {"job", "settings", "plan", "report", "run", "verification", "inspection"},
+    "api": {"job", "settings", "plan", "report", "run", "verification", "tuning", "inspection"},
     "cli": {"api", "backends", "settings", "testing", "read"},  # read: mergekit's tokenizer_source base
     "__main__": {"cli"},
     "__init__": set(),
@@ -143,6 +145,8 @@ FORBIDDEN_AT_RUNTIME = {
     "chatvec_fast.run": {"torch", "triton", "chatvec_fast.api", "chatvec_fast.cli"},
     "chatvec_fast.cli": {"torch", "triton", "chatvec_fast.run"},
     "chatvec_fast.memory": {"torch", "triton", "transformers", "chatvec_fast.api", "chatvec_fast.cli"},
+    "chatvec_fast.tuning": {"torch", "triton", "transformers", "matplotlib", "lingua", "chatvec_fast.api",
+                            "chatvec_fast.cli", "chatvec_fast.memory"},
     "chatvec_fast.inspection": {"triton", "matplotlib", "chatvec_fast.api", "chatvec_fast.cli", "chatvec_fast.memory"},
 }  # fmt: skip
 
@@ -164,7 +168,7 @@ def test_no_module_over_300_lines():
     assert not long, long
 
 
-ENTRY_POINTS = [api.merge, api.sweep, api.extract, api.apply, api.inspect_vector]
+ENTRY_POINTS = [api.merge, api.sweep, api.extract, api.apply, api.tune, api.inspect_vector]
 # Defaults that differ from the shared one, on purpose.
 OWN_DEFAULTS = {("extract", "dtype"): "f32"}
 

@@ -1,4 +1,4 @@
-"""Command line: chatvec merge | sweep | extract | apply | inspect | verify | demo (also `python -m chatvec_fast`).
+"""Command line: chatvec merge | sweep | extract | apply | tune | inspect | verify | demo (or python -m chatvec_fast).
 
 Parses arguments into the API's options and calls it; every decision is the API's. Messages go to stderr
 as one line each ("error: ...", "warning: ...", "note: ..."), never as tracebacks.
@@ -52,6 +52,12 @@ def _run(args) -> int:
 
         return run_demo(args.alpha, args.backend, args.keep)
     options = _options(args, command)
+    if command == "tune":
+        inputs = {role: getattr(args, role) for role in ("base", "chat", "cp")}
+        results = api.run_tune(inputs, args.out, args.alphas, args.text, args.prompts, args.language, options,
+                               spelling="cli")  # fmt: skip
+        print(results.summary())
+        return 0
     if command == "inspect":
         inputs = {role: getattr(args, role) for role in ("base", "chat", "cp") if getattr(args, role) is not None}
         inspection = api.run_inspect(inputs, args.out, options, spelling="cli")

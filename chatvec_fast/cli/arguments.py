@@ -1,4 +1,4 @@
-"""The command line's arguments: one argparse parser for merge, sweep, extract, apply, inspect, verify and demo.
+"""The command line's arguments: one argparse parser for merge, sweep, extract, apply, tune, inspect, verify and demo.
 
 Every option of merge, sweep, extract, apply and inspect (its flag, default, choices and help) comes from
 settings.Settings, the one declaration the Python API reads too; here are only each command's inputs,
@@ -85,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="several alphas in one pass, as for sweep; once per --vector (their grid is swept: "
                        "OUT/alpha-0.5_1.0/ ...)")  # fmt: skip
     add_options(p, "apply")
+
+    p = sub.add_parser("tune", help="measure the merge at several alphas on one model in memory; recommend one")
+    _inputs(p)
+    p.add_argument("--alphas", required=True, help="the alphas to measure, as for sweep (e.g. 0:1:0.1)")
+    p.add_argument("--text", required=True, metavar="FILE",
+                   help="a text in cp's language (UTF-8): its bits per byte at each alpha")  # fmt: skip
+    p.add_argument("--prompts", required=True, metavar="JSONL",
+                   help='one JSON object a line: {"prompt": ...} or {"messages": [...]}, optionally '
+                   '"answer"')  # fmt: skip
+    p.add_argument("--language", required=True, metavar="CODE",
+                   help="the language replies should be in, an ISO 639-1 code (e.g. zh, ko, de)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output directory: results.json, results.md, tune.png")
+    add_options(p, "tune")
 
     p = sub.add_parser("inspect", help="measure the chat vector per tensor and per layer (and its cosine with cp's "
                        "own change)")  # fmt: skip

@@ -1,0 +1,186 @@
+"""chatvec tune's route against the disk route, per alpha, alternating, in one process.
+
+  tune      the inputs held once (HeldMerge), one model built once; per alpha: the held switch, then the
+            evaluation (bits per byte, greedy replies, language, stops) on that model
+  disk      `chatvec sweep` of every alpha to disk in one pass (the fastest way to write K models: one read of
+            the inputs), then per alpha: transformers' from_pretrained of that output, then the same evaluation
+            (the same Evaluator object, on the same tokenizer files)
+
+The disk route's merge is charged per alpha as the sweep's time / K. The two routes alternate alpha by alpha
+(which goes first flips each alpha), so a slow moment of a shared machine hits both. Correctness after timing:
+both routes' figures are identical at every alpha (the same weights, bit for bit, give the same numbers).
+Reported: per alpha and in total, each route's seconds, and the share of the tune route's time in merging
+(the switch) vs evaluating.
+
+    python benchmarks/bench_tune.py                    # a 20M-parameter Llama (4 layers, vocab 32,000)
+    python benchmarks/bench_tune.py --size 1b          # the 1.1B triple (TinyLlama's shape)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from common import CACHE, machine, save_json, warm  # noqa: E402
+
+# 4 layers of width 256 with Llama's 32,000-token vocabulary: 20M parameters (41 MB in bf16), small enough that
+# a 2-core machine evaluates a 2,048-token window in about a second, large enough that a switch is measurable.
+BENCH_SHAPE = {"layers": 4, "hidden": 256, "intermediate": 704, "heads": 4, "kv_heads": 2, "vocab": 32000}
+WORDS = ("the model can merge what the chat vector is about and then it will be like that in this language "
+         "which we have all seen before so it is time to say hello world").split()  # fmt: skip
+PROMPTS = ("hello", "what is the model about", "say something about the world", "how is the time")
+
+
+def triple(size: str) -> dict[str, str]:
+    from chatvec_fast.testing.synthetic import LlamaShape, make_triple
+
+    root = os.path.join(CACHE, f"models-tune-{size}")
+    done = os.path.join(root, ".complete")
+    if not os.path.exists(done):
+        shutil.rmtree(root, ignore_errors=True)
+        shape = LlamaShape(**BENCH_SHAPE) if size == "bench" else size
+        make_triple(root, shape, shard_bytes=10**9)
+        open(done, "w").close()
+    return {r: os.path.join(root, r) for r in ("base", "chat", "cp")}
+
+
+def evaluation_files(directory: str, tokens: int) -> dict:
+    """A text of about `tokens` words (at least the model's window) and a prompts file."""
+    text = os.path.join(directory, "text.txt")
+    with open(text, "w", encoding="utf-8") as f:
+        f.write(" ".join(WORDS[i % len(WORDS)] for i in range(tokens)))
+    prompts = os.path.join(directory, "prompts.jsonl")
+    with open(prompts, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"prompt": p}) + "\n" for p in PROMPTS)
+    return {"text": text, "prompts": prompts}
+
+
+def figures(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "seconds"}
+
+
+def run(size: str, alphas: list[float], max_new_tokens: int) -> dict:
+    import torch
+    import transformers
+
+    import chatvec_fast
+    from chatvec_fast.tuning.check import build
+    from chatvec_fast.tuning.command import _evaluation
+    from chatvec_fast.tuning.model import build_model, write_model_files
+    from chatvec_fast.write.names import alpha_dirname
+
+    torch.manual_seed(0)
+    paths = triple(size)
+    work = tempfile.mkdtemp(prefix="bench-tune-", dir=CACHE)
+    try:
+        files = evaluation_files(work, 3000)
+        job = build(paths, os.path.join(work, "tune"), alphas, files["text"], files["prompts"], "en",
+                    {"max_new_tokens": max_new_tokens}, "api")  # fmt: skip
+        held = chatvec_fast.HeldMerge(paths["base"], paths["chat"], paths["cp"])
+        os.makedirs(job.out)
+        model_dir = write_model_files(held.plan, None, None, job.out)
+        evaluator = _evaluation(job, held, model_dir)["merged"]
+        warm(paths.values())
+        t0 = time.perf_counter()
+        held.load()
+        model = build_model(model_dir, held.plan, "cpu")
+        setup_tune = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        chatvec_fast.sweep(paths["base"], paths["chat"], paths["cp"], os.path.join(work, "sweep"), alphas)
+        sweep = time.perf_counter() - t0
+        rows = []
+        for k, alpha in enumerate(alphas):
+            row = {"alpha": alpha}
+
+            def tune_route(alpha=alpha, row=row):
+                t0 = time.perf_counter()
+                held.apply(model, alpha)
+                t1 = time.perf_counter()
+                result = evaluator.evaluate(model)
+                row["tune"] = {"merge": t1 - t0, "evaluate": time.perf_counter() - t1}
+                row["tune_figures"] = figures(result)
+
+            def disk_route(alpha=alpha, row=row):
+                out = os.path.join(work, "sweep", alpha_dirname(alpha))
+                t0 = time.perf_counter()
+                loaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="auto").eval()
+                t1 = time.perf_counter()
+                result = evaluator.evaluate(loaded)
+                row["disk"] = {"merge": sweep / len(alphas), "load": t1 - t0, "evaluate": time.perf_counter() - t1}
+                row["disk_figures"] = figures(result)
+                del loaded
+                gc.collect()
+
+            for route in (tune_route, disk_route) if k % 2 == 0 else (disk_route, tune_route):
+                route()
+            print(f"alpha {alpha:g}: tune {sum(row['tune'].values()):.2f} s (switch {row['tune']['merge']:.3f}), "
+                  f"disk {sum(row['disk'].values()):.2f} s (load {row['disk']['load']:.3f})", flush=True)  # fmt: skip
+            rows.append(row)
+        for row in rows:  # after timing: the same weights give the same figures
+            assert row["tune_figures"] == row["disk_figures"], f"alpha {row['alpha']}: the routes disagree"
+        tune_merge = sum(r["tune"]["merge"] for r in rows)
+        tune_eval = sum(r["tune"]["evaluate"] for r in rows)
+        disk_total = sum(sum(r["disk"].values()) for r in rows)
+        return {
+            "machine": machine(),
+            "size": size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "alphas": alphas,
+            "max_new_tokens": max_new_tokens,
+            "prompts": len(PROMPTS),
+            "setup_seconds": {"tune: hold the inputs and build the model": setup_tune, "disk: the sweep": sweep},
+            "rows": [{k: v for k, v in r.items() if not k.endswith("figures")} for r in rows],
+            "totals": {
+                "tune": tune_merge + tune_eval + setup_tune,
+                "disk": disk_total,
+                "tune_merge_share": tune_merge / (tune_merge + tune_eval),
+                "disk_merge_and_load_share": sum(r["disk"]["merge"] + r["disk"]["load"] for r in rows) / disk_total,
+            },  # fmt: skip
+            "figures_equal": True,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(doc: dict) -> str:
+    lines = ["| alpha | tune: switch s | tune: evaluate s | disk: sweep / K s | disk: from_pretrained s | "
+             "disk: evaluate s |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in doc["rows"]:
+        t, d = r["tune"], r["disk"]
+        lines.append(f"| {r['alpha']:g} | {t['merge']:.3f} | {t['evaluate']:.2f} | {d['merge']:.3f} | "
+                     f"{d['load']:.3f} | {d['evaluate']:.2f} |")  # fmt: skip
+    tot = doc["totals"]
+    lines.append(f"\nTotal (setup included): tune {tot['tune']:.2f} s, disk {tot['disk']:.2f} s; the tune route "
+                 f"spends {100 * tot['tune_merge_share']:.1f}% of its per-alpha time switching weights, the disk "
+                 f"route {100 * tot['disk_merge_and_load_share']:.1f}% merging and loading.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="bench", help="bench (20M parameters), tiny, small or 1b")
+    parser.add_argument("--alphas", default="0:1:0.25")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--json", default=None, help="where to save the figures (default docs/results/tune-SIZE.json)")
+    args = parser.parse_args()
+    from chatvec_fast.alphas import normalize_alphas
+
+    doc = run(args.size, normalize_alphas(args.alphas), args.max_new_tokens)
+    path = args.json or os.path.join(HERE, "..", "docs", "results", f"tune-{args.size}.json")
+    save_json(path, doc)
+    print(table(doc))
+    print(f"saved {os.path.normpath(path)}")
+
+
+if __name__ == "__main__":
+    main()
