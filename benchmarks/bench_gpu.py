@@ -91,6 +91,7 @@ def main():
     out = os.path.join(CACHE, "gpu-out")
     b, c, p = paths["base"], paths["chat"], paths["cp"]
     py = sys.executable
+
     def chatvec(backend: str) -> list[str]:
         cmd = [py, "-m", "chatvec_fast", "merge", "--base", b, "--chat", c, "--cp", p, "--out", out, "--alpha",
                str(ALPHA), "--backend", backend, "--quiet"]  # fmt: skip

@@ -27,8 +27,10 @@ def check_alpha(value: float, what: str) -> float:
         raise ValueError(f"{what} {value!r}: an alpha must be a finite number within +-{MAX_ALPHA:g} (the paper uses "
                          "0.5 to 1); NaN or Inf would make every merged element NaN or Inf")  # fmt: skip
     if abs(value) > MAX_ALPHA:
-        raise ValueError(f"{what} {value!r}: an alpha must be within +-{MAX_ALPHA:g} (the paper uses 0.5 to "
-                         "1); a chat vector scaled this far drowns cp's weights, which is almost always a typo")
+        raise ValueError(
+            f"{what} {value!r}: an alpha must be within +-{MAX_ALPHA:g} (the paper uses 0.5 to "
+            "1); a chat vector scaled this far drowns cp's weights, which is almost always a typo"
+        )
     return value
 
 

@@ -55,6 +55,8 @@ REPORT_NAME = "chatvec_report.json"
 VECTOR_CHAT_DIR = "chat"  # a saved vector's copy of chat's tokenizer files, for apply
 CARD_NAME = "README.md"  # the model card (Hugging Face format)
 CP_CARD_NAME = "README.cp.md"  # cp's own card, kept beside ours
+
+
 def shard_name(index: int, count: int) -> str:
     """model-00002-of-00005.safetensors (1-based index), as save_pretrained names shards."""
     return f"model-{index:05d}-of-{count:05d}.safetensors"

@@ -73,8 +73,10 @@ class Job:
         values = tuple(normalize_alphas(alphas))
         s = settings
         if isinstance(values[0], tuple) and s.alpha_for:
-            raise ValueError(f"{name('alpha_for')} sets one alpha per tensor, and apply with several vectors takes one "
-                             "per vector; apply the vectors one at a time to give tensors their own alphas")
+            raise ValueError(
+                f"{name('alpha_for')} sets one alpha per tensor, and apply with several vectors takes one "
+                "per vector; apply the vectors one at a time to give tensors their own alphas"
+            )
         outputs = (out,)
         if out is None:
             outputs = ()
@@ -207,4 +209,3 @@ def _engine(s: Settings, name) -> Engine:
     if problem:
         raise ValueError(f"{name('backend')} {s.backend}: {problem}")
     return Engine(s.backend, threads, devices, _size(s.gpu_memory, name("gpu_memory")))
-

@@ -90,13 +90,9 @@ def start_report(plan: Plan, inputs: dict[str, str], sources: dict, output: int)
     if any(a != alpha for a in groups):  # --alpha-for changed some tensors
         report["alpha_by_tensor"] = {repr(a): names for a, names in groups.items()}
     if plan.appended:
-        report["added_tokens"] = [
-            {"token": t.token, "chat_row": t.chat_row, "row": t.row} for t in plan.appended
-        ]
+        report["added_tokens"] = [{"token": t.token, "chat_row": t.chat_row, "row": t.row} for t in plan.appended]
     if plan.special_rows:
-        report["special_token_rows"] = [
-            {"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.special_rows
-        ]
+        report["special_token_rows"] = [{"token": t, "chat_row": c, "cp_row": p} for t, c, p in plan.special_rows]
     return report
 
 

@@ -83,4 +83,3 @@ def test_every_file_names_the_same_eos(merged):
     generation = transformers.GenerationConfig.from_pretrained(str(out))
     assert generation.eos_token_id == [2, eos] and generation.bos_token_id == 1
     assert read("chatvec_report.json")["chat_template"]["generation_eos_token_id"] == [2, eos]
-

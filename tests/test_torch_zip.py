@@ -591,7 +591,7 @@ def test_mutated_files_give_input_error_or_valid_ranges(tmp_path):
         assert all(0 <= t.offset and t.offset + t.nbytes <= size for t in tensors)
 
 
-@pytest.mark.parametrize("dirname", ["cp$(touch PWNED)", "cp`touch PWNED`", "it's \"quoted\"; touch PWNED"])
+@pytest.mark.parametrize("dirname", ["cp$(touch PWNED)", "cp`touch PWNED`", 'it\'s "quoted"; touch PWNED'])
 def test_fix_commands_quote_paths_for_the_shell(tmp_path, dirname):
     """The command a message suggests, pasted into a shell, treats the path as a name: nothing in it runs."""
     folder = tmp_path / dirname

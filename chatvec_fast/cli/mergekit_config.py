@@ -100,8 +100,11 @@ class _Reader:
         if tokenizer in ("base", base) and tokenizer != cp:
             differ = different_vocabularies(base, cp)
             if differ:
-                self.fail(tokenizer_key, f"{short(tokenizer)} gives the output base's tokenizer, and {differ}",
-                          f"set it to cp ({cp!r}) or remove it")
+                self.fail(
+                    tokenizer_key,
+                    f"{short(tokenizer)} gives the output base's tokenizer, and {differ}",
+                    f"set it to cp ({cp!r}) or remove it",
+                )
             self.notes.append(f"{tokenizer_key}: base, whose vocabulary is cp's (same tokens, same vocab_size): "
                               "chatvec writes cp's tokenizer, the same tokens")  # fmt: skip
         elif tokenizer is not None and (tokenizer != cp or tokenizer == "union"):  # mergekit's words first

@@ -115,9 +115,11 @@ def deeper_cp(cp: Checkpoint, others: dict[str, Checkpoint]) -> list[str]:
     if not theirs or mine <= theirs:
         return []
     who = " and ".join(counts) if len(set(counts.values())) == 1 else ", ".join(f"{r} {n}" for r, n in counts.items())
-    return [f"cp has {mine} layers, {who} {theirs}: cp's layers {theirs}-{mine - 1} have no chat vector and are "
-            f"copied from cp unchanged, and layers 0-{theirs - 1} take the chat vector of the layers with the same "
-            "numbers (if cp inserted its new layers elsewhere, as LLaMA-Pro does, those numbers do not match)"]
+    return [
+        f"cp has {mine} layers, {who} {theirs}: cp's layers {theirs}-{mine - 1} have no chat vector and are "
+        f"copied from cp unchanged, and layers 0-{theirs - 1} take the chat vector of the layers with the same "
+        "numbers (if cp inserted its new layers elsewhere, as LLaMA-Pro does, those numbers do not match)"
+    ]
 
 
 def _architecture(config: dict) -> dict:
@@ -136,5 +138,7 @@ def config_differences(base: Checkpoint, chat: Checkpoint, cp: Checkpoint | None
             parts.append(f"{role_a} and {role_b}: {', '.join(diff)}")
     if not parts:
         return ""
-    return (f"their {CONFIG_NAME} files differ ({'; '.join(parts)}); a chat vector needs base, chat and cp of one "
-            "architecture: check that each input is the model you meant. The tensors that cannot be paired:")
+    return (
+        f"their {CONFIG_NAME} files differ ({'; '.join(parts)}); a chat vector needs base, chat and cp of one "
+        "architecture: check that each input is the model you meant. The tensors that cannot be paired:"
+    )

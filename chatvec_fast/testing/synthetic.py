@@ -167,11 +167,7 @@ def write_llama(
             size = 0
         groups[-1].append(i)
         size += nbytes
-    names = (
-        [SINGLE_NAME]
-        if len(groups) == 1
-        else [shard_name(g + 1, len(groups)) for g in range(len(groups))]
-    )
+    names = [SINGLE_NAME] if len(groups) == 1 else [shard_name(g + 1, len(groups)) for g in range(len(groups))]
     weight_map, pending = {}, {}  # pending: a weight's scales, computed with its codes
     for filename, group in zip(names, groups):
         header, offsets = build_header([entries[i][:4] for i in group], {"format": "pt"})

@@ -76,8 +76,10 @@ def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spe
             raise ValueError(f"{name(option)} {value!r}: expected a whole number from 1 to {most}")
     if s.window is not None and (isinstance(s.window, bool) or not isinstance(s.window, int) or
                                  not 2 <= s.window <= MAX_TOKENS):  # fmt: skip
-        raise ValueError(f"{name('window')} {s.window!r}: expected a whole number of tokens from 2 (a window "
-                         f"scores its tokens after the first) to {MAX_TOKENS}, or none for the model's context")
+        raise ValueError(
+            f"{name('window')} {s.window!r}: expected a whole number of tokens from 2 (a window "
+            f"scores its tokens after the first) to {MAX_TOKENS}, or none for the model's context"
+        )
     device_name(s.device)
     if s.device != "cpu" and s.backend not in ("auto", "triton"):
         raise ValueError(f"{name('device')} {s.device}: the weights are switched on the GPU by the triton kernel; "

@@ -65,8 +65,10 @@ def check_output_path(out: str, inputs: dict[str, str], overwrite: bool) -> OutS
     here = _real(os.curdir)
     if _inside(here, _real(out)):
         what = "is" if _real(out) == here else "contains"
-        raise OutputError(f"--out {out} {what} the current directory ({here}); the output replaces --out as "
-                          "a whole, which would pull the directory from under this shell. Choose another path")
+        raise OutputError(
+            f"--out {out} {what} the current directory ({here}); the output replaces --out as "
+            "a whole, which would pull the directory from under this shell. Choose another path"
+        )
     check_not_in_inputs(out, inputs, "--out")
     for side, what in ((staging_path(out), "the staging directory"), (lock_path(out), "the lock file"),
                        (set_aside_path(out), "the set-aside path")):  # fmt: skip

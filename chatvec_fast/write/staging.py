@@ -232,4 +232,3 @@ def _record_kept(exc, path: str, why: str):
 def kept_outputs(exc) -> list[tuple[str, str]]:
     """(staging directory, "partial" or "finished") for each staging directory the failed run kept."""
     return list(getattr(exc, "chatvec_kept", []))
-
