@@ -13,10 +13,10 @@ demo:
 	chatvec demo
 
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-all:  # includes the slow tests
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n auto -m ""
 
 test-cpp:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j && ctest --test-dir build --output-on-failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import zlib
@@ -43,6 +44,12 @@ BACKENDS = [
     pytest.param("cuda", marks=requires_cuda_extension, id="cuda"),
 ]
 WITH_TORCH = [*BACKENDS, pytest.param("torch", id="torch")]
+
+
+def default_sigint():
+    """A Popen preexec_fn: Ctrl-C as a terminal delivers it. A test run started in the background from a script
+    (`pytest ... &`) passes SIGINT on ignored, and Python then never raises KeyboardInterrupt in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stable_seed(*params) -> int:
@@ -211,3 +218,22 @@ def tokenized_triple(triple):
     cp_tokens = shared[:4] + ["tok4-cp"] + shared[5:] + [f"ext{i}" for i in range(512, 599)] + ["<|im_end|>"]
     write_tokenizer(paths["cp"], cp_tokens, ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], "</s>")
     return paths
+
+
+# The heaviest cells of the default run (seconds on the 2-core VM, one process), each with a lighter sibling that
+# stays in it; CI's slow step (pytest -m slow) runs them. Kept under 6 minutes: `pytest -n auto` on 2 cores.
+HEAVY_CELLS = {
+    "test_memory_tensors.py::test_stream_has_the_bits_merge_writes[fp8-output-triton]": 34.5,  # [fp8-output-native]
+    "test_memory_tensors.py::test_stream_has_the_bits_merge_writes[fp8-inputs-triton]": 8.8,  # [fp8-inputs-native]
+    "test_memory_held.py::test_every_alpha_has_the_bits_merge_writes[fp8-inputs-device-triton]": 8.7,  # host cell
+    "test_memory_model.py::test_merge_into_equals_from_pretrained_of_the_merge[fp8-inputs-triton]": 6.4,  # native
+    "test_tune_command.py::test_a_failure_mid_run_from_the_command_line_is_resumed": 20.2,  # the API's Ctrl-C test
+    "test_distributed.py::test_torchrun_merges_fp8_checkpoints_like_one_process": 11.4,  # two ranks, bf16
+    "test_distributed.py::test_torchrun_two_ranks_equal_one_process[sweep]": 5.4,  # [merge]
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("/")[-1] in HEAVY_CELLS:
+            item.add_marker(pytest.mark.slow)

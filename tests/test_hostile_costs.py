@@ -14,7 +14,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import assert_one_line_error, model_args
+from conftest import assert_one_line_error, default_sigint, model_args
 
 MEMORY_LIMIT = 2 << 30  # bytes of address space for the child: torch alone maps ~1 GB
 TIME_LIMIT = 30  # seconds; each case here takes well under 5 when bounded
@@ -152,7 +152,8 @@ def test_a_signal_stops_a_long_parse_within_a_second(triple, tmp_path, sig):
     paths = triple()
     replace_weights(paths["chat"], slow_pickle(40_000_000))  # ~40 s of parsing if let run
     command = [sys.executable, "-m", "chatvec_fast", "merge", *model_args(paths), "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     time.sleep(3)  # past the imports, inside the parse
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import chatvec_command, file_digests, requires_native
+from conftest import chatvec_command, default_sigint, file_digests, requires_native
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
@@ -57,7 +57,7 @@ def test_kill_9_at_random_points_then_resume(models, tmp_path, seed_value):
     """SIGKILL mid-run (seeded point), then the same command with --resume: bit-identical to an uninterrupted run."""
     paths, reference = models
     out = tmp_path / "out"
-    proc = subprocess.Popen(command(paths, out, "--resume"), env={**os.environ, **SLOW},
+    proc = subprocess.Popen(command(paths, out, "--resume"), env={**os.environ, **SLOW}, preexec_fn=default_sigint,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(random.Random(seed_value).uniform(0.5, 3.5))
     proc.send_signal(signal.SIGKILL)
@@ -105,8 +105,8 @@ def test_resume_refuses_a_partial_output_of_another_command(models, tmp_path):
 def test_interrupt_exits_promptly_and_is_resumable(models, tmp_path, sig):
     paths, reference = models
     out = tmp_path / "out"
-    proc = subprocess.Popen(command(paths, out), env={**os.environ, **SLOW}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(command(paths, out), env={**os.environ, **SLOW}, preexec_fn=default_sigint,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(1.2)
     sent = time.perf_counter()
     proc.send_signal(sig)
