@@ -23,7 +23,8 @@ def test_without_cuda_the_session_says_so_and_exits_0(tmp_path):
 
 
 def test_the_session_writes_at_most_eight_files():
-    """The device tool brings back what the session writes under $OUT: the script names each file once."""
+    """What the session writes under $OUT is what comes back from a GPU machine (at most 8 files): the script names
+    each file once."""
     text = open(os.path.join(ROOT, "benchmarks", "gpu_session.sh")).read()
     written = {word for word in text.replace('"', " ").split() if word.startswith("$OUT/")}
     assert 0 < len(written) <= 8, written
