@@ -10,17 +10,19 @@ import glob
 import os
 import sys
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import Extension, find_packages, setup
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import setup_cuda  # noqa: E402 - beside this file
 
+# First, before any build tool is imported: CHATVEC_CUDA=1 without nvcc is one line with the fix, wherever
+# setup.py runs (pip's isolated build, or a plain `python setup.py` where pybind11 may be missing).
 try:
     NVCC, CUDA_DECISION = setup_cuda.decide()
-except RuntimeError as exc:  # CHATVEC_CUDA=1 without nvcc: one line with the fix, before any compiling
+except RuntimeError as exc:
     sys.exit(f"error: {exc}")
 print(CUDA_DECISION, file=sys.stderr)
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext  # noqa: E402
+from setuptools import Extension, find_packages, setup  # noqa: E402
 
 REQUIRE_NATIVE = os.environ.get("CHATVEC_REQUIRE_NATIVE", "") not in ("", "0")
 
