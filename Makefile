@@ -30,6 +30,7 @@ test-cpp-aarch64:  # needs g++-aarch64-linux-gnu and qemu-user (Debian)
 # error), its SASS checks (the table of docs/PERFORMANCE.md), and its element code run on the host against
 # the C++ kernel and the oracle (the kernel grid's cuda column, CHATVEC_CUDA_HOST=1).
 test-cuda:
+	$(PY) -m pip install --quiet "pybind11>=2.12"  # setup.py's build tool: pip's isolated build has it, a plain setup.py call needs it here
 	CHATVEC_CUDA=1 $(PY) setup.py build_ext --inplace
 	$(PY) -m benchmarks.codegen_cuda
 	CHATVEC_CUDA_HOST=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_codegen.py \
