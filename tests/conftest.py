@@ -238,6 +238,9 @@ HEAVY_CELLS = {
     "test_memory_readme.py::test_each_example_runs_as_written[2]": 6.0,  # [0]
     "test_memory_tensors.py::test_peak_memory_stays_flat_as_the_model_grows": 7.9,  # none: slow step only
     "test_verify_progress.py::test_verify_all_streams_a_large_tensor": 6.2,  # verify --all on small models
+    "test_tune_command.py::test_the_known_answer_from_the_command_line": 11.1,  # test_tune_known_answer (the API)
+    "test_vocab_policies.py::test_every_decision_of_the_products_before_any_work": 6.7,  # each policy's own tests
+    "test_reliability.py::test_concurrent_run_is_refused": 6.0,  # none: slow step only (a lock against a live run)
 }
 
 
