@@ -193,7 +193,11 @@ class Settings:
     @classmethod
     def describe(cls, name: str, spelling: str) -> str:
         """How messages name an option: its flag on the command line, its keyword in Python."""
-        return (cls.flag(name) or name) if spelling == "cli" else name
+        if spelling != "cli":
+            return name
+        if name in ARGUMENTS:
+            return "--" + name
+        return cls.flag(name) or name
 
     @classmethod
     def documentation(cls, command: str) -> str:
@@ -212,6 +216,11 @@ class Settings:
         if self.chunk_elements is not None:
             return self.chunk_elements
         return int(os.environ.get(CHUNK_ELEMENTS_VARIABLE) or DEFAULT_CHUNK_ELEMENTS)
+
+
+# the commands' required arguments that are not options (no default, so not Settings fields), described like
+# options: --text on the command line, text= in Python
+ARGUMENTS = ("out", "text", "prompts", "language")
 
 
 def _field(name: str):

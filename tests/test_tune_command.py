@@ -11,8 +11,7 @@ import os
 import pytest
 import torch
 import transformers
-from conftest import assert_one_line_error, cli, model_args
-from safetensors.torch import load_file
+from conftest import assert_one_line_error, cli, load_weights, model_args
 
 import chatvec_fast
 from chatvec_fast import faults
@@ -57,14 +56,6 @@ def tune(paths, out, alphas, files, **options):
     return chatvec_fast.tune(paths["base"], paths["chat"], paths["cp"], str(out), alphas, **files, **options)
 
 
-def weights(directory) -> dict:
-    found = {}
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".safetensors"):
-            found.update(load_file(os.path.join(directory, name)))
-    return found
-
-
 def without_seconds(doc):
     if isinstance(doc, dict):
         return {k: without_seconds(v) for k, v in doc.items() if k != "seconds"}
@@ -93,7 +84,7 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
         out = tmp_path / f"m{k}"
         chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(out), alpha=alpha,
                            alpha_for=["layers.1.mlp=0.2"])  # fmt: skip
-        merged = weights(out)
+        merged = load_weights(out)
         assert set(merged) <= set(seen[k]), set(merged) - set(seen[k])
         for name, tensor in merged.items():
             got = seen[k][name]
@@ -175,7 +166,7 @@ def test_ctrl_c_keeps_the_finished_alphas_and_resume_continues(tmp_path, known):
     assert resumed.document["complete"] and "chat" in resumed.references
 
 
-def test_bad_input_is_refused_before_any_work(tmp_path, known):
+def test_bad_input_is_refused_before_any_work(tmp_path, known, monkeypatch):
     _, paths, files = known
     out = tmp_path / "t"
     cases = [
@@ -198,10 +189,19 @@ def test_bad_input_is_refused_before_any_work(tmp_path, known):
         tune(paths, out, [0.5], {**files, "prompts": str(plain)}, pick="answer")
     with pytest.raises(TypeError, match="did you mean max_new_tokens"):
         tune(paths, out, [0.5], files, max_new_token=3)
-    with pytest.raises(chatvec_fast.ChatvecError, match="--language 'xx': not a language"):
+    with pytest.raises(chatvec_fast.ChatvecError, match="(?<!-)language 'xx': not a language"):  # the API's name
         tune(paths, out, [0.5], {**files, "language": "xx"})
-    with pytest.raises(chatvec_fast.ChatvecError, match="no such file"):
+    with pytest.raises(chatvec_fast.ChatvecError, match="(?<!-)text .*missing.txt: cannot read text: no such file"):
         tune(paths, out, [0.5], {**files, "text": str(tmp_path / "missing.txt")})
+    with pytest.raises(chatvec_fast.ChatvecError, match="(?<!-)prompts .*: cannot read prompts file: no such file"):
+        tune(paths, out, [0.5], {**files, "prompts": str(tmp_path / "missing.jsonl")})
+    from chatvec_fast.tuning import check
+
+    monkeypatch.setattr(check, "MAX_TEXT_BYTES", 100)  # the real cap is 256 MiB: the text fixture stands in
+    size = os.path.getsize(files["text"])
+    with pytest.raises(chatvec_fast.ChatvecError, match=f"text of {size} bytes, more than the 100 a tune measures"):
+        tune(paths, out, [0.5], files)
+    monkeypatch.undo()
     with pytest.raises(chatvec_fast.ChatvecError, match="inside \\(or is\\) the cp checkpoint"):
         tune(paths, os.path.join(paths["cp"], "t"), [0.5], files)
     out.mkdir()
@@ -228,6 +228,8 @@ def test_the_command_line(triple, tmp_path, files):
     assert r.returncode == 2 and "--max-bpb-increase: invalid float value" in r.stderr
     r = cli(*args, "--language", "zh", "--out", tmp_path / "t", "--alpha-for", "x=half")
     assert_one_line_error(r, "--alpha-for 'x=half'")
+    r = cli(*args, "--language", "xx", "--out", tmp_path / "t")
+    assert_one_line_error(r, "--language 'xx': not a language")  # the command line's names, the API's in Python
     assert not (tmp_path / "t").exists()
 
 
@@ -238,7 +240,8 @@ def test_window_measures_a_long_context_model_on_a_shorter_text(triple, tmp_path
     short = tmp_path / "short.txt"
     short.write_text(TEXT[: len(TEXT) // 6], encoding="utf-8")
     given = {**files, "text": str(short)}
-    with pytest.raises(chatvec_fast.ChatvecError, match=r"shorter than one window .*a smaller --window"):
+    shorter = r"^text: \d+ tokens, shorter than one window .*a smaller window$"  # the API's names: text, window
+    with pytest.raises(chatvec_fast.ChatvecError, match=shorter):
         tune(paths, tmp_path / "t", [0.5], given)
     with pytest.raises(chatvec_fast.ChatvecError, match=r"window 4096 is longer than the model's context \(2048"):
         tune(paths, tmp_path / "t", [0.5], given, window=4096)

@@ -247,8 +247,10 @@ def test_hostile_prompts_files(tmp_path, monkeypatch):
 
 
 def test_missing_prompts_file(tmp_path):
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="cannot read prompts file: no such file; check the path"):
         read_prompts(str(tmp_path / "none.jsonl"))
+    with pytest.raises(InputError, match="cannot read prompts file: Is a directory"):
+        read_prompts(str(tmp_path))
 
 
 def test_the_context_from_the_config_or_its_text_config():

@@ -8,10 +8,10 @@ RecursionError), or not the JSON object expected.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from ..errors import InputError
+from .text_file import read_utf8
 
 # The largest real files are tokenizers: 33 MB for Gemma 3's tokenizer.json. 256 MiB leaves room and keeps
 # a hostile file from costing gigabytes.
@@ -23,19 +23,8 @@ MAX_DEPTH = 200
 
 def load_json(path: str, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES):
     """The JSON document at path (any type); InputError naming the file and `what` it is otherwise."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise InputError(f"{path}: {what} of {size} bytes, more than the {max_bytes} any real one needs; "
-                                 "it is not a file of this kind (or is corrupt)")  # fmt: skip
-            raw = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    text = read_utf8(path, path, what, max_bytes,
+                     "any real one needs; it is not a file of this kind (or is corrupt)")  # fmt: skip
     depth = _depth(text)
     if depth > MAX_DEPTH:
         raise InputError(f"{path}: {what} nests {depth} levels deep; real ones nest a few. It is corrupt or hostile")

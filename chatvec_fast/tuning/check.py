@@ -17,6 +17,7 @@ from ..alphas import normalize_alphas
 from ..errors import InputError, OutputError
 from ..job import Job
 from ..memory.options import device_name
+from ..read.text_file import read_utf8
 from ..settings import PICK_RULES, Settings, unknown_option
 from ..write.paths import check_not_in_inputs, check_output_path
 from .results import OURS
@@ -26,6 +27,9 @@ MERGE_OPTIONS = tuple(f.name for f in Settings.for_command("merge"))
 NOT_HELD = ("max_shard_size", "chat_template_from", "tokenizer_from", "model_card", "overwrite", "resume", "dry_run",
             "progress", "devices")  # fmt: skip
 MAX_TOKENS = 1 << 20  # a reply of a million tokens is a typo
+# a text is read whole and tokenized once, then scored at every alpha: 256 MiB is ~64M tokens, hours an alpha
+# for a 7B model even on a GPU; a larger file is a mistake (a corpus, not a sample) that would cost its size in RAM
+MAX_TEXT_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -86,18 +90,18 @@ def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spe
                          f"{name('backend')} {s.backend} runs on the CPU (use {name('device')} cpu with "
                          "it)")  # fmt: skip
     _check_out(out)
-    reference = None if s.reference_text is None else _path(s.reference_text, "reference_text")
-    paths = {"text": _path(text, "text"), "prompts": _path(prompts, "prompts"), "reference_text": reference}
+    reference = None if s.reference_text is None else _path(s.reference_text, name("reference_text"))
+    paths = {"text": _path(text, name("text")), "prompts": _path(prompts, name("prompts")), "reference_text": reference}
     from .language import check_language
     from .prompts import read_prompts
 
-    prompt_list = read_prompts(paths["prompts"])
+    prompt_list = read_prompts(paths["prompts"], name("prompts"))
     if s.pick == "answer" and not any(p.answer for p in prompt_list):
         raise InputError(f"{name('pick')} answer ranks the alphas by the prompts' reference answers, and "
                          f"{paths['prompts']} has none; add \"answer\" to its lines, or pick another rule")  # fmt: skip
-    return TuneJob(merge, s, os.fspath(out), tuple(values), _read_text(paths["text"], "--text"),
-                   None if paths["reference_text"] is None else _read_text(paths["reference_text"], "--reference-text"),
-                   paths, tuple(prompt_list), check_language(language))  # fmt: skip
+    reference_text = None if reference is None else _read_text(reference, name("reference_text"))
+    return TuneJob(merge, s, os.fspath(out), tuple(values), _read_text(paths["text"], name("text")), reference_text,
+                   paths, tuple(prompt_list), check_language(language, name("language")))  # fmt: skip
 
 
 def _path(value, what: str) -> str:
@@ -113,15 +117,8 @@ def _check_out(out):
 
 
 def _read_text(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise InputError(f"{what} {path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
-    except OSError as exc:
-        raise InputError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    return read_utf8(path, f"{what} {path}", "text", MAX_TEXT_BYTES,
+                     "a tune measures (at every alpha); a sample of a few MB measures a model well")  # fmt: skip
 
 
 def check_outputs(job: TuneJob, inputs: dict[str, str]):

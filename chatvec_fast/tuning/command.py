@@ -49,7 +49,7 @@ def run_tune(job: TuneJob) -> res.TuneResults:
     scratch = tempfile.mkdtemp(prefix="chatvec-tune-") if s.dry_run else None
     if scratch is None:
         os.makedirs(job.out, exist_ok=True)
-    with _locked(scratch or job.out):
+    with _locked(scratch or job.out, job.name("out")):
         return _run(job, held, created, scratch)
 
 
@@ -57,7 +57,7 @@ def _run(job: TuneJob, held, created: bool, scratch: str | None) -> res.TuneResu
     s = job.settings
     try:
         target = scratch or job.out
-        model_dir = write_model_files(held.plan, s.chat_template_from, s.tokenizer_from, target)
+        model_dir = write_model_files(held.plan, s.chat_template_from, s.tokenizer_from, target, job.merge.spelling)
         evaluation = _evaluation(job, held, model_dir)
         document = _document(job, held, model_dir, evaluation)
     except BaseException:
@@ -98,7 +98,7 @@ def _evaluation(job: TuneJob, held, model_dir: str) -> dict:
 
     s = job.settings
     settings = EvalSettings(language=job.language, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                            window=s.window)  # fmt: skip
+                            window=s.window, spelling=job.merge.spelling)  # fmt: skip
     inputs = EvalInputs(text=job.text, reference_text=job.reference_text, prompts=job.prompts)
     tokenizer, eos = load_tokenizer(model_dir, "the merged model"), eos_ids(model_dir)
     context = context_window(model_dir)
@@ -229,7 +229,7 @@ def _write_best(job: TuneJob, document: dict):
 
 
 @contextlib.contextmanager
-def _locked(out: str):
+def _locked(out: str, out_name: str):
     """Holds an exclusive flock on --out (the directory itself: no lock file to leave behind) for the run, so a
     second tune (a --resume started twice) cannot write the same results; the kernel releases it if killed."""
     fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -237,7 +237,9 @@ def _locked(out: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"another tune is writing {out}; wait for it to finish or choose another --out") from None
+            raise OutputError(
+                f"another tune is writing {out}; wait for it to finish or choose another {out_name}"
+            ) from None
         yield
     finally:
         os.close(fd)

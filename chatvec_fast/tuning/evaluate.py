@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..settings import Settings
 from .bits import continuation_bits, text_ids, token_bits
 from .generate import greedy_replies
 from .language import LanguageIdentifier
@@ -32,6 +33,10 @@ class EvalSettings:
     batch_size: int = 8
     window: int | None = None  # tokens per bits-per-byte window; None: the model's context
     stride: int | None = None  # tokens between windows' starts; None: half a window
+    spelling: str = "cli"  # how messages name options: --window on the command line, window in Python
+
+    def name(self, option: str) -> str:
+        return Settings.describe(option, self.spelling)
 
 
 @dataclass(frozen=True)
@@ -46,48 +51,51 @@ def _window(settings: EvalSettings, context: int) -> tuple[int, int]:
     return window, settings.stride or max(1, window // 2)
 
 
-def _where(prompt: Prompt) -> str:
-    return f"--prompts, prompt {prompt.id!r}"
+def _where(prompt: Prompt, settings: EvalSettings) -> str:
+    return f"{settings.name('prompts')}, prompt {prompt.id!r}"
 
 
 def check_eval_inputs(tokenizer, inputs: EvalInputs, settings: EvalSettings, context: int) -> None:
     """Refuses, before any work, what the evaluation cannot measure: a text shorter than one window, a tokenizer
     without a chat template, a prompt the template cannot render or that leaves no room for a reply."""
+    name, where = settings.name, lambda prompt: _where(prompt, settings)  # noqa: E731
     if settings.max_new_tokens < 1 or settings.batch_size < 1:
-        raise InputError(f"max_new_tokens {settings.max_new_tokens} and batch_size {settings.batch_size} must be at "
-                         "least 1")  # fmt: skip
+        raise InputError(f"{name('max_new_tokens')} {settings.max_new_tokens} and {name('batch_size')} "
+                         f"{settings.batch_size} must be at least 1")  # fmt: skip
     if settings.window is not None and settings.window > context:
-        raise InputError(f"--window {settings.window} is longer than the model's context ({context} tokens); give "
-                         f"at most {context}, or leave --window out to use the whole context")  # fmt: skip
+        raise InputError(f"{name('window')} {settings.window} is longer than the model's context ({context} tokens); "
+                         f"give at most {context}, or leave {name('window')} out to use the whole "
+                         "context")  # fmt: skip
     window, stride = _window(settings, context)
     if not 0 < stride < window:
         raise InputError(f"stride {stride} must be between 1 and the window ({window} tokens) less one, so that "
                          "every window's first scored token has context in it")  # fmt: skip
-    for what, text in (("--text", inputs.text), ("--reference-text", inputs.reference_text)):
+    for what, text in ((name("text"), inputs.text), (name("reference_text"), inputs.reference_text)):
         if text is None:
             continue
         n = len(text_ids(tokenizer, text))
         if n < window:
-            source = "--window" if settings.window else "the model's context"
+            source = name("window") if settings.window else "the model's context"
             raise InputError(
                 f"{what}: {n} tokens, shorter than one window ({window} tokens: {source}), so its bits per byte "
                 f"would not measure the model at that context; give a text of at least {window} tokens "
-                f"({4 * window} characters of English or so), or a smaller --window"
+                f"({4 * window} characters of English or so), or a smaller {name('window')}"
             )
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the tokenizer has no chat template, and the replies are generated under one; pass "
-                         "--chat-template-from chat (the chat model's) or give a tokenizer with one")  # fmt: skip
+                         f"{name('chat_template_from')} chat (the chat model's) or give a tokenizer with "
+                         "one")  # fmt: skip
     for prompt in inputs.prompts:
-        n = len(prompt_ids(tokenizer, prompt.messages, _where(prompt)))
+        n = len(prompt_ids(tokenizer, prompt.messages, where(prompt)))
         if n + settings.max_new_tokens > context:
-            raise InputError(f"{_where(prompt)}: {n} tokens under the chat template, and with "
+            raise InputError(f"{where(prompt)}: {n} tokens under the chat template, and with "
                              f"{settings.max_new_tokens} new tokens the reply would run past the model's context "
                              f"({context}); shorten the "
-                             "prompt or lower --max-new-tokens")  # fmt: skip
+                             f"prompt or lower {name('max_new_tokens')}")  # fmt: skip
         if prompt.answer is not None:
-            ids, first = answer_ids(tokenizer, prompt.messages, prompt.answer, (), _where(prompt))
+            ids, first = answer_ids(tokenizer, prompt.messages, prompt.answer, (), where(prompt))
             if len(ids) > context or first >= len(ids):
-                raise InputError(f"{_where(prompt)}: the prompt and its answer are {len(ids)} tokens, the answer "
+                raise InputError(f"{where(prompt)}: the prompt and its answer are {len(ids)} tokens, the answer "
                                  f"{len(ids) - first}; they must fit the model's context ({context}) and the answer "
                                  "must have at least one token")  # fmt: skip
 
@@ -107,8 +115,8 @@ class Evaluator:
                              "generation_config.json")  # fmt: skip
         self.tokenizer, self.inputs, self.settings = tokenizer, inputs, settings
         self.eos_ids = tuple(eos_ids)
-        self.prompt_ids = [prompt_ids(tokenizer, p.messages, _where(p)) for p in inputs.prompts]
-        self.answers = [(answer_ids(tokenizer, p.messages, p.answer, self.eos_ids, _where(p)),
+        self.prompt_ids = [prompt_ids(tokenizer, p.messages, _where(p, settings)) for p in inputs.prompts]
+        self.answers = [(answer_ids(tokenizer, p.messages, p.answer, self.eos_ids, _where(p, settings)),
                          len(p.answer.encode("utf-8"))) for p in inputs.prompts if p.answer is not None]  # fmt: skip
         # padding is masked out, so any id the embedding has will do: eos has a row (the model generates it);
         # a tokenizer's <pad> may not (one added without resizing the embedding)

@@ -36,7 +36,7 @@ def known_languages() -> dict[str, object]:
     return {lang.iso_code_639_1.name.lower(): lang for lang in lingua.Language.all()}
 
 
-def check_language(code: str) -> str:
+def check_language(code: str, option: str = "--language") -> str:
     """The ISO 639-1 code for `code` ("zh", "ZH", "zh-CN" and "zh_Hant" are all "zh"); a clear error listing
     the codes when the identifier does not know it.
 
@@ -44,11 +44,11 @@ def check_language(code: str) -> str:
     'zh'
     """
     if not isinstance(code, str) or not code.strip():
-        raise InputError(f"--language {code!r}: expected an ISO 639-1 code such as zh, ja, ko, de")
+        raise InputError(f"{option} {code!r}: expected an ISO 639-1 code such as zh, ja, ko, de")
     short = code.strip().replace("_", "-").split("-")[0].lower()
     known = known_languages()
     if short not in known:
-        raise InputError(f"--language {code!r}: not a language the identifier knows; give an ISO 639-1 code, one "
+        raise InputError(f"{option} {code!r}: not a language the identifier knows; give an ISO 639-1 code, one "
                          f"of {', '.join(sorted(known))}")  # fmt: skip
     return short
 

@@ -17,12 +17,13 @@ from ..errors import InputError
 from ..filenames import CONFIG_NAME, GENERATION_CONFIG_NAME
 from ..read.model_files import has_tokenizer, optional_json
 from ..run.finish import aux_writer
+from ..settings import Settings
 from .results import MODEL_DIR
 
 log = logging.getLogger("chatvec_fast")
 
 
-def write_model_files(plan, chat_template_from, tokenizer_from, out: str) -> str:
+def write_model_files(plan, chat_template_from, tokenizer_from, out: str, spelling: str = "cli") -> str:
     """out/model/: what merge writes besides the weights, for the same options. Kept as it is when an earlier
     run of the same tune (--resume checks that) wrote it; written under a temporary name, then renamed."""
     directory = os.path.join(out, MODEL_DIR)
@@ -38,8 +39,9 @@ def write_model_files(plan, chat_template_from, tokenizer_from, out: str) -> str
         write(partial, output=0)
         os.replace(partial, directory)
     if not has_tokenizer(directory):
-        raise InputError("the merged model gets no tokenizer (cp has none), and the tune needs one to read --text "
-                         "and the prompts: pass --tokenizer-from chat or base")  # fmt: skip
+        name = lambda option: Settings.describe(option, spelling)  # noqa: E731
+        raise InputError(f"the merged model gets no tokenizer (cp has none), and the tune needs one to read "
+                         f"{name('text')} and the prompts: pass {name('tokenizer_from')} chat or base")  # fmt: skip
     return directory
 
 

@@ -13,10 +13,10 @@ names the file, the line and the fix.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..read.text_file import read_utf8
 
 ROLES = ("system", "user", "assistant")
 MAX_BYTES = 64 << 20  # 64 MiB: 100,000 prompts of 600 bytes; a tune generates a reply to each at every alpha
@@ -30,37 +30,28 @@ class Prompt:
     answer: str | None
 
 
-def read_prompts(path) -> list[Prompt]:
-    """Every prompt of a JSON Lines file, in order; raises InputError at the first bad line.
+def read_prompts(path, option: str = "--prompts") -> list[Prompt]:
+    """Every prompt of a JSON Lines file, in order; raises InputError at the first bad line (naming the file as
+    `option` and its path: "--prompts p.jsonl" on the command line, "prompts p.jsonl" in Python).
 
     >>> [p.messages for p in read_prompts("prompts.jsonl")]   # doctest: +SKIP
     [({'role': 'user', 'content': '你好'},)]
     """
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_BYTES:
-                raise InputError(f"--prompts {path}: {size} bytes, more than the {MAX_BYTES} a tune's prompts need "
-                                 "(each is generated at every alpha); give a few hundred prompts")  # fmt: skip
-            lines = fh.read(MAX_BYTES + 1).decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"--prompts {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
-                         "JSON Lines") from None  # fmt: skip
-    except OSError as exc:
-        raise InputError(
-            f"--prompts {path}: cannot be read ({exc.strerror}); give a readable JSON Lines file"
-        ) from None
+    where = f"{option} {path}"
+    text = read_utf8(path, where, "prompts file", MAX_BYTES,
+                     "a tune's prompts need (each is generated at every alpha); give a few hundred")  # fmt: skip
+    lines = text.splitlines()
     prompts, ids = [], {}
     for number, line in enumerate(lines, 1):
         if line.strip():
-            prompt = _prompt(line, f"--prompts {path}, line {number}", number)
+            prompt = _prompt(line, f"{where}, line {number}", number)
             if prompt.id in ids:
-                raise InputError(f"--prompts {path}, line {number}: id {prompt.id!r} is also line {ids[prompt.id]}'s; "
+                raise InputError(f"{where}, line {number}: id {prompt.id!r} is also line {ids[prompt.id]}'s; "
                                  "give each prompt its own id")  # fmt: skip
             ids[prompt.id] = number
             prompts.append(prompt)
     if not prompts:
-        raise InputError(f'--prompts {path}: no prompts (the file is empty); write one JSON object a line, e.g. '
+        raise InputError(f'{where}: no prompts (the file is empty); write one JSON object a line, e.g. '
                          '{"prompt": "..."}')  # fmt: skip
     return prompts
 
