@@ -192,6 +192,18 @@ def write_tokenizer(directory, tokens: list[str], specials: list[str], eos: str,
     json.dump({"bos_token_id": 1, "eos_token_id": 2}, open(os.path.join(directory, "generation_config.json"), "w"))
 
 
+def load_weights(directory) -> dict:
+    """Every tensor of every .safetensors file in directory, by name, read by the safetensors library (not by
+    the merge's own reader)."""
+    from safetensors.torch import load_file
+
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".safetensors"):
+            found.update(load_file(os.path.join(directory, name)))
+    return found
+
+
 def open_every_output(directory):
     """Every .safetensors file under directory opens with the safetensors library, every tensor loads."""
     from safetensors import safe_open

@@ -5,12 +5,11 @@ form must equal bit for bit."""
 
 from __future__ import annotations
 
-import glob
 import os
 
 import pytest
 import torch
-from conftest import write_tokenizer
+from conftest import load_weights, write_tokenizer
 
 import chatvec_fast
 
@@ -86,12 +85,7 @@ def merged_files(paths: dict, out, alpha, **options) -> dict:
         chatvec_fast.apply(paths["vector"], paths["cp"], str(out), alpha=alpha, **options)
     else:
         chatvec_fast.merge(paths["base"], paths["chat"], paths["cp"], str(out), alpha=alpha, **options)
-    from safetensors.torch import load_file
-
-    found = {}
-    for f in sorted(glob.glob(os.path.join(str(out), "*.safetensors"))):
-        found.update(load_file(f))
-    return found
+    return load_weights(str(out))
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,10 @@ whose logits equal a float64-merged reference."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
-from conftest import assert_one_line_error, cli, model_args, write_tokenizer
+from conftest import assert_one_line_error, cli, load_weights, model_args, write_tokenizer
 
 from chatvec_fast.backends.reference import round_float64
 
@@ -117,12 +116,7 @@ def test_drop_and_error_policies(models, tmp_path):
     paths, states, cp_rows = models
     r = cli("merge", *model_args(paths), "--out", tmp_path / "drop", "--added-tokens", "drop", "--quiet")
     assert r.returncode == 0, r.stderr
-    from safetensors.torch import load_file
-
-    got = {}
-    for f in os.listdir(tmp_path / "drop"):
-        if f.endswith(".safetensors"):
-            got.update(load_file(str(tmp_path / "drop" / f)))
+    got = load_weights(tmp_path / "drop")
     assert got["model.embed_tokens.weight"].shape[0] == cp_rows
     r = cli("merge", *model_args(paths), "--out", tmp_path / "err", "--added-tokens", "error")
     assert_one_line_error(r, "added-tokens", "model.embed_tokens.weight")

@@ -8,7 +8,6 @@ mergekit's rounding error of mergekit's output for the same config.
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import textwrap
@@ -16,7 +15,7 @@ import textwrap
 import pytest
 import torch
 import yaml
-from conftest import assert_bits_equal, oracle_outputs, tensor_call, ulp_distance
+from conftest import assert_bits_equal, load_weights, oracle_outputs, tensor_call, ulp_distance
 
 import chatvec_fast
 from chatvec_fast.alphas import parse_alpha_for
@@ -449,12 +448,6 @@ E2E = {  # name: (config with {base} {chat} {cp}, the most ulps mergekit's outpu
 }  # fmt: skip
 
 
-def load_dir(path) -> dict:
-    from safetensors.torch import load_file
-
-    return {k: v for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))) for k, v in load_file(f).items()}
-
-
 def mergekit_weight(setting, name):
     """chat's weight for a tensor as mergekit 0.1.5 resolves it (config.evaluate_setting), written out again."""
     for cond in setting if isinstance(setting, list) else [{"value": setting}]:
@@ -500,7 +493,7 @@ def test_translation_is_mergekits_merge_exactly(e2e, name):
     cfg, m, out, _ = runs[name]
     setting = yaml.safe_load(open(cfg))["models"]
     chat_setting = next(e["parameters"]["weight"] for e in setting if e["model"] == paths["chat"])
-    base, chat, cp, got = (load_dir(p) for p in (paths["base"], paths["chat"], paths["cp"], out))
+    base, chat, cp, got = (load_weights(p) for p in (paths["base"], paths["chat"], paths["cp"], out))
     assert set(got) == set(cp)
     for k in got:
         call = tensor_call(base[k], chat[k], cp[k], [mergekit_weight(chat_setting, k)], "BF16")
@@ -515,7 +508,7 @@ def test_mergekit_output_is_within_its_rounding_error(e2e, name):
     paths, runs = e2e
     _, _, ours, theirs = runs[name]
     unit, bound = E2E[name][1]
-    base, chat, cp, got, mk = (load_dir(p) for p in (paths["base"], paths["chat"], paths["cp"], ours, theirs))
+    base, chat, cp, got, mk = (load_weights(p) for p in (paths["base"], paths["chat"], paths["cp"], ours, theirs))
     assert set(mk) == set(got)
     worst = 0.0
     for k in got:
@@ -540,7 +533,7 @@ def test_cli_merge_with_a_mergekit_config(e2e, tmp_path):
     r = cli("merge", "--mergekit-config", cfg, "--out", out, "--quiet")
     assert r.returncode == 0, r.stderr
     assert "note:" in r.stderr  # what was interpreted, and how
-    got, want = load_dir(out), load_dir(api_out)
+    got, want = load_weights(out), load_weights(api_out)
     assert got.keys() == want.keys() and all(torch.equal(got[k].view(torch.int16), want[k].view(torch.int16))
                                              for k in got)  # fmt: skip
     r = cli("merge", "--mergekit-config", cfg, "--out", tmp_path / "x", "--alpha", "0.3")

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, assert_bits_equal, chatvec_command
-from safetensors.torch import load_file, save_file
+from conftest import CHAT_TEMPLATE, assert_bits_equal, chatvec_command, load_weights
+from safetensors.torch import save_file
 
 from chatvec_fast import apply, extract, merge, sweep
 from chatvec_fast.alphas import parse_alphas
@@ -33,14 +33,6 @@ def same_dir(a, b):
     assert names == sorted(os.listdir(b))
     _, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
     assert not mismatch and not errors, mismatch
-
-
-def load_dir(path) -> dict:
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            out.update(load_file(os.path.join(path, f)))
-    return out
 
 
 # -- sweep ---------------------------------------------------------------------------------
@@ -109,8 +101,8 @@ def test_extract_apply_reproduces_merge(far_apart, tmp_path):
     f64 = extract(d["base"], d["chat"], str(tmp_path / "vec64"), dtype="f64")
     assert f64.inexact == 0
     apply(str(tmp_path / "vec64"), d["cp"], str(tmp_path / "applied64"), 0.7)
-    for name, t in load_dir(tmp_path / "merged").items():
-        assert_bits_equal(load_dir(tmp_path / "applied64")[name], t, name)
+    for name, t in load_weights(tmp_path / "merged").items():
+        assert_bits_equal(load_weights(tmp_path / "applied64")[name], t, name)
     # f32 cannot hold the far-apart differences: counted, recorded, and apply then differs there
     f32 = extract(d["base"], d["chat"], str(tmp_path / "vec32"))
     assert f32.inexact == 5
@@ -128,7 +120,7 @@ def test_exact_f32_vector_apply_equals_merge_and_sweeps(triple, tmp_path):
     apply(str(tmp_path / "vec"), paths["cp"], str(tmp_path / "applied"), alphas="0.5,1.0")
     sweep(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "swept"), [0.5, 1.0])
     for a in ("alpha-0.5", "alpha-1.0"):
-        got, want = load_dir(tmp_path / "applied" / a), load_dir(tmp_path / "swept" / a)
+        got, want = load_weights(tmp_path / "applied" / a), load_weights(tmp_path / "swept" / a)
         assert got.keys() == want.keys()
         for name in want:
             assert_bits_equal(got[name], want[name], f"{a} {name}")
@@ -153,7 +145,7 @@ def test_bf16_vector_warns_and_counts(far_apart, tmp_path):
     # Neighbouring bf16 values subtract exactly (Sterbenz), so only some differences round
     from chatvec_fast.backends.reference import count_inexact
 
-    b, c = load_dir(far_apart["base"]), load_dir(far_apart["chat"])
+    b, c = load_weights(far_apart["base"]), load_weights(far_apart["chat"])
     want = sum(
         count_inexact(round_float64(c[n].double() - b[n].double(), torch.bfloat16), c[n].double() - b[n].double())
         for n in b
@@ -178,8 +170,8 @@ def test_alpha_for_patterns(triple, tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert "alphas by tensor" in dry.stdout and "0.0: 2 tensors" in dry.stdout and "0.25: 9 tensors" in dry.stdout
     merge(paths["base"], paths["chat"], paths["cp"], str(tmp_path / "out"), 0.8, alpha_for=rules)
-    got = load_dir(tmp_path / "out")
-    b, c, p = (load_dir(paths[r]) for r in ("base", "chat", "cp"))
+    got = load_weights(tmp_path / "out")
+    b, c, p = (load_weights(paths[r]) for r in ("base", "chat", "cp"))
     for name, t in got.items():
         alpha = 0.0 if ("embed_tokens" in name or "lm_head" in name) else 0.25 if "layers.1." in name else 0.8
         want = round_float64(p[name].double() + alpha * (c[name].double() - b[name].double()), torch.bfloat16)
@@ -204,7 +196,7 @@ def test_special_tokens_and_chat_template_from_chat(tokenized_triple, tmp_path):
         "--quiet",
     )
     assert r.returncode == 0, r.stderr
-    got, chat, cp = load_dir(out), load_dir(paths["chat"]), load_dir(paths["cp"])
+    got, chat, cp = load_weights(out), load_weights(paths["chat"]), load_weights(paths["cp"])
     expected_rows = {"<unk>": (0, 0), "<s>": (1, 1), "</s>": (2, 2), "<|im_start|>": (3, 3), "<|im_end|>": (4, 599)}
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         for token, (chat_row, cp_row) in expected_rows.items():
