@@ -19,3 +19,17 @@ def set_isa(name: str) -> None: ...
 def available_cpus() -> int: ...
 def start_writeback(fd: int, offset: int, nbytes: int) -> None: ...
 def wait_writeback(fd: int, offset: int, nbytes: int) -> None: ...
+
+# chatvec inspect's sums (csrc/block_sums.h) of n elements in blocks, into out: ceil(n / block) rows of 4 sums
+# (2 with cp=None); dtypes "F32", "F16", "BF16" (uint16 bit patterns) or "F64"
+def block_sums(
+    n: int,
+    block: int,
+    base: object,
+    base_dtype: str,
+    chat: object,
+    chat_dtype: str,
+    cp: object | None,
+    cp_dtype: str | None,
+    out: object,
+) -> None: ...

@@ -55,6 +55,10 @@ PYBIND11_MODULE(_C, m) {
         "first_scale_row; an OutScale's kind, buffers, cols, first_element, block_rows, block_cols), dtypes,\n"
         "modes and scale kinds by name (DTYPE_CODES, MODE_CODES, SCALE_KIND_CODES). Checks every buffer the\n"
         "kernel touches, releases the GIL, and returns extract's count of inexact elements (else 0).");
+  m.def("block_sums", &chatvec::py_block_sums, "n"_a, "block"_a, "base"_a, "base_dtype"_a, "chat"_a,
+        "chat_dtype"_a, "cp"_a, "cp_dtype"_a, "out"_a,
+        "chatvec inspect's sums of n elements in blocks of `block` (csrc/block_sums.h): into out (float64,\n"
+        "ceil(n / block) rows of 4 sums with cp, 2 without: cp=None), from buffers of F32, F16, BF16 or F64.");
   m.def("active_isa", &chatvec::active_isa, "Instruction set the kernel runs with.");
   m.def("supported_isas", &chatvec::supported_isas, "Instruction sets this build and CPU support, best first.");
   m.def("set_isa", &chatvec::set_isa, "name"_a, "Forces an instruction set from supported_isas().");

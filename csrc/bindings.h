@@ -1,4 +1,4 @@
-// Shared by the binding files (bindings.cpp, bindings_run.cpp): the names
+// Shared by the binding files (bindings.cpp, bindings_run.cpp, bindings_block_sums.cpp): the names
 // Python uses for the kernel's codes, and the buffer check that keeps the
 // kernel inside the memory it is given.
 #pragma once
@@ -67,5 +67,10 @@ struct __attribute__((visibility("hidden"))) Buffer {
 // _C.run(call, threads) (bindings_run.cpp): `call` is a chatvec_fast.backends.call.KernelCall, or any
 // object with its attribute names.
 size_t py_run(const py::object& call, int threads);
+
+// _C.block_sums(n, block, base, base_dtype, chat, chat_dtype, cp, cp_dtype, out) (bindings_block_sums.cpp).
+void py_block_sums(int64_t n, int64_t block, const py::object& base, const std::string& base_dtype,
+                   const py::object& chat, const std::string& chat_dtype, const py::object& cp,
+                   const py::object& cp_dtype, const py::object& out);
 
 }  // namespace chatvec

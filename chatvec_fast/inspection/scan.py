@@ -1,11 +1,11 @@
-"""One read of every compared tensor, in chunks: bytes through the byte reader (read/chunks.py), values in
-float64 by the reference's own widening (FP8 codes times their scales: backends/reference_call.py), sums
-per tensor (sums.py).
+"""One read of every compared tensor, in chunks: bytes through the byte reader (read/chunks.py), summed per
+tensor (sums.py) from the bytes as read (bf16, f16, f32, f64), or FP8 codes widened to float64 with their
+scales by the reference's own code (backends/reference_call.py).
 
 Which elements are compared is the planner's decision: a tensor's "merge" segments, the elements where
 merge computes cp + alpha * (chat - base). Those are the rows base, chat and cp share: an expanded
 vocabulary's extra cp rows, and rows chat added for new tokens, are not in them. Memory, per thread: one
-chunk of each input's bytes (reused buffers) and a few float64 arrays of one chunk, whatever the model's
+chunk of each input's bytes (reused buffers) and one block of each in a carry buffer, whatever the model's
 size (about 70 MB at the default 1M-element chunks).
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.call import Operand, Scale
-from ..backends.reference_call import operand_values
 from ..dtypes import itemsize
 from ..plan.chunks import scale_bytes
 from ..plan.types import Plan, TensorPlan
@@ -57,8 +56,8 @@ def compared_nbytes(plan: Plan, t: TensorPlan) -> int:
 def scan_plan(plan: Plan, chunk_elements: int, progress, threads: int = 1) -> list[Scanned]:
     """Every compared tensor of the plan, in plan order, each read once; progress.advance(bytes) as it goes.
 
-    threads > 1: that many tensors at a time, each thread with its own chunk buffers (numpy's arithmetic and
-    the reads release the GIL); every tensor's sums are the same whichever thread computes them."""
+    threads > 1: that many tensors at a time, each thread with its own chunk buffers (the native sums and the
+    reads release the GIL); every tensor's sums are the same whichever thread computes them."""
     tensors = [t for t in plan.tensors if compared_segments(t)]
     roles = _roles(plan)
     widest = max((itemsize(getattr(t, r).dtype) for t in tensors for r in roles), default=1)
@@ -100,7 +99,8 @@ def _scan_tensor(plan: Plan, t: TensorPlan, roles, files, buffers, scale_buffers
 
 
 def _values(files: InputFiles, info, first: int, n: int, buffer: bytearray, scale_buffer: bytearray, scales: dict):
-    """float64 values (a numpy array) of elements [first, first + n) of one input tensor."""
+    """Elements [first, first + n) of one input tensor, as TensorSums takes them: a view of the bytes read for
+    plain float types (bf16 as uint16 bit patterns), float64 values for an FP8 weight (times its scales)."""
     size = itemsize(info.dtype)
     data = memoryview(buffer)[: n * size]
     files.read(info, first * size, data)
@@ -113,17 +113,11 @@ def _values(files: InputFiles, info, first: int, n: int, buffer: bytearray, scal
         files.read(spec.tensor, r0 * row_bytes, rows)
         scale = Scale(spec.kind, rows, spec.cols, first, spec.block_rows, spec.block_cols, r0)
     if scale is None and info.dtype in _LITTLE_ENDIAN:
-        return _widen(data, info.dtype, n)
+        return np.frombuffer(data, dtype=_LITTLE_ENDIAN[info.dtype], count=n)
+    # FP8 only: the reference's widening needs torch (1.4 s to import here), which plain dtypes never load
+    from ..backends.reference_call import operand_values
+
     return operand_values(Operand(data, info.dtype, scale), n).numpy()
 
 
 _LITTLE_ENDIAN = {"BF16": "<u2", "F16": "<f2", "F32": "<f4", "F64": "<f8"}
-
-
-def _widen(data, dtype: str, n: int) -> np.ndarray:
-    """float64 values of plain float elements, exact. bf16 is float32's high half: shifted into place, 1 ns an
-    element here against 11 for torch's bf16 -> float64 conversion (the reference's, kept for FP8)."""
-    raw = np.frombuffer(data, dtype=_LITTLE_ENDIAN[dtype], count=n)
-    if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return raw.astype(np.float64)
