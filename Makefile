@@ -63,6 +63,9 @@ bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI 
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_verify.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/verify.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke TRITON_INTERPRET=1 $(PY) benchmarks/bench_memory.py --gpu --device cpu --size tiny --rounds 1 --out /tmp/chatvec-bench-smoke/memory-gpu.json
 	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/compare_commits.py HEAD --size tiny --rounds 1 --no-sweep --json /tmp/chatvec-bench-smoke/commits.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_inspect.py --size tiny --rounds 1 --json /tmp/chatvec-bench-smoke/inspect.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_tune.py --size tiny --alphas 0,1 --max-new-tokens 2 --window 16 --json /tmp/chatvec-bench-smoke/tune.json
+	CHATVEC_BENCH_DIR=/tmp/chatvec-bench-smoke $(PY) benchmarks/bench_tune.py --size tiny --alphas 0,1 --max-new-tokens 2 --window 16 --disk-route merge --json /tmp/chatvec-bench-smoke/tune-merge.json
 
 bench:
 	$(PY) benchmarks/bench_kernel.py
