@@ -122,8 +122,8 @@ class Settings:
     threads: int | None = _option(
         None, "CPU kernel threads (default: every core the process may use)", commands=(*COMMANDS, INSPECT),
         cli={"type": int, "metavar": "N"}, per_command={INSPECT: {
-            "doc": "tensors read and summed at once, each by its own thread with its own chunk buffers, ~80 MB a "
-                   "thread (default 1: more is unmeasured, docs/NOTES.md)"}})  # fmt: skip
+            "doc": "tensors read and summed at once, each by its own thread with its own chunk buffers (6 MB a "
+                   "thread for a bf16 triple; default: every core, at most 8)"}})  # fmt: skip
     devices: str | tuple | None = _option(
         None, "GPUs that share the output shards, e.g. 'cuda:0,cuda:1' (a device backend: triton or cuda)",
         cli={"metavar": "LIST"},
