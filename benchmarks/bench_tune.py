@@ -78,7 +78,7 @@ def figures(result: dict) -> dict:
 
 
 def run(size: str, alphas: list[float], max_new_tokens: int, window: int | None = None, device: str = "cpu",
-        disk_route: str = "sweep") -> dict:  # fmt: skip
+        disk_route: str = "sweep", language_id: str = "lingua") -> dict:  # fmt: skip
     import torch
     import transformers
 
@@ -94,7 +94,8 @@ def run(size: str, alphas: list[float], max_new_tokens: int, window: int | None 
     try:
         files = evaluation_files(work, 3000 if window is None else 2 * window)  # a window's tokens, or more
         job = build(paths, os.path.join(work, "tune"), alphas, files["text"], files["prompts"], "en",
-                    {"max_new_tokens": max_new_tokens, "window": window, "device": device}, "api")  # fmt: skip
+                    {"max_new_tokens": max_new_tokens, "window": window, "device": device,
+                     "language_id": language_id}, "api")  # fmt: skip
         hold = "host" if device == "cpu" else "device"
         held = chatvec_fast.HeldMerge(paths["base"], paths["chat"], paths["cp"], hold=hold,
                                       device=None if hold == "host" else device)  # fmt: skip
@@ -164,6 +165,7 @@ def run(size: str, alphas: list[float], max_new_tokens: int, window: int | None 
             "window": window,
             "device": device,
             "disk_route": disk_route,
+            "language_id": language_id,
             "prompts": len(PROMPTS),
             "setup_seconds": {"tune: hold the inputs and build the model": setup_tune, "disk: the sweep": sweep},
             "rows": [{k: v for k, v in r.items() if not k.endswith("figures")} for r in rows],
@@ -218,12 +220,13 @@ def main():
     parser.add_argument("--disk-route", choices=("sweep", "merge"), default="sweep",
                         help="sweep: one sweep writes every alpha's model (K models on disk); merge: one merge per "
                         "alpha, deleted after its evaluation (one model on disk)")  # fmt: skip
+    parser.add_argument("--language-id", default="lingua", help="tune's --language-id: lingua or py3langid")
     parser.add_argument("--json", default=None, help="where to save the figures (default docs/results/tune-SIZE.json)")
     args = parser.parse_args()
     from chatvec_fast.alphas import normalize_alphas
 
     doc = run(args.size, normalize_alphas(args.alphas), args.max_new_tokens, args.window, args.device,
-              args.disk_route)  # fmt: skip
+              args.disk_route, args.language_id)  # fmt: skip
     path = args.json or os.path.join(HERE, "..", "docs", "results", f"tune-{args.size}.json")
     save_json(path, doc)
     print(table(doc))

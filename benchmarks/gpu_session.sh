@@ -10,9 +10,9 @@
 #   kernels.json   bench_gpu_kernel.py: triton and cuda kernel GB/s (K = 1 and 4, bf16 and float32) vs a
 #                  device-to-device copy
 #   files.json     bench_gpu.py: file-level merge times, native vs triton vs cuda vs the I/O floor
-#   tune.json      bench_tune.py: chatvec tune on the GPU against the disk route, the 1.1B triple, 11 alphas;
-#                  only where lingua-language-detector is installed (its 95 MB wheel is past what can be
-#                  carried to the machine: the step then says so and is skipped)
+#   tune.json      bench_tune.py: chatvec tune on the GPU against the disk route, the 1.1B triple, 11 alphas,
+#                  with --language-id py3langid where lingua is not installed (lingua's 95 MB wheel is past
+#                  what can be carried to the machine; py3langid's 4.5 MB is among the carried wheels)
 #   session.log    what this script did, with each step's wall time and exit status
 #
 # Wheels the machine lacks (pybind11, pytest-benchmark, hypothesis) come from ./.gpu-wheels, made here by
@@ -51,7 +51,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: runs it under a time limit, logs
 } > "$OUT/versions.txt" 2>&1
 
 step install 150 bash -c "
-  $PY -m pip install --quiet --no-index --find-links .gpu-wheels pybind11 pytest-benchmark hypothesis 2>&1
+  $PY -m pip install --quiet --no-index --find-links .gpu-wheels pybind11 pytest-benchmark hypothesis py3langid 2>&1
   CHATVEC_REQUIRE_NATIVE=1 $PY -m pip install --quiet --no-build-isolation --no-deps -e . 2>&1
   $PY -c 'import chatvec_fast._cuda as c; print(\"chatvec_fast._cuda: devices\", c.device_count(), \"runtime\", c.runtime_version())' 2>&1
 " > "$OUT/install.log" 2>&1
@@ -68,11 +68,9 @@ step kernels 60 "$PY" benchmarks/bench_gpu_kernel.py --elements 268435456 --reps
 step files 150 env CHATVEC_BENCH_DIR=/tmp/chatvec-gpu-bench "$PY" benchmarks/bench_gpu.py --size 1b --rounds 2 \
   --json "$OUT/files.json" >> "$LOG" 2>&1
 
-if "$PY" -c "import lingua" > /dev/null 2>&1; then
-  step tune 150 env CHATVEC_BENCH_DIR=/tmp/chatvec-gpu-bench "$PY" benchmarks/bench_tune.py --size 1b \
-    --alphas 0:1:0.1 --device cuda --json "$OUT/tune.json" >> "$LOG" 2>&1
-else
-  echo "tune: skipped (lingua-language-detector is not installed here)" | tee -a "$LOG"
-fi
+language_id=lingua
+"$PY" -c "import lingua" > /dev/null 2>&1 || language_id=py3langid
+step tune 150 env CHATVEC_BENCH_DIR=/tmp/chatvec-gpu-bench "$PY" benchmarks/bench_tune.py --size 1b \
+  --alphas 0:1:0.1 --device cuda --language-id "$language_id" --json "$OUT/tune.json" >> "$LOG" 2>&1
 
 echo "done: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download --quiet --only-binary :all: --python-version 3.12 --platform manylinux2014_x86_64 \
   --platform any --no-deps -d .gpu-wheels \
-  pybind11 pytest-benchmark py-cpuinfo hypothesis attrs sortedcontainers
+  pybind11 pytest-benchmark py-cpuinfo hypothesis attrs sortedcontainers py3langid
 ls -la .gpu-wheels

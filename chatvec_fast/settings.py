@@ -28,6 +28,7 @@ OUTPUT_DTYPES = ("bf16", "f16", "f32", "fp8")
 VECTOR_DTYPES = ("f32", "f64", "bf16", "f16")
 # tune's recommendation rules (tuning/pick.py states and applies them)
 PICK_RULES = ("fidelity-stops", "bits-per-byte", "fidelity", "answer")
+LANGUAGE_IDS = ("lingua", "py3langid")  # tuning/language.py; docs/NOTES.md section 9 compares them
 _TUNE = ("tune",)
 
 # 1M elements per chunk (2 MiB per bf16 input): big enough that the Python hand-offs (~30 us a chunk) are
@@ -149,6 +150,11 @@ class Settings:
         "cpu", "where the model runs and the inputs are held: cpu (host memory; the native kernel switches the "
         "weights) or cuda / cuda:N (the GPU's memory; the triton kernel)", commands=_TUNE,
         cli={"metavar": "DEVICE"})  # fmt: skip
+    language_id: str = _option(
+        "lingua", "the language identifier of fidelity: lingua (lingua-language-detector, the [tune] extra: 95 "
+        "MB, a few seconds to load) or py3langid (4.5 MB, under a second: pip install py3langid); equally "
+        "accurate on short replies (docs/NOTES.md section 9)", commands=_TUNE,
+        cli={"choices": LANGUAGE_IDS})  # fmt: skip
     pick: str = _option(
         "fidelity-stops", "the rule that recommends an alpha: fidelity-stops (the highest language fidelity x stops "
         "among alphas whose bits per byte on --text stay within --max-bpb-increase of cp's), bits-per-byte (the "

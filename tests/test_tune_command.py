@@ -102,7 +102,13 @@ def test_the_model_at_each_alpha_is_the_merge_bit_for_bit(triple, tmp_path, file
 
 def test_write_best_is_the_merge_and_two_runs_record_the_same(tmp_path, known):
     _, paths, files = known
-    options = {"pick": "bits-per-byte", "dtype": "bf16", "special_tokens_from": "chat", "reference_text": files["text"]}
+    options = {
+        "pick": "bits-per-byte",
+        "dtype": "bf16",
+        "special_tokens_from": "chat",
+        "reference_text": files["text"],
+        "language_id": "py3langid",
+    }  # the other identifier: the rest of this file runs lingua
     first = tune(paths, tmp_path / "a", "0:1:0.5", files, write_best=str(tmp_path / "best"), **options)
     second = tune(paths, tmp_path / "b", "0:1:0.5", files, **options)
     assert first.alpha == second.alpha is not None
@@ -113,6 +119,7 @@ def test_write_best_is_the_merge_and_two_runs_record_the_same(tmp_path, known):
     b["options"].pop("write_best")
     assert a == b
     assert a["complete"] and a["recommendation"]["rule"] == "bits-per-byte"
+    assert a["options"]["language_id"] == "py3langid" and a["versions"]["py3langid"]
     for row in a["rows"]:  # the same file as --text and --reference-text: the same figure
         assert row["reference_bits_per_byte"] == row["bits_per_byte"] is not None
     assert a["inputs"]["reference_text"]["sha256"] == a["inputs"]["text"]["sha256"]
@@ -171,6 +178,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, known, monkeypatch):
     out = tmp_path / "t"
     cases = [
         ({"pick": "best"}, ValueError, "pick 'best': expected one of fidelity-stops"),
+        ({"language_id": "langid"}, ValueError, "language_id 'langid': expected one of lingua, py3langid"),
         ({"max_bpb_increase": -1}, ValueError, "max_bpb_increase -1"),
         ({"max_new_tokens": 0}, ValueError, "max_new_tokens 0"),
         ({"max_new_tokens": 60}, chatvec_fast.ChatvecError, "would run past the model's context"),

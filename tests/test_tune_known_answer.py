@@ -1,13 +1,15 @@
 """The known-answer triple (testing/known_answer.py) through the metrics: at each alpha the merged model's
 figures are the ones its construction gives (replies, fidelity, stops; bits per byte from the float64 bigram
-table), they move as constructed, and the default rule recommends the alpha computed by hand."""
+table), they move as constructed, and the default rule recommends the alpha computed by hand; with each
+language identifier (lingua, py3langid)."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 
 transformers = pytest.importorskip("transformers")
-pytest.importorskip("lingua", reason="lingua-language-detector is the [tune] extra")
 
 import chatvec_fast  # noqa: E402
 from chatvec_fast.testing.known_answer import write_known_answer_triple  # noqa: E402
@@ -20,24 +22,35 @@ from chatvec_fast.tuning.prompts import read_prompts  # noqa: E402
 ALPHAS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 
+IDENTIFIERS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                                                          reason=f"{name} is not installed"))
+               for name in ("lingua", "py3langid")]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=IDENTIFIERS)
+def language_id(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def known(tmp_path_factory):
     return write_known_answer_triple(str(tmp_path_factory.mktemp("known")), alphas=ALPHAS)
 
 
-def evaluator(known, tokenizer_dir, eos):
+def evaluator(known, tokenizer_dir, eos, language_id):
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     # the merged model's files: cp's tokenizer, the chat model's template and eos (merge's defaults)
     tokenizer.chat_template = transformers.AutoTokenizer.from_pretrained(known["paths"]["chat"]).chat_template
     inputs = EvalInputs(known["text"], None, tuple(read_prompts(known["prompts_path"])))
-    settings = EvalSettings(known["language"], max_new_tokens=known["max_new_tokens"], batch_size=2)
+    settings = EvalSettings(known["language"], max_new_tokens=known["max_new_tokens"], batch_size=2,
+                            language_id=language_id)  # fmt: skip
     check_eval_inputs(tokenizer, inputs, settings, known["window"])
     return Evaluator(tokenizer, inputs, settings, eos)
 
 
 @pytest.fixture(scope="module")
-def rows(known):
-    ev = evaluator(known, known["paths"]["cp"], (tokenizer_eos(known),))
+def rows(known, language_id):
+    ev = evaluator(known, known["paths"]["cp"], (tokenizer_eos(known),), language_id)
     model = transformers.AutoModelForCausalLM.from_pretrained(known["paths"]["cp"]).eval()
     out = {}
     for alpha in ALPHAS:
@@ -88,8 +101,8 @@ def test_default_rule_recommends_the_alpha_computed_by_hand(known, rows):
         assert known["recommended_by"][rule] == alpha, rule
 
 
-def test_reference_rows_cp_and_chat_alone(known, rows):
-    chat = evaluator(known, known["paths"]["chat"], (tokenizer_eos(known),))
+def test_reference_rows_cp_and_chat_alone(known, rows, language_id):
+    chat = evaluator(known, known["paths"]["chat"], (tokenizer_eos(known),), language_id)
     model = transformers.AutoModelForCausalLM.from_pretrained(known["paths"]["chat"]).eval()
     row = chat.evaluate(model)
     assert {r["text"] for r in row["replies"]} == {"hello world"}

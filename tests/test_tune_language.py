@@ -1,14 +1,21 @@
-"""Language identification for tune's fidelity: fixed one-line replies in several languages and scripts are
-identified as written; shares count replies and non-empty lines; language codes are checked before any work."""
+"""Language identification for tune's fidelity, with each identifier (lingua, py3langid): fixed one-line replies
+in several languages and scripts are identified as written; shares count replies and non-empty lines;
+language codes are checked before any work."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-pytest.importorskip("lingua", reason="lingua-language-detector is the [tune] extra")
+from chatvec_fast.errors import ChatvecError, InputError
+from chatvec_fast.tuning.language import LanguageIdentifier, check_language, lines
 
-from chatvec_fast.errors import InputError  # noqa: E402
-from chatvec_fast.tuning.language import LanguageIdentifier, check_language, lines  # noqa: E402
+IDENTIFIERS = [
+    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                                                reason=f"{name} is not installed"))
+    for name, module in (("lingua", "lingua"), ("py3langid", "py3langid"))
+]  # fmt: skip
 
 # One short chat reply a language: what a model writes, not a phrasebook line
 REPLIES = {
@@ -29,9 +36,14 @@ REPLIES = {
 }
 
 
+@pytest.fixture(scope="module", params=IDENTIFIERS)
+def identifier(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def zh():
-    return LanguageIdentifier("zh")
+def zh(identifier):
+    return LanguageIdentifier("zh", identifier=identifier)
 
 
 def test_replies_identified_in_every_script(zh):
@@ -64,30 +76,52 @@ def test_nothing_to_identify_is_no_language(zh):
     assert zh.share([]) == 0.0
 
 
-def test_other_target_languages(zh):
-    de = LanguageIdentifier("de")
+def test_other_target_languages(identifier):
+    de = LanguageIdentifier("de", identifier=identifier)
     assert de.share([REPLIES["de"], REPLIES["en"], REPLIES["fr"], REPLIES["de"]]) == 0.5
-    ko = LanguageIdentifier("ko", candidates=("en", "ja", "zh"))
+    ko = LanguageIdentifier("ko", candidates=("en", "ja", "zh"), identifier=identifier)
     assert ko.candidates == ("ko", "en", "ja", "zh")
     assert ko.identify([REPLIES["ko"], REPLIES["ja"], REPLIES["en"]]) == ["ko", "ja", "en"]
 
 
 @pytest.mark.parametrize("code, normal", [("zh", "zh"), ("ZH", "zh"), ("zh-CN", "zh"), ("zh_Hant", "zh"),
                                           (" ja ", "ja"), ("pt-BR", "pt")])  # fmt: skip
-def test_language_codes_normalised(code, normal):
-    assert check_language(code) == normal
+def test_language_codes_normalised(code, normal, identifier):
+    assert check_language(code, identifier=identifier) == normal
 
 
 @pytest.mark.parametrize("code", ["", "xx", "chinese", "zho", "kl", None])
-def test_unknown_language_refused_with_the_codes(code):
+def test_unknown_language_refused_with_the_codes(code, identifier):
     with pytest.raises(InputError) as info:
-        check_language(code)
+        check_language(code, identifier=identifier)
     message = str(info.value)
     assert "--language" in message and repr(code) in message
     if code:
         assert "zh" in message and "en" in message and "ISO 639-1" in message
 
 
-def test_a_single_candidate_is_refused():
+def test_a_single_candidate_is_refused(identifier):
     with pytest.raises(Exception, match="at least one other candidate"):
-        LanguageIdentifier("zh", candidates=("zh",))
+        LanguageIdentifier("zh", candidates=("zh",), identifier=identifier)
+
+
+def test_an_identifier_not_installed_or_unknown_is_one_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_py3langid(name, *args, **kwargs):
+        if name.startswith("py3langid"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    from chatvec_fast.tuning import language
+
+    language.known_languages.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", without_py3langid)
+    with pytest.raises(ChatvecError, match="py3langid, which is not installed; pip install py3langid"):
+        check_language("zh", identifier="py3langid")
+    monkeypatch.undo()
+    language.known_languages.cache_clear()
+    with pytest.raises(ValueError, match="language_id 'langid': expected one of lingua, py3langid"):
+        check_language("zh", identifier="langid")

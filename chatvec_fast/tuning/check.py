@@ -18,7 +18,7 @@ from ..errors import InputError, OutputError
 from ..job import Job
 from ..memory.options import device_name
 from ..read.text_file import read_utf8
-from ..settings import PICK_RULES, Settings, unknown_option
+from ..settings import LANGUAGE_IDS, PICK_RULES, Settings, unknown_option
 from ..write.paths import check_not_in_inputs, check_output_path
 from .results import OURS
 
@@ -69,6 +69,8 @@ def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spe
     values = normalize_alphas(alphas)
     if any(isinstance(a, tuple) for a in values):
         raise ValueError(f"alphas {alphas!r}: tune sweeps one chat vector, one alpha per model")
+    if s.language_id not in LANGUAGE_IDS:
+        raise ValueError(f"{name('language_id')} {s.language_id!r}: expected one of {', '.join(LANGUAGE_IDS)}")
     if s.pick not in PICK_RULES:
         raise ValueError(f"{name('pick')} {s.pick!r}: expected one of {', '.join(PICK_RULES)}")
     bound = s.max_bpb_increase
@@ -101,7 +103,7 @@ def build(inputs: dict, out, alphas, text, prompts, language, options: dict, spe
                          f"{paths['prompts']} has none; add \"answer\" to its lines, or pick another rule")  # fmt: skip
     reference_text = None if reference is None else _read_text(reference, name("reference_text"))
     return TuneJob(merge, s, os.fspath(out), tuple(values), _read_text(paths["text"], name("text")), reference_text,
-                   paths, tuple(prompt_list), check_language(language, name("language")))  # fmt: skip
+                   paths, tuple(prompt_list), check_language(language, name("language"), s.language_id))  # fmt: skip
 
 
 def _path(value, what: str) -> str:

@@ -98,7 +98,7 @@ def _evaluation(job: TuneJob, held, model_dir: str) -> dict:
 
     s = job.settings
     settings = EvalSettings(language=job.language, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                            window=s.window, spelling=job.merge.spelling)  # fmt: skip
+                            window=s.window, language_id=s.language_id, spelling=job.merge.spelling)  # fmt: skip
     inputs = EvalInputs(text=job.text, reference_text=job.reference_text, prompts=job.prompts)
     tokenizer, eos = load_tokenizer(model_dir, "the merged model"), eos_ids(model_dir)
     context = context_window(model_dir)

@@ -33,6 +33,7 @@ class EvalSettings:
     batch_size: int = 8
     window: int | None = None  # tokens per bits-per-byte window; None: the model's context
     stride: int | None = None  # tokens between windows' starts; None: half a window
+    language_id: str = "lingua"  # the identifier (tuning/language.py)
     spelling: str = "cli"  # how messages name options: --window on the command line, window in Python
 
     def name(self, option: str) -> str:
@@ -122,7 +123,7 @@ class Evaluator:
         # a tokenizer's <pad> may not (one added without resizing the embedding)
         self.pad_id = self.eos_ids[0]
         # one identifier can serve several Evaluators: loading lingua's models takes 4-25 s here
-        self.identifier = identifier or LanguageIdentifier(settings.language)
+        self.identifier = identifier or LanguageIdentifier(settings.language, identifier=settings.language_id)
         # tokenized once, not at every alpha (1.3 MB of mixed English and Chinese: 1.1 s, 677k tokens, here)
         self.ids = {what: text_ids(tokenizer, getattr(inputs, what)) for what in ("text", "reference_text")
                     if getattr(inputs, what) is not None}  # fmt: skip

@@ -20,7 +20,7 @@ from ..settings import Settings
 # --resume may change them.
 FREE = ("resume", "progress", "dry_run", "overwrite", "threads", "write_best", "chunk_elements", "devices",
         "gpu_memory", "max_shard_size", "model_card", "pick", "max_bpb_increase")  # fmt: skip
-PACKAGES = ("torch", "transformers", "tokenizers", "lingua-language-detector", "numpy", "matplotlib")
+PACKAGES = ("torch", "transformers", "tokenizers", "lingua-language-detector", "py3langid", "numpy", "matplotlib")
 
 
 def _plain(value):
