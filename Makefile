@@ -49,6 +49,7 @@ test-sanitize:
 	cd build-asan && ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIBS) PYTHONPATH=$$PWD/pkg \
 	  $(PY) -m pytest -q -p no:cacheprovider --rootdir .. ../tests/test_kernel.py ../tests/test_reliability.py \
 	  ../tests/test_fp8_kernel.py ../tests/test_fp8_rounding.py ../tests/test_apply_vectors.py ../tests/test_call_boundary.py \
+	  ../tests/test_inspect_sums.py \
 	  -k "(native or grid or boundary or instruction or thread) and not triton"
 
 bench-smoke:  # every benchmark script on tiny models, so none of them rots (CI runs this)

@@ -86,7 +86,7 @@ def test_native_sums_do_not_depend_on_the_chunks(chunks):
     assert got.finish() == want
 
 
-def test_without_cp_two_sums():
+def test_native_without_cp_two_sums():
     values = triple(BLOCK + 5, "BF16", "no-cp")[:2]
     got = TensorSums(with_cp=False, native=True)
     got.add(*values)
@@ -96,7 +96,7 @@ def test_without_cp_two_sums():
         assert abs(value - want[key]) <= 2 * math.ulp(want[key])
 
 
-def test_nan_and_inf_sum_as_ieee_addition_does():
+def test_native_nan_and_inf_sum_as_ieee_addition_does():
     base, chat, cp = (sums_module.widen(v).copy() for v in triple(1000, "F64", "ieee"))
     chat[17] = math.inf
     got = TensorSums(True, native=True)
@@ -110,7 +110,7 @@ def test_nan_and_inf_sum_as_ieee_addition_does():
     assert math.isnan(got.finish()["delta.delta"]) and got.non_finite["chat"] == 2
 
 
-def test_the_binding_checks_its_buffers():
+def test_the_native_binding_checks_its_buffers():
     kernel = _native.module.block_sums
     a = np.ones(10, np.float32)
     out = np.empty((1, 4))
