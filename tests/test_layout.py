@@ -18,7 +18,8 @@ import chatvec_fast
 from chatvec_fast import _native, api, job
 
 PACKAGE = os.path.dirname(chatvec_fast.__file__)
-LEAVES = {"alphas", "errors", "dtypes", "kernel_codes", "units", "faults", "filenames", "progress", "_native"}
+LEAVES = {"alphas", "errors", "dtypes", "kernel_codes", "units", "faults", "filenames", "progress", "_native",
+          "regular_files"}  # fmt: skip
 STAGES = {"read", "plan", "backends", "write", "run"}
 
 # What each part of the package may import (besides the leaf modules and itself).

@@ -249,7 +249,7 @@ def test_hostile_prompts_files(tmp_path, monkeypatch):
 def test_missing_prompts_file(tmp_path):
     with pytest.raises(InputError, match="cannot read prompts file: no such file; check the path"):
         read_prompts(str(tmp_path / "none.jsonl"))
-    with pytest.raises(InputError, match="cannot read prompts file: Is a directory"):
+    with pytest.raises(InputError, match="prompts file is a directory, not a regular file"):
         read_prompts(str(tmp_path))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import reprlib
 
 from ..errors import ChatvecError
+from ..regular_files import open_regular
 
 
 class ConfigError(ChatvecError):
@@ -43,7 +44,7 @@ def load_documents(path: str) -> list:
     import yaml  # PyYAML: only --mergekit-config needs it
 
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, "mergekit config") as fh:  # a named pipe would block the read forever
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the mergekit config: {exc.strerror or exc}") from None

@@ -23,6 +23,8 @@ from ..filenames import (
     TOKENIZER_PATTERNS,
     WEIGHT_SUFFIXES,
 )
+from ..regular_files import FLAGS as REGULAR_FLAGS
+from ..regular_files import special_kind
 from .header import SafetensorsHeader, TensorInfo, read_header, tensor_problem
 from .identity import FileIdentity, check_identity
 from .index import shard_files_from_index
@@ -95,12 +97,24 @@ def _choose_layout(path: str, warnings: list[str]) -> tuple[str | None, list[str
     return index_path, shards, weight_map
 
 
+def _refuse_special_files(path: str):
+    """A named pipe, device or socket as the checkpoint or in its directory: opened, it would block or never
+    end; its name tested with isfile, it would read as missing ("no config.json") and mislead. Refused first."""
+    entries = [path] if not os.path.isdir(path) else [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    for entry in entries:
+        kind = special_kind(entry)
+        if kind is not None:
+            raise InputError(f"{entry}: {kind}, where a model's files are; a model directory holds regular files "
+                             "(or links to them): put the file itself there, or remove it")  # fmt: skip
+
+
 def open_checkpoint(path: str) -> Checkpoint:
     """Opens a checkpoint directory (or a single weight file) and validates all its headers: safetensors
     (model.safetensors, or an index and its shards) or PyTorch .bin (pytorch_model.bin, or an index and its
     shards), whichever transformers would load."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
+    _refuse_special_files(path)
     config: dict = {}
     warnings: list[str] = []
     index_path = weight_map = None
@@ -172,7 +186,7 @@ def _table(f: SafetensorsHeader) -> list:
 def _ends_digest(f: SafetensorsHeader) -> bytes:
     """sha256 of the first and the last SAMPLE_BYTES of a file's data section, read from the file whose header
     was read."""
-    fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(f.path, REGULAR_FLAGS)  # O_NONBLOCK: a FIFO swapped in since is refused, not waited on
     try:
         check_identity(f.path, f.identity, FileIdentity.of(os.fstat(fd)), "since its header was read")
         data = f.file_size - f.data_start

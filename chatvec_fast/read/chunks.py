@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 from .. import faults
 from ..errors import InputError
+from ..regular_files import FLAGS as REGULAR_FLAGS
 from .header import TensorInfo
 from .identity import FileIdentity, check_identity
 
@@ -52,7 +53,7 @@ class InputFiles:
                 return entry
             self._close_idle(keep=self.max_open - 1)
         try:
-            fd = os.open(info.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(info.path, REGULAR_FLAGS)  # O_NONBLOCK: a FIFO swapped in since is refused, not waited on
         except OSError as exc:
             raise InputError(f"{info.path}: cannot open: {exc.strerror}") from exc
         try:

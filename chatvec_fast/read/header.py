@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..dtypes import BITS, nbytes
 from ..errors import InputError
+from ..regular_files import open_regular
 from .identity import FileIdentity
 
 # The safetensors library refuses headers above 100 MB; a 405B model's largest
@@ -102,7 +103,7 @@ def _shape_problem(shape: list, dtype: str) -> str | None:
 def read_header(path: str) -> SafetensorsHeader:
     """Parses and validates `path`'s header. Raises InputError naming what is wrong."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "safetensors file") as f:
             identity = FileIdentity.of(os.fstat(f.fileno()))
             file_size = identity.size
             prefix = f.read(8)

@@ -25,9 +25,12 @@ from ..filenames import (
     TOKENIZER_JSON,
     VOCABULARY_FILES,
 )
+from ..regular_files import same_contents, special_kind
 from .json_file import load_json, load_json_object
+from .text_file import read_utf8
 
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
+MAX_TEMPLATE_BYTES = 16 << 20  # chat_template.jinja: real ones are a few KB (the largest seen ~20 KB)
 MAX_TOKEN_ID = 1 << 31  # the largest vocabularies have ~260,000 tokens; an id past 2^31 indexes nothing real
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 60
@@ -44,8 +47,12 @@ def model_files(model_dir: str, patterns, exclude=()) -> list[str]:
         path = os.path.join(model_dir, name)
         if name in exclude or os.path.islink(path) and not os.path.isfile(path):
             continue
-        if os.path.isfile(path) and any(fnmatch.fnmatch(name, p) for p in patterns):
-            names.append(name)
+        if any(fnmatch.fnmatch(name, p) for p in patterns):
+            if os.path.isfile(path):
+                names.append(name)
+            elif kind := special_kind(path):  # copied or read, it would block or never end; skipped, it would be lost
+                raise InputError(f"{path}: {kind} where {model_dir}'s model files are, not a regular file; put the "
+                                 "file itself there, or remove it")  # fmt: skip
     return names
 
 
@@ -149,9 +156,9 @@ def chat_template(model_dir: str):
     if config.get("chat_template"):
         return config["chat_template"], TOKENIZER_CONFIG
     jinja = os.path.join(model_dir, CHAT_TEMPLATE_FILES[0])
-    if os.path.isfile(jinja):
-        with open(jinja, encoding="utf-8") as f:
-            return f.read(), CHAT_TEMPLATE_FILES[0]
+    if os.path.lexists(jinja):
+        text = read_utf8(jinja, jinja, "chat template", MAX_TEMPLATE_BYTES, "any real chat template needs")
+        return text, CHAT_TEMPLATE_FILES[0]
     doc = optional_json(model_dir, CHAT_TEMPLATE_FILES[1])
     if doc.get("chat_template"):
         return doc["chat_template"], CHAT_TEMPLATE_FILES[1]
@@ -242,7 +249,7 @@ def different_vocabularies(a: str, b: str) -> str | None:
         files = [os.path.join(d, "tokenizer.model") for d in (a, b)]
         if not all(os.path.isfile(f) for f in files):
             return "whether cp's vocabulary is base's cannot be checked: they lack tokenizer.json (and tokenizer.model)"
-        if open(files[0], "rb").read() != open(files[1], "rb").read():
+        if not same_contents(files[0], files[1], "tokenizer.model"):
             return "cp's tokenizer.model is not base's"
     sizes = [optional_json(d, CONFIG_NAME).get("vocab_size") for d in (a, b)]
     if sizes[0] != sizes[1]:

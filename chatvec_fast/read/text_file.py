@@ -1,8 +1,8 @@
 """Small text files from users and inputs (JSON, JSON Lines, plain text), read whole but bounded.
 
-One reader for every such file, so each gets the same three refusals, each naming the file: unreadable
-(missing, a directory, no permission), larger than the cap its kind needs (a hostile or mistaken file would
-otherwise cost its size in RAM), or not UTF-8.
+One reader for every such file, so each gets the same refusals, each naming the file: unreadable (missing,
+no permission), not a regular file (a directory; a named pipe, which would block the read forever), larger
+than the cap its kind needs (a hostile or mistaken file would otherwise cost its size in RAM), or not UTF-8.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import errno
 import os
 
 from ..errors import InputError
+from ..regular_files import open_regular
 
 
 def read_utf8(path, where: str, what: str, max_bytes: int, cap_reason: str) -> str:
@@ -24,7 +25,7 @@ def read_utf8(path, where: str, what: str, max_bytes: int, cap_reason: str) -> s
     '{"prompt": "你好"}\\n'
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what, where) as f:
             size = os.fstat(f.fileno()).st_size
             if size > max_bytes:
                 raise InputError(f"{where}: {what} of {size} bytes, more than the {max_bytes} {cap_reason}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ..dtypes import itemsize
 from ..errors import InputError
+from ..regular_files import open_regular
 from .torch_pickle import DTYPES, StorageRef, TensorRef, _Dtype, read_state_dict, short
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -63,7 +64,7 @@ def resave_command(path: str, value: str = "sd") -> str:
 def is_torch_zip(path: str) -> bool:
     """Cheap sniff: a zip archive with a data.pkl member. `is_torch_zip("pytorch_model.bin")` -> True."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, ".bin checkpoint") as f:
             if f.read(4) != ZIP_MAGIC:
                 return False
             with zipfile.ZipFile(f) as zf:
@@ -79,7 +80,7 @@ def read_torch_zip(path: str) -> list[TorchTensor]:
     preadv as for a safetensors tensor. Loads no tensor data: memory is the size of data.pkl.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, ".bin checkpoint") as f:
             file_size = os.fstat(f.fileno()).st_size
             _check_magic(path, f.read(len(LEGACY_MAGIC)), file_size)
             f.seek(0)

@@ -16,8 +16,10 @@ import json
 import os
 import re
 
+from ..errors import ChatvecError
 from ..filenames import CONFIG_NAME
 from ..plan.types import Plan
+from ..read.json_file import load_json_object
 from ..report import FORMULAS
 
 PAPER = "https://arxiv.org/abs/2310.04799"
@@ -42,10 +44,9 @@ def hub_id(sources: dict, role: str, directory: str) -> str | None:
     transformers in its config.json as _name_or_path (when that is an id, not a path). None otherwise."""
     if role in sources:
         return sources[role]["id"]
-    try:
-        with open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
-            name = json.load(f).get("_name_or_path")
-    except (OSError, ValueError, AttributeError, RecursionError):
+    try:  # the one bounded reader: a named pipe or a hostile config.json costs nothing here
+        name = load_json_object(os.path.join(directory, CONFIG_NAME), "config").get("_name_or_path")
+    except ChatvecError:
         name = None
     if isinstance(name, str) and _HUB_ID.fullmatch(name) and not os.path.exists(name):
         return name

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 
 from ..errors import OutputError
+from ..regular_files import open_regular
 from .durable import writing
 
 Edit = Callable[[dict], dict]
@@ -29,7 +30,7 @@ def write_files(sources: list[tuple[str | None, str, Edit | None]], dest: str) -
             with writing(dst, "aux"):
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 if edit is None:
-                    with open(src, "rb") as f, open(dst, "xb") as g:
+                    with open_regular(src, "input file") as f, open(dst, "xb") as g:
                         shutil.copyfileobj(f, g, 16 << 20)
                         g.flush()
                         os.fsync(g.fileno())
@@ -53,8 +54,8 @@ def write_files(sources: list[tuple[str | None, str, Edit | None]], dest: str) -
 
 def _read_object(path: str) -> dict:
     """A JSON object from an input (checked when the run planned; read again here to edit it)."""
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    with open_regular(path, "input file") as f:
+        doc = json.loads(f.read().decode("utf-8"))
     if not isinstance(doc, dict):
         raise OutputError(f"{path}: expected a JSON object")
     return doc

@@ -20,8 +20,9 @@ import json
 import os
 import shutil
 
-from ..errors import OutputError
+from ..errors import ChatvecError, OutputError
 from ..filenames import INDEX_NAME, REPORT_NAME
+from ..regular_files import open_regular
 from ..units import format_bytes
 from .durable import write_json
 from .names import INTERNAL
@@ -60,9 +61,9 @@ def already_complete(out: str, fingerprint: str) -> bool:
     """Whether `out` is the finished output of a run with this fingerprint (--resume after the end): its
     report says so and every file it lists is there with its recorded size."""
     try:
-        with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError, RecursionError):
+        with open_regular(os.path.join(out, REPORT_NAME), "report") as f:  # a named pipe would block the read
+            report = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError, ChatvecError):
         return False
     if not isinstance(report, dict) or report.get("fingerprint") != fingerprint:
         return False

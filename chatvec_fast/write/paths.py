@@ -15,8 +15,9 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..errors import OutputError
+from ..errors import ChatvecError, OutputError
 from ..filenames import MODEL_FILE_PATTERNS, REPORT_NAME
+from ..regular_files import open_regular
 from .names import lock_path, set_aside_path, staging_path
 
 _MAX_LISTED = 5
@@ -131,9 +132,9 @@ def foreign_entries(out: str, entries) -> list[str]:
 def _reported_files(out: str) -> set[str] | None:
     """The files a chatvec report in `out` lists (None without a readable report)."""
     try:
-        with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
+        with open_regular(os.path.join(out, REPORT_NAME), "report") as f:  # a named pipe would block the read
+            report = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError, ChatvecError):
         return None
     files = report.get("files") if isinstance(report, dict) else None
     return set(files) if isinstance(files, dict) and report.get("tool") == "chatvec-fast" else None
