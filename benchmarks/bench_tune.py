@@ -84,7 +84,7 @@ def run(size: str, alphas: list[float], max_new_tokens: int, window: int | None 
 
     import chatvec_fast
     from chatvec_fast.tuning.check import build
-    from chatvec_fast.tuning.command import _evaluation
+    from chatvec_fast.tuning.command import _evaluation, hold_inputs
     from chatvec_fast.tuning.model import build_model, write_model_files
     from chatvec_fast.write.names import alpha_dirname
 
@@ -96,9 +96,7 @@ def run(size: str, alphas: list[float], max_new_tokens: int, window: int | None 
         job = build(paths, os.path.join(work, "tune"), alphas, files["text"], files["prompts"], "en",
                     {"max_new_tokens": max_new_tokens, "window": window, "device": device,
                      "language_id": language_id}, "api")  # fmt: skip
-        hold = "host" if device == "cpu" else "device"
-        held = chatvec_fast.HeldMerge(paths["base"], paths["chat"], paths["cp"], hold=hold,
-                                      device=None if hold == "host" else device)  # fmt: skip
+        held = hold_inputs(job)  # as tune holds them: host memory, or the device's
         os.makedirs(job.out)
         model_dir = write_model_files(held.plan, None, None, job.out)
         evaluator = _evaluation(job, held, model_dir)["merged"]

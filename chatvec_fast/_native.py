@@ -17,6 +17,13 @@ except ImportError as exc:  # not compiled, or compiled for another Python
     import_error = exc
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def require():
     """Returns the native module; raises a clear error when it is missing."""
     if module is None:

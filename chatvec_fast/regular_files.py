@@ -23,6 +23,10 @@ _KINDS = (
 )
 
 
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def special_kind(path) -> str | None:
     """What path is when it exists as neither a regular file nor a directory ("a named pipe (FIFO)", ...);
     None otherwise (following links; a broken link is None)."""
@@ -32,7 +36,18 @@ def special_kind(path) -> str | None:
         return None
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return _kind(mode)
+
+
+def refuse_special_files(path: str):
+    """A named pipe, device or socket as a model's file or in its directory: opened, it would block or never
+    end; tested with isfile, it would read as missing ("no config.json") and mislead. InputError naming it."""
+    entries = [path] if not os.path.isdir(path) else [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    for entry in entries:
+        kind = special_kind(entry)
+        if kind is not None:
+            raise InputError(f"{entry}: {kind}, where a model's files are; a model directory holds regular files "
+                             "(or links to them): put the file itself there, or remove it")  # fmt: skip
 
 
 def open_regular_fd(path, what: str = "file", where: str | None = None) -> int:
@@ -47,8 +62,7 @@ def open_regular_fd(path, what: str = "file", where: str | None = None) -> int:
         raise
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-        raise InputError(f"{where or path}: {what} is {kind}, not a regular file; point to the file itself")
+        raise InputError(f"{where or path}: {what} is {_kind(mode)}, not a regular file; point to the file itself")
     return fd
 
 

@@ -15,9 +15,9 @@ This stage is `inspection/`, not `inspect/`: a subpackage named `inspect` would 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
+from .._native import usable_cpus
 from ..job import Job
 from ..plan import plan_job
 from ..progress import Progress
@@ -36,8 +36,7 @@ MAX_DEFAULT_THREADS = 8
 
 def default_threads() -> int:
     """Every core this process may use, at most MAX_DEFAULT_THREADS."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_THREADS))
+    return max(1, min(usable_cpus(), MAX_DEFAULT_THREADS))
 
 
 def run_inspection(job: Job) -> VectorInspection:

@@ -24,7 +24,7 @@ from ..filenames import (
     WEIGHT_SUFFIXES,
 )
 from ..regular_files import FLAGS as REGULAR_FLAGS
-from ..regular_files import special_kind
+from ..regular_files import refuse_special_files
 from .header import SafetensorsHeader, TensorInfo, read_header, tensor_problem
 from .identity import FileIdentity, check_identity
 from .index import shard_files_from_index
@@ -97,24 +97,13 @@ def _choose_layout(path: str, warnings: list[str]) -> tuple[str | None, list[str
     return index_path, shards, weight_map
 
 
-def _refuse_special_files(path: str):
-    """A named pipe, device or socket as the checkpoint or in its directory: opened, it would block or never
-    end; its name tested with isfile, it would read as missing ("no config.json") and mislead. Refused first."""
-    entries = [path] if not os.path.isdir(path) else [os.path.join(path, n) for n in sorted(os.listdir(path))]
-    for entry in entries:
-        kind = special_kind(entry)
-        if kind is not None:
-            raise InputError(f"{entry}: {kind}, where a model's files are; a model directory holds regular files "
-                             "(or links to them): put the file itself there, or remove it")  # fmt: skip
-
-
 def open_checkpoint(path: str) -> Checkpoint:
     """Opens a checkpoint directory (or a single weight file) and validates all its headers: safetensors
     (model.safetensors, or an index and its shards) or PyTorch .bin (pytorch_model.bin, or an index and its
     shards), whichever transformers would load."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
-    _refuse_special_files(path)
+    refuse_special_files(path)  # before any isfile() test could call one missing
     config: dict = {}
     warnings: list[str] = []
     index_path = weight_map = None

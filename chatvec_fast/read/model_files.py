@@ -25,7 +25,7 @@ from ..filenames import (
     TOKENIZER_JSON,
     VOCABULARY_FILES,
 )
-from ..regular_files import same_contents, special_kind
+from ..regular_files import refuse_special_files, same_contents
 from .json_file import load_json, load_json_object
 from .text_file import read_utf8
 
@@ -42,17 +42,14 @@ def model_files(model_dir: str, patterns, exclude=()) -> list[str]:
     files: a shard may be named like anything, tokenizer.json included)."""
     if not os.path.isdir(model_dir):
         return []
+    refuse_special_files(model_dir)  # dirs no checkpoint opening checked (a vector's chat/ folder)
     names = []
     for name in sorted(os.listdir(model_dir)):
         path = os.path.join(model_dir, name)
         if name in exclude or os.path.islink(path) and not os.path.isfile(path):
             continue
-        if any(fnmatch.fnmatch(name, p) for p in patterns):
-            if os.path.isfile(path):
-                names.append(name)
-            elif kind := special_kind(path):  # copied or read, it would block or never end; skipped, it would be lost
-                raise InputError(f"{path}: {kind} where {model_dir}'s model files are, not a regular file; put the "
-                                 "file itself there, or remove it")  # fmt: skip
+        if os.path.isfile(path) and any(fnmatch.fnmatch(name, p) for p in patterns):
+            names.append(name)
     return names
 
 

@@ -36,14 +36,8 @@ from .vector import inspect_inputs
 def run_tune(job: TuneJob) -> res.TuneResults:
     """Runs a checked tune (check.build); returns its results. Interrupted, results.json keeps the finished
     alphas and the exception says so (exc.chatvec_tune: the --out to --resume)."""
-    from ..memory import HeldMerge
-
     s = job.settings
-    hold = "host" if s.device == "cpu" else "device"
-    options = {n: getattr(job.merge.settings, n) for n in MEMORY_OPTIONS}
-    inputs = job.merge.inputs
-    held = HeldMerge(inputs["base"], inputs["chat"], inputs["cp"], hold=hold,
-                     device=None if hold == "host" else s.device, **options)  # fmt: skip
+    held = hold_inputs(job)
     check_outputs(job, held.job.inputs)
     created = not os.path.lexists(job.out)
     scratch = tempfile.mkdtemp(prefix="chatvec-tune-") if s.dry_run else None
@@ -51,6 +45,17 @@ def run_tune(job: TuneJob) -> res.TuneResults:
         os.makedirs(job.out, exist_ok=True)
     with _locked(scratch or job.out, job.name("out")):
         return _run(job, held, created, scratch)
+
+
+def hold_inputs(job: TuneJob):
+    """The tune's HeldMerge (not loaded yet): in host memory for --device cpu, else on the device."""
+    from ..memory import HeldMerge
+
+    hold = "host" if job.settings.device == "cpu" else "device"
+    options = {n: getattr(job.merge.settings, n) for n in MEMORY_OPTIONS}
+    inputs = job.merge.inputs
+    return HeldMerge(inputs["base"], inputs["chat"], inputs["cp"], hold=hold,
+                     device=None if hold == "host" else job.settings.device, **options)  # fmt: skip
 
 
 def _run(job: TuneJob, held, created: bool, scratch: str | None) -> res.TuneResults:

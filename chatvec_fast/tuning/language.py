@@ -47,7 +47,7 @@ def known_languages(identifier: str = "lingua") -> frozenset[str]:
     module = _module(identifier)
     if identifier == "lingua":
         return frozenset(lang.iso_code_639_1.name.lower() for lang in module.Language.all())
-    return frozenset(code for code in _py3langid_model().nb_classes if len(code) == 2 and code != "zxx")
+    return frozenset(code for code in _load_py3langid().nb_classes if len(code) == 2 and code != "zxx")
 
 
 def check_language(code: str, option: str = "--language", identifier: str = "lingua") -> str:
@@ -116,22 +116,15 @@ def _detector(identifier: str, candidates: tuple[str, ...]):
         detector = builder.with_preloaded_language_models().build()
         return lambda texts: ["" if lang is None else lang.iso_code_639_1.name.lower()
                               for lang in detector.detect_languages_in_parallel_of(texts)]  # fmt: skip
-    model = _py3langid_model(fresh=True)  # set_languages restricts the instance: one of its own
+    model = _load_py3langid()  # set_languages restricts the instance: one of its own
     model.set_languages(list(candidates))
     return lambda texts: [model.classify(t)[0] for t in texts]
 
 
-def _py3langid_model(fresh: bool = False):
-    """py3langid's bundled model (0.5 s to load): a shared instance to list its languages, or a fresh one."""
-    if fresh:
-        langid = _module("py3langid")
-        return langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE)
-    return _shared_py3langid()
-
-
-@functools.lru_cache(maxsize=1)
-def _shared_py3langid():
-    return _py3langid_model(fresh=True)
+def _load_py3langid():
+    """A new instance of py3langid's bundled model (0.5 s to load)."""
+    langid = _module("py3langid")
+    return langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE)
 
 
 def lines(texts: list[str]) -> list[str]:

@@ -8,13 +8,13 @@ the model's size.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._native import usable_cpus
 from ..dtypes import itemsize
 from ..read.header import TensorInfo
 from .compute import Deriver
@@ -87,8 +87,7 @@ def _check_fp8(deriver: Deriver, w: Window) -> Outcome:
 
 
 def thread_count() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, cpus))
+    return max(1, min(MAX_THREADS, usable_cpus()))
 
 
 def run_windows(deriver: Deriver, windows, done, threads: int | None = None):

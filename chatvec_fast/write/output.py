@@ -16,17 +16,15 @@ io/tensor_writer.py is the shape; staging, fsync, the atomic commit and resume a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
-from ..errors import ChatvecError, OutputError
+from ..errors import OutputError
 from ..filenames import INDEX_NAME, REPORT_NAME
-from ..regular_files import open_regular
 from ..units import format_bytes
 from .durable import write_json
 from .names import INTERNAL
-from .paths import check_output_path
+from .paths import check_output_path, read_report
 from .records import sha256_file
 from .shard import CompletedFile, ShardFile, build_header
 from .staging import OutputDirectory
@@ -60,11 +58,7 @@ def _check_free_space(directory: str, needed: int):
 def already_complete(out: str, fingerprint: str) -> bool:
     """Whether `out` is the finished output of a run with this fingerprint (--resume after the end): its
     report says so and every file it lists is there with its recorded size."""
-    try:
-        with open_regular(os.path.join(out, REPORT_NAME), "report") as f:  # a named pipe would block the read
-            report = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, RecursionError, ChatvecError):
-        return False
+    report = read_report(out)
     if not isinstance(report, dict) or report.get("fingerprint") != fingerprint:
         return False
     files = report.get("files")

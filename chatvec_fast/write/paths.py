@@ -129,13 +129,19 @@ def foreign_entries(out: str, entries) -> list[str]:
     return foreign
 
 
-def _reported_files(out: str) -> set[str] | None:
-    """The files a chatvec report in `out` lists (None without a readable report)."""
+def read_report(out: str):
+    """The JSON document of out's chatvec report, or None where there is none readable (missing, not JSON, or
+    not a regular file: a named pipe would block the read)."""
     try:
-        with open_regular(os.path.join(out, REPORT_NAME), "report") as f:  # a named pipe would block the read
-            report = json.loads(f.read().decode("utf-8"))
+        with open_regular(os.path.join(out, REPORT_NAME), "report") as f:
+            return json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError, RecursionError, ChatvecError):
         return None
+
+
+def _reported_files(out: str) -> set[str] | None:
+    """The files a chatvec report in `out` lists (None without a readable report)."""
+    report = read_report(out)
     files = report.get("files") if isinstance(report, dict) else None
     return set(files) if isinstance(files, dict) and report.get("tool") == "chatvec-fast" else None
 
